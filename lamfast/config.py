@@ -1,0 +1,66 @@
+"""Tunables (STYLE 5). Module constants; :func:`_reset` restores the defaults.
+
+Each constant states why it has the value it has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_DEFAULTS: dict[str, object] = {}
+
+
+def _default(name: str, value):
+    _DEFAULTS[name] = value
+    return value
+
+
+# Rows per simulated block. Randomness is keyed by block index, so this is part of the definition
+# of a stream: changing it changes the sampled rows (but never the law). 4096 rows of a do=128
+# joint vector are 9 MiB of float64: large enough to amortise BLAS calls, small enough for L3.
+BLOCK_ROWS = _default("BLOCK_ROWS", 4096)
+
+# Blocks handed to one kernel call. Purely a work-size knob: results are bitwise identical for any
+# value (tests/test_simulate.py::test_stream_bitwise_across_chunks).
+CHUNK_BLOCKS = _default("CHUNK_BLOCKS", 16)
+
+# Dense LAPACK subset driver up to this dimension, ARPACK above it (when k is small).
+EIGH_DENSE_MAX = _default("EIGH_DENSE_MAX", 1024)
+
+# Two eigenvalues are "tied" when they differ by less than TIE_RTOL * lambda_max. LAPACK's
+# symmetric eigensolvers are backward stable: eigenvalue errors are O(d * eps * ||C||), about
+# 3e-14 at d = 128. 1e-9 is five orders above that and far below any sampling gap (O(1/sqrt(n))
+# at n <= 1e12).
+TIE_RTOL = _default("TIE_RTOL", 1e-9)
+
+# Random rotations drawn inside a tied eigenvalue block, over which probe metrics are averaged.
+TIE_DRAWS = _default("TIE_DRAWS", 8)
+
+# Pseudo-inverse cut-off, relative to the largest eigenvalue: numpy's pinv convention
+# (max dimension * machine epsilon) times a safety factor of 10 for the extra rounding of the
+# moment computations that precede it.
+PINV_RCOND_FACTOR = _default("PINV_RCOND_FACTOR", 10.0)
+
+# o is treated as uncorrelated with (delta, a) when the normalised cross second moment is below
+# this. Exact population moments give zero up to rounding (~1e-16); any finite sample gives
+# O(1/sqrt(n)) >= 1e-6 for n <= 1e12, so the two cases never mix.
+INDEPENDENCE_RTOL = _default("INDEPENDENCE_RTOL", 1e-10)
+
+# Minibatch size of the authors' training scripts; sets the "batch" label weighting
+# w = 1 - (1 - m)^BATCH_SIZE (DESIGN 1.1 item 4).
+BATCH_SIZE = _default("BATCH_SIZE", 128)
+
+# Seconds of work before a progress bar is shown on stderr.
+PROGRESS_AFTER_SECONDS = _default("PROGRESS_AFTER_SECONDS", 2.0)
+
+
+def pinv_rtol(dim: int) -> float:
+    """Relative eigenvalue cut-off used by every pseudo-inverse in lamfast."""
+    return PINV_RCOND_FACTOR * max(int(dim), 1) * np.finfo(np.float64).eps
+
+
+def _reset() -> None:
+    """Restore every tunable to its default (tests use this after monkeypatching)."""
+    g = globals()
+    for name, value in _DEFAULTS.items():
+        g[name] = value

@@ -1,0 +1,160 @@
+"""Closed-form linear probes, the paper's LLO metric, and principal angles (DESIGN 1.2).
+
+A probe with bias from a latent ``z = W x`` to a target block ``y`` is a least-squares fit; for
+moments its MSE is a Schur complement::
+
+    MSE_y = [tr S_yy - tr(S_yz S_zz^+ S_zy)] / tr S_yy
+
+The normaliser is the target's total variance under the evaluation law. For the paper's worlds
+this is exactly its normalisation: ``da`` (actions), ``do`` (observations), ``do sigma^2``
+(gaussian noise), ``db`` (exo noise, probed through ``b``). A target with no variance (no noise)
+scores 1 by definition. ``LLO = -act_mse + obs_mse + noi_mse`` (best: 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from .errors import LamfastError
+from .lam import LinearLAM, _pinv_psd, recon_loss
+from .moments import Moments
+
+LATENTS = ("true", "surrogate")
+
+
+def latent_map(lam: LinearLAM, moments: Moments, latent: str = "true") -> np.ndarray:
+    """Matrix ``W`` with ``z = W x`` on the joint vector ``x`` of ``moments``.
+
+    ``true``: ``z = C o + D o' = (C + D) o + D delta``. ``surrogate``: the paper's
+    ``z~ = o^' - o = (A - I) o + B z``, probed when the decoder is learned.
+    """
+    if latent not in LATENTS:
+        raise LamfastError(f"latent must be one of {', '.join(LATENTS)}, got {latent!r}")
+    io, idelta = moments.index("o"), moments.index("delta")
+    W = np.zeros((lam.dz, moments.dim))
+    W[:, io] = lam.C + lam.D
+    W[:, idelta] = lam.D
+    if latent == "surrogate":
+        W = lam.B @ W
+        W[:, io] += lam.A - np.eye(lam.A.shape[0])
+    return W
+
+
+def _check_layout(train: Moments, test: Moments):
+    if train.blocks != test.blocks:
+        raise LamfastError("training and evaluation moments must share one layout")
+
+
+def probe_mse(
+    W: np.ndarray, moments: Moments, target: str, eval_moments: Moments | None = None
+) -> float:
+    """Normalised MSE of the optimal linear probe (with bias) from ``z = W x`` to block ``target``.
+
+    With ``eval_moments`` the probe (weights and intercept) is fitted on ``moments`` and scored on
+    ``eval_moments`` (distribution shift, DESIGN 1.2).
+    """
+    test = moments if eval_moments is None else eval_moments
+    _check_layout(moments, test)
+    iy = moments.index(target)
+    Szz = W @ moments.cov @ W.T
+    Szy = W @ moments.cov[:, iy]
+    G = Szy.T @ _pinv_psd(Szz)  # dy x dz probe weights
+    Syy_te = test.cov[iy, iy]
+    total = float(np.trace(Syy_te))
+    if total <= 0:
+        return 1.0  # nothing to predict: the paper's "no noise -> 1"
+    if eval_moments is None:
+        mse = total - float(np.sum(G * Szy.T))
+    else:
+        h = moments.mean[iy] - G @ (W @ moments.mean)
+        Szz_te = W @ test.cov @ W.T
+        Szy_te = W @ test.cov[:, iy]
+        bias = test.mean[iy] - G @ (W @ test.mean) - h
+        mse = (
+            total - 2 * float(np.sum(G * Szy_te.T)) + float(np.sum((G @ Szz_te) * G)) + bias @ bias
+        )
+    return float(max(mse, 0.0) / total)
+
+
+def _noise_target(moments: Moments) -> str | None:
+    for name in ("b", "eps"):
+        if moments.has(name):
+            return name
+    return None
+
+
+def principal_angles(B: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Principal angles (radians, ascending) between ``span(B)`` and ``span(basis)``."""
+    return np.sort(scipy.linalg.subspace_angles(B, basis))
+
+
+def probe_metrics(
+    lam: LinearLAM,
+    moments: Moments,
+    *,
+    eval_moments: Moments | None = None,
+    latent: str = "true",
+    world=None,
+) -> dict:
+    """The paper's metrics for a fitted LAM, averaged over tie draws (DESIGN 1.1.5).
+
+    Parameters
+    ----------
+    lam : LinearLAM
+    moments : Moments
+        The law the probes are fitted on (and ``recon`` is measured on).
+    eval_moments : Moments, optional
+        Score the fitted probes on another law (e.g. random actions, noise-free transitions).
+    latent : {"true", "surrogate"}
+        Probe ``z`` or the surrogate ``o^' - o``.
+    world : LinearWorld, optional
+        Adds the principal angles of ``span(B)`` to ``span(X)`` (and ``span(Y)`` for exo noise).
+
+    Returns
+    -------
+    dict
+        ``act_mse``, ``obs_mse``, ``noi_mse``, ``recon``, ``llo`` (floats; ``act_mse`` and ``llo``
+        are NaN without an ``a`` block), plus ``angles_action`` / ``angles_noise`` (lists, radians)
+        when ``world`` is given.
+
+    Examples
+    --------
+    >>> from lamfast import LinearWorld, fit
+    >>> m = LinearWorld(do=16, da=4).population_moments()
+    >>> r = probe_metrics(fit(m, dz=2), m)
+    >>> round(r["act_mse"], 9), round(r["llo"], 9)
+    (0.5, 1.5)
+    """
+    if eval_moments is not None:
+        _check_layout(moments, eval_moments)
+    lams = (lam, *lam.draws) if lam.draws else (lam,)
+    rows = [_metrics_one(one, moments, eval_moments, latent, world) for one in lams]
+    out = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        if isinstance(values[0], list):
+            out[key] = np.mean(np.array(values), axis=0).tolist()
+        else:
+            out[key] = float(np.mean(values))
+    return out
+
+
+def _metrics_one(lam, moments, eval_moments, latent, world) -> dict:
+    W = latent_map(lam, moments, latent)
+    act = probe_mse(W, moments, "a", eval_moments) if moments.has("a") else float("nan")
+    obs = probe_mse(W, moments, "o", eval_moments)
+    target = _noise_target(moments)
+    noi = probe_mse(W, moments, target, eval_moments) if target else 1.0
+    out = {
+        "act_mse": act,
+        "obs_mse": obs,
+        "noi_mse": noi,
+        "recon": recon_loss(lam, moments),
+        "llo": -act + obs + noi,
+    }
+    if world is not None:
+        out["angles_action"] = principal_angles(lam.B, world.X).tolist()
+        if world.noise == "exo":
+            out["angles_noise"] = principal_angles(lam.B, world.Y).tolist()
+    return out
