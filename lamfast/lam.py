@@ -81,57 +81,134 @@ class Variant:
         return 1.0 - (1.0 - m) ** config.BATCH_SIZE
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
 class LinearLAM:
-    """A fitted linear LAM.
+    """A linear LAM: its options (constructor parameters) and, once fitted, its matrices.
+
+    Fitted attributes carry a trailing underscore (scikit-learn convention); the paper's names
+    ``A, B, C, D, E, h`` are read-only aliases.
+
+    Parameters
+    ----------
+    dz : int
+        Latent dimension.
+    decoder, encoder, kappa, label_fraction, label_weighting
+        The variant (see :class:`Variant`).
+    solver : str
+        Solver used by :func:`fit`.
+    seed : int
+        Seeds random rotations inside tied eigenvalue blocks.
 
     Attributes
     ----------
-    A, B, C, D : ndarray
+    A_, B_, C_, D_ : ndarray
         FDM and IDM matrices (see module docstring).
-    E, h : ndarray or None
+    E_, h_ : ndarray or None
         Action head, when supervised.
-    dz : int
-    variant : Variant
-    solver : str
-    spectrum : ndarray
+    spectrum_ : ndarray
         Leading eigenvalues (descending) of the matrix whose eigenvectors define the latent:
         ``E[delta delta^T]`` (PCA), ``E[r r^T]`` (innovation) or ``M_aux`` (supervised).
-    loss : float
+    loss_ : float
         Reconstruction loss per coordinate on the fitted moments (the LAM loss, no penalty).
-    tie : tuple of int or None
+    tie_ : tuple of int or None
         ``(i0, i1)``: eigenvalues ``i0..i1-1`` are tied and ``dz`` splits them (DESIGN 1.1.5).
-    draws : tuple of LinearLAM
+    draws_ : tuple of LinearLAM
         Optima drawn by random rotations inside the tied block; probes average over them.
-    notes : tuple of str
+    notes_ : tuple of str
         What the solver decided and why (closed form used, ties, ...).
     """
 
-    A: np.ndarray
-    B: np.ndarray
-    C: np.ndarray
-    D: np.ndarray
-    dz: int
-    variant: Variant
-    solver: str
-    spectrum: np.ndarray
-    loss: float
-    E: np.ndarray | None = None
-    h: np.ndarray | None = None
-    tie: tuple[int, int] | None = None
-    draws: tuple = ()
-    notes: tuple[str, ...] = ()
+    def __init__(
+        self,
+        dz: int = 8,
+        *,
+        decoder: str = "identity",
+        encoder: str = "tied",
+        kappa: float = 0.0,
+        label_fraction: float = 0.0,
+        label_weighting: str = "paper",
+        solver: str = "eig",
+        seed: int = 0,
+    ):
+        self.dz = dz
+        self.decoder = decoder
+        self.encoder = encoder
+        self.kappa = kappa
+        self.label_fraction = label_fraction
+        self.label_weighting = label_weighting
+        self.solver = solver
+        self.seed = seed
+
+    @property
+    def variant(self) -> Variant:
+        """The options as a :class:`Variant` (validated)."""
+        return Variant(
+            self.decoder, self.encoder, self.kappa, self.label_fraction, self.label_weighting
+        )
+
+    @classmethod
+    def _fitted(
+        cls,
+        dz,
+        variant,
+        solver,
+        seed,
+        A,
+        B,
+        C,
+        D,
+        spectrum,
+        loss=float("nan"),
+        E=None,
+        h=None,
+        tie=None,
+        draws=(),
+        notes=(),
+    ) -> LinearLAM:
+        lam = cls(dz, solver=solver, seed=seed, **dataclasses.asdict(variant))
+        lam.A_, lam.B_, lam.C_, lam.D_ = A, B, C, D
+        lam.E_, lam.h_ = E, h
+        lam.spectrum_ = np.asarray(spectrum)
+        lam.loss_ = float(loss)
+        lam.tie_ = tie
+        lam.draws_ = tuple(draws)
+        lam.notes_ = tuple(notes)
+        return lam
+
+    def _check_fitted(self):
+        if not hasattr(self, "A_"):
+            raise LamfastError("this LinearLAM is not fitted yet")
+
+    A = property(lambda self: self.A_, doc="FDM matrix on o (do x do).")
+    B = property(lambda self: self.B_, doc="FDM matrix on z (do x dz).")
+    C = property(lambda self: self.C_, doc="IDM matrix on o (dz x do).")
+    D = property(lambda self: self.D_, doc="IDM matrix on o' (dz x do).")
+    E = property(lambda self: self.E_, doc="Action head (da x dz) or None.")
+    h = property(lambda self: self.h_, doc="Action-head intercept (da,) or None.")
+    spectrum = property(lambda self: self.spectrum_, doc="Alias of spectrum_.")
+    loss = property(lambda self: self.loss_, doc="Alias of loss_.")
+    tie = property(lambda self: self.tie_, doc="Alias of tie_.")
+    draws = property(lambda self: self.draws_, doc="Alias of draws_.")
+    notes = property(lambda self: self.notes_, doc="Alias of notes_.")
 
     def encode(self, o, o_next) -> np.ndarray:
         """Latent ``z = C o + D o'`` for rows of ``o`` and ``o'`` (n x do each)."""
+        self._check_fitted()
         o = np.asarray(o, dtype=np.float64)
         o_next = np.asarray(o_next, dtype=np.float64)
-        return o @ self.C.T + o_next @ self.D.T
+        return o @ self.C_.T + o_next @ self.D_.T
 
     def predict_next(self, o, z) -> np.ndarray:
         """Predicted next observation ``A o + B z``."""
+        self._check_fitted()
+        o = np.asarray(o, dtype=np.float64)
+        return o @ self.A_.T + np.asarray(z, dtype=np.float64) @ self.B_.T
+
+    def __repr__(self) -> str:
+        fitted = " (fitted)" if hasattr(self, "A_") else ""
         return (
-            np.asarray(o, dtype=np.float64) @ self.A.T + np.asarray(z, dtype=np.float64) @ self.B.T
+            f"LinearLAM(dz={self.dz}, decoder={self.decoder!r}, encoder={self.encoder!r}, "
+            f"kappa={self.kappa}, label_fraction={self.label_fraction}, "
+            f"label_weighting={self.label_weighting!r}, solver={self.solver!r}){fitted}"
         )
 
 
@@ -289,21 +366,24 @@ def fit(
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(3,)))
     w = variant.label_weight
     if w > 0:
-        return _fit_supervised(moments, dz, variant, w, rng)
-    return _fit_unsupervised(moments, dz, variant, rng)
+        return _fit_supervised(moments, dz, variant, w, rng, int(seed))
+    return _fit_unsupervised(moments, dz, variant, rng, int(seed))
 
 
-def _make(moments, variant, dz, spectrum, build, Vs, tie, notes, **extra):
+def _make(moments, variant, dz, seed, spectrum, build, Vs, tie, notes):
     """Build the primary LAM and one LAM per tie draw from eigenvector sets ``Vs``."""
     lams = []
     for V in Vs:
         A, B, C, D, more = build(V)
-        lam = LinearLAM(A, B, C, D, dz, variant, "eig", spectrum, 0.0, tie=tie, notes=notes, **more)
-        lams.append(dataclasses.replace(lam, loss=recon_loss(lam, moments)))
-    return dataclasses.replace(lams[0], draws=tuple(lams[1:]))
+        lam = LinearLAM._fitted(dz, variant, "eig", seed, A, B, C, D, spectrum, **more)
+        lam.loss_ = recon_loss(lam, moments)
+        lam.tie_, lam.notes_ = tie, tuple(notes)
+        lams.append(lam)
+    lams[0].draws_ = tuple(lams[1:])
+    return lams[0]
 
 
-def _fit_unsupervised(m: Moments, dz, variant, rng) -> LinearLAM:
+def _fit_unsupervised(m: Moments, dz, variant, rng, seed) -> LinearLAM:
     do = m.size("o")
     eye = np.eye(do)
     M = m.second_moment("delta")
@@ -344,10 +424,10 @@ def _fit_unsupervised(m: Moments, dz, variant, rng) -> LinearLAM:
 
     if tie is not None:
         notes.append(_tie_note(tie, dz, draws))
-    return _make(m, variant, dz, spectrum, build, [V, *draws], tie, tuple(notes))
+    return _make(m, variant, dz, seed, spectrum, build, [V, *draws], tie, tuple(notes))
 
 
-def _fit_supervised(m: Moments, dz, variant, w, rng) -> LinearLAM:
+def _fit_supervised(m: Moments, dz, variant, w, rng, seed) -> LinearLAM:
     if not m.has("a"):
         raise LamfastError("action supervision needs an 'a' block in the moments")
     identity_tied = variant.decoder == "identity" and variant.encoder == "tied"
@@ -388,4 +468,4 @@ def _fit_supervised(m: Moments, dz, variant, w, rng) -> LinearLAM:
     ]
     if tie is not None:
         notes.append(_tie_note(tie, dz, draws))
-    return _make(m, variant, dz, spectrum, build, [Y, *draws], tie, tuple(notes))
+    return _make(m, variant, dz, seed, spectrum, build, [Y, *draws], tie, tuple(notes))

@@ -1,0 +1,28 @@
+"""Shared fixtures: the test seed (STYLE 10) and tolerances by dtype (STYLE 7)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+SEED = int(os.environ.get("LAMFAST_TEST_SEED", "20250618"))
+
+# scikit-learn's _testing.assert_allclose conventions.
+RTOL = {np.float64: 1e-7, np.float32: 1e-4}
+
+
+def pytest_report_header(config):
+    return f"LAMFAST_TEST_SEED={SEED}"
+
+
+@pytest.fixture
+def seed() -> int:
+    """The suite's seed; override with LAMFAST_TEST_SEED to reproduce a failure."""
+    return SEED
+
+
+@pytest.fixture
+def rng(seed) -> np.random.Generator:
+    return np.random.default_rng(seed)
