@@ -56,6 +56,30 @@ def _check_rows(rows) -> int:
     return int(value)
 
 
+def chunk_moments(
+    world: LinearWorld, first: int, stop: int, rows: int, block_rows: int
+) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """Moments ``(count, mean, co-moment)`` of blocks ``first..stop-1`` of a ``rows``-row stream.
+
+    The unit of work shared by every executor (serial loop, threads, Dask tasks, checkpointed
+    runs): each block's moments depend only on the world, the block index, ``rows`` and
+    ``block_rows``, never on how blocks are grouped.
+    """
+    Lt = np.ascontiguousarray(world.source_map.T)
+    p = Lt.shape[1]
+    x = np.empty((block_rows, p))
+    out = []
+    for k in range(first, stop):
+        m = min(block_rows, rows - k * block_rows)
+        xb = x[:m]
+        _simulate_block(block_generator(world.seed, k), Lt, world.n_gauss, world.n_uniform, m, xb)
+        mean = np.empty(p)
+        com = np.empty((p, p))
+        _block_moments(xb, mean, com)
+        out.append((float(m), mean, com))
+    return out
+
+
 def stream_moments(
     world: LinearWorld,
     rows,
@@ -90,24 +114,16 @@ def stream_moments(
     chunk_blocks = int(chunk_blocks or config.CHUNK_BLOCKS)
     if block_rows < 2 or chunk_blocks < 1:
         raise LamfastError("block_rows must be >= 2 and chunk_blocks >= 1")
-    Lt = np.ascontiguousarray(world.source_map.T)
-    p = Lt.shape[1]
     n_blocks = -(-n // block_rows)
     tree = MergeTree(world.blocks)
-    x = np.empty((block_rows, p))
     with Progress(total=n, label="stream", enabled=progress) as bar:
         for first in range(0, n_blocks, chunk_blocks):
             done = 0
-            for k in range(first, min(first + chunk_blocks, n_blocks)):
-                m = min(block_rows, n - k * block_rows)
-                xb = x[:m]
-                gen = block_generator(world.seed, k)
-                _simulate_block(gen, Lt, world.n_gauss, world.n_uniform, m, xb)
-                mean = np.empty(p)
-                com = np.empty((p, p))
-                _block_moments(xb, mean, com)
-                tree.push(m, mean, com)
-                done += m
+            for count, mean, com in chunk_moments(
+                world, first, min(first + chunk_blocks, n_blocks), n, block_rows
+            ):
+                tree.push(count, mean, com)
+                done += count
             bar.update(done)
     return tree.result("stream")
 
