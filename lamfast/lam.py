@@ -81,9 +81,21 @@ class Variant:
         return 1.0 - (1.0 - m) ** config.BATCH_SIZE
 
 
+class NotFittedError(LamfastError, AttributeError):
+    """A fitted attribute or method of an unfitted :class:`LinearLAM` was used.
+
+    Also an ``AttributeError`` (like scikit-learn's), so ``hasattr(lam, "components_")`` is False
+    before fitting.
+    """
+
+
 class LinearLAM:
     """A linear LAM: its options (constructor parameters) and, once fitted, its matrices.
 
+    A scikit-learn-style estimator without a scikit-learn dependency: :meth:`fit` (arrays,
+    ``Moments`` or a source such as a ``LinearWorld``), :meth:`transform`, :meth:`predict_next`,
+    :meth:`score`, :meth:`get_params` / :meth:`set_params`; works with ``sklearn.base.clone`` and
+    inside a ``Pipeline``. Array rules (dtypes, shapes, torch tensors): :mod:`lamfast.inputs`.
     Fitted attributes carry a trailing underscore (scikit-learn convention); the paper's names
     ``A, B, C, D, E, h`` are read-only aliases.
 
@@ -115,6 +127,23 @@ class LinearLAM:
         Optima drawn by random rotations inside the tied block; probes average over them.
     notes_ : tuple of str
         What the solver decided and why (closed form used, ties, ...).
+    components_ : ndarray, shape (dz, do)
+        Orthonormal directions of the frame difference that the latent reads.
+    explained_variance_ : ndarray, shape (dz,)
+        ``spectrum_[:dz]``.
+
+    Examples
+    --------
+    Is the latent capturing the action or the noise? Structured noise twice as strong as the
+    action takes the latent (DESIGN 2, fig3-right):
+
+    >>> from lamfast import LinearWorld
+    >>> world = LinearWorld(do=32, da=4, db=4, noise="exo", sigma=2.0)
+    >>> lam = LinearLAM(dz=4).fit(world)
+    >>> round(lam.score(world), 2)           # LLO: 2 is perfect; here z is nearly all noise
+    0.08
+    >>> lam.explained_variance_.round(1)     # sigma^2 = 4 > 1: noise eigenvalues come first
+    array([4.3, 4.1, 4.1, 4. ])
     """
 
     def __init__(
@@ -176,7 +205,7 @@ class LinearLAM:
 
     def _check_fitted(self):
         if not hasattr(self, "A_"):
-            raise LamfastError("this LinearLAM is not fitted yet")
+            raise NotFittedError("this LinearLAM is not fitted yet: call fit first")
 
     A = property(lambda self: self.A_, doc="FDM matrix on o (do x do).")
     B = property(lambda self: self.B_, doc="FDM matrix on z (do x dz).")
@@ -198,10 +227,279 @@ class LinearLAM:
         return o @ self.C_.T + o_next @ self.D_.T
 
     def predict_next(self, o, z) -> np.ndarray:
-        """Predicted next observation ``A o + B z``."""
+        """Predicted next observation ``A o + B z``.
+
+        Parameters
+        ----------
+        o : array_like, shape (n, do)
+            Observations (dtype and shape rules of :mod:`lamfast.inputs`).
+        z : array_like, shape (n, dz)
+            Latents, e.g. from :meth:`transform`.
+
+        Returns
+        -------
+        ndarray, shape (n, do), float64
+        """
         self._check_fitted()
-        o = np.asarray(o, dtype=np.float64)
-        return o @ self.A_.T + np.asarray(z, dtype=np.float64) @ self.B_.T
+        from .inputs import _same_rows, as_rows
+
+        o = self._rows(as_rows(o, "o"), "o", self.A_.shape[1])
+        z = self._rows(as_rows(z, "z", allow_1d=self.dz == 1), "z", self.B_.shape[1])
+        _same_rows({"o": o, "z": z})
+        return o @ self.A_.T + z @ self.B_.T
+
+    # ------------------------------------------------------------ scikit-learn estimator API
+    # No scikit-learn import: the methods below follow sklearn.base.BaseEstimator's contract
+    # (constructor parameters stored unchanged, get_params/set_params, fitted attributes with a
+    # trailing underscore, fit returns self), so sklearn.base.clone and Pipeline work
+    # (tests/test_api.py).
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        import inspect
+
+        params = inspect.signature(cls.__init__).parameters.values()
+        return sorted(p.name for p in params if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Constructor parameters as a dict (scikit-learn semantics).
+
+        Parameters
+        ----------
+        deep : bool
+            Also return the parameters of parameters that are estimators (``name__sub``).
+
+        Examples
+        --------
+        >>> LinearLAM(dz=4, kappa=0.1).get_params()["kappa"]
+        0.1
+        """
+        out = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params) -> LinearLAM:
+        """Set constructor parameters (validated at :meth:`fit`); returns ``self``.
+
+        Examples
+        --------
+        >>> LinearLAM(dz=4).set_params(dz=2, encoder="free").dz
+        2
+        """
+        valid = self._get_param_names()
+        nested: dict[str, dict] = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise LamfastError(
+                    f"invalid parameter {name!r} for LinearLAM; valid parameters are: "
+                    f"{', '.join(valid)}"
+                )
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            getattr(self, name).set_params(**sub_params)
+        return self
+
+    def __sklearn_tags__(self):
+        # Only scikit-learn calls this, so importing it here adds no dependency.
+        from sklearn.utils import Tags, TargetTags, TransformerTags
+
+        return Tags(
+            estimator_type=None,
+            target_tags=TargetTags(required=False),
+            transformer_tags=TransformerTags(),
+        )
+
+    def _adopt(self, fitted: LinearLAM) -> LinearLAM:
+        for name in [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]:
+            delattr(self, name)
+        for name, value in vars(fitted).items():
+            if name.endswith("_") and not name.startswith("_"):
+                setattr(self, name, value)
+        return self
+
+    def fit(self, o, o_next=None, a=None) -> LinearLAM:
+        """Fit the LAM to transitions, to moments, or to a moment source; returns ``self``.
+
+        Parameters
+        ----------
+        o : Moments, source or array_like
+            One of:
+
+            - ``Moments`` with blocks ``o`` and ``delta`` (``a`` for action supervision);
+            - a :class:`~lamfast.world.LinearWorld` (fitted to its exact population moments) or
+              any object with a ``moments()`` method returning ``Moments``;
+            - observations ``(n, do)`` together with ``o_next``;
+            - ``X`` of shape ``(n, 2 * do)``, ``[o | o_next]`` side by side (scikit-learn form;
+              then the second argument, if any, holds the actions).
+        o_next : array_like, shape (n, do), optional
+            Next observations (or the actions ``y`` in the scikit-learn form).
+        a : array_like, shape (n, da) or (n,), optional
+            Actions; used by the fit only when ``label_fraction > 0``.
+
+        Returns
+        -------
+        LinearLAM
+            ``self``, fitted: ``A_ B_ C_ D_``, ``components_``, ``explained_variance_``, ...
+
+        Notes
+        -----
+        Arrays are reduced to the moments of ``[o, delta, a]`` (float64, chunked, see
+        :func:`~lamfast.inputs.moments_from_transitions`) and solved by :func:`fit`; the
+        estimator therefore costs one pass over the rows plus an O(do^3) eigenproblem.
+
+        Examples
+        --------
+        >>> from lamfast import LinearWorld
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.linalg.qr(rng.standard_normal((6, 2)))[0]   # action effects, do=6, da=2
+        >>> o = rng.standard_normal((500, 6)).astype(np.float32)
+        >>> a = rng.standard_normal((500, 2))
+        >>> lam = LinearLAM(dz=2).fit(o, o + a @ X.T, a)
+        >>> lam.components_.shape, round(lam.score(o, o + a @ X.T, a, noise="none"), 2)
+        ((2, 6), 2.0)
+        >>> LinearLAM(dz=2).fit(LinearWorld(do=6, da=2)).loss_ < 1e-15
+        True
+        """
+        from .inputs import is_source, moments_from_transitions, moments_of, split_transitions
+
+        if is_source(o):
+            if o_next is not None or a is not None:
+                raise LamfastError("fit(moments or source) takes no o_next or a")
+            moments = moments_of(o)
+        else:
+            moments = moments_from_transitions(*split_transitions(o, o_next, a))
+        lam = fit(moments, self.dz, self.variant, solver=self.solver, seed=self.seed)
+        return self._adopt(lam)
+
+    def fit_transform(self, o, o_next=None, a=None) -> np.ndarray:
+        """:meth:`fit` on transitions, then :meth:`transform` them (arrays only)."""
+        from .inputs import split_transitions
+
+        o, o_next, a = split_transitions(o, o_next, a)
+        return self.fit(o, o_next, a).transform(o, o_next)
+
+    def transform(self, o, o_next=None) -> np.ndarray:
+        """Latents ``z = C o + D o_next`` of transitions.
+
+        Parameters
+        ----------
+        o : array_like, shape (n, do), or (n, 2 * do) when ``o_next`` is None
+            Observations, or ``[o | o_next]`` side by side (the form a Pipeline passes).
+        o_next : array_like, shape (n, do), optional
+
+        Returns
+        -------
+        ndarray, shape (n, dz), float64
+        """
+        self._check_fitted()
+        from .inputs import _check_finite, _same_rows, as_rows, split_transitions
+
+        if o_next is None:
+            o, o_next, _ = split_transitions(o)
+        else:
+            o, o_next = as_rows(o, "o"), as_rows(o_next, "o_next")
+            if o_next.shape != o.shape:
+                raise LamfastError(
+                    f"o_next must have the same shape as o, got {o_next.shape} and {o.shape}"
+                )
+            _same_rows({"o": o, "o_next": o_next})
+        o = self._rows(o, "o", self.C_.shape[1])
+        o_next = self._rows(o_next, "o_next", self.D_.shape[1])
+        _check_finite(o, "o")
+        _check_finite(o_next, "o_next")
+        return o @ self.C_.T + o_next @ self.D_.T
+
+    def score(self, o, o_next=None, a=None, *, noise=None) -> float:
+        """LLO when the actions and the noise are known, else minus the reconstruction loss.
+
+        Probes are the closed-form least-squares probes of DESIGN 1.2, fitted and scored on the
+        data given (in-sample), averaged over tie draws. Higher is better either way: LLO
+        ``= -act_mse + obs_mse + noi_mse`` peaks at 2; ``-recon`` peaks at 0.
+
+        Parameters
+        ----------
+        o, o_next, a
+            As in :meth:`fit` (``Moments``, a source, or arrays).
+        noise : array_like or "none", optional
+            Noise rows ``(n, k)`` when known (simulations), or ``"none"`` to declare noise-free
+            transitions. With ``Moments``, a ``b`` or ``eps`` block counts as known noise; a
+            ``LinearWorld`` always knows its noise.
+
+        Returns
+        -------
+        float
+        """
+        self._check_fitted()
+        from .inputs import (
+            NOISE_NAMES,
+            is_source,
+            moments_from_transitions,
+            moments_of,
+            split_transitions,
+        )
+        from .probes import probe_metrics
+        from .world import LinearWorld
+
+        declared_none = isinstance(noise, str)
+        if declared_none and noise != "none":
+            raise LamfastError(f"noise must be an array or 'none', got {noise!r}")
+        if is_source(o):
+            if o_next is not None or a is not None or (noise is not None and not declared_none):
+                raise LamfastError("score(moments or source) takes no o_next, a or noise arrays")
+            m = moments_of(o)
+            known = isinstance(o, LinearWorld)
+        else:
+            o, o_next, a = split_transitions(o, o_next, a)
+            m = moments_from_transitions(o, o_next, a, None if declared_none else noise)
+            known = False
+        if m.size("o") != self.A_.shape[0]:
+            raise LamfastError(f"data have do = {m.size('o')}, the LAM has do = {self.A_.shape[0]}")
+        known = known or declared_none or any(m.has(k) for k in NOISE_NAMES)
+        if m.has("a") and known:
+            return float(probe_metrics(self, m)["llo"])
+        return -recon_loss(self, m)
+
+    @staticmethod
+    def _rows(x: np.ndarray, name: str, cols: int) -> np.ndarray:
+        if x.shape[1] != cols:
+            raise LamfastError(f"{name} must have {cols} columns, got shape {x.shape}")
+        return np.asarray(x, dtype=np.float64)
+
+    @property
+    def components_(self) -> np.ndarray:
+        """Orthonormal directions of ``delta`` the latent reads, ``(dz, do)``.
+
+        For the PCA variants ``D_`` has orthonormal rows, the top eigenvectors of
+        ``E[delta delta^T]`` (or of the innovation's second moment): ``components_ = D_``, like
+        PCA's ``components_`` of uncentred frame differences. With action supervision ``D_`` is
+        not orthonormal; ``components_`` are then its right singular vectors, in decreasing order
+        of singular value.
+        """
+        self._check_fitted()
+        D = self.D_
+        if np.allclose(D @ D.T, np.eye(D.shape[0]), rtol=0, atol=1e-10):
+            return D
+        _, _, Vt = np.linalg.svd(D, full_matrices=False)
+        return Vt
+
+    @property
+    def explained_variance_(self) -> np.ndarray:
+        """The leading ``dz`` eigenvalues that define the latent (``spectrum_[:dz]``).
+
+        For the PCA variants, ``E[(v_i^T delta)^2]``: the uncentred second moment of the frame
+        difference along each component (the LAM has no biases, so it is not centred, and rows are
+        averaged with ``1/n``). For a learned decoder, the same for the innovation
+        ``delta - K o``; with action supervision, eigenvalues of ``M_aux`` (DESIGN 1.1).
+        """
+        self._check_fitted()
+        return np.asarray(self.spectrum_[: self.dz])
 
     def __repr__(self) -> str:
         fitted = " (fitted)" if hasattr(self, "A_") else ""
