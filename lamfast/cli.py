@@ -252,15 +252,20 @@ def format_fit(r: dict) -> str:
 
 
 @cli.command(context_settings=CONTEXT)
-def info():
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(as_json):
     """Versions, BLAS, threads, numba cache and optional extras.
 
     \b
     Example:
       lamfast info
+      lamfast info --json
     """
     from .info import machine_info
 
+    if as_json:
+        click.echo(json.dumps(machine_info()))
+        return
     for key, value in machine_info().items():
         click.echo(f"{key:<22} {value}")
 

@@ -42,15 +42,56 @@ def machine_info() -> dict:
             or "(none found)"
         )
     except ImportError:
-        info["blas"] = "(install threadpoolctl for BLAS details)"
+        info["blas"] = _blas_from_numpy()
     try:
-        info["numba threading layer"] = numba.config.THREADING_LAYER
+        info["numba threading layer"] = _threading_layer(numba)
         info["numba threads"] = numba.config.NUMBA_NUM_THREADS
     except AttributeError:  # pragma: no cover - very old numba
         pass
     info["numba cache dir"] = numba.config.CACHE_DIR or "(next to the package, __pycache__)"
     info["kernel options"] = f"cache={CACHE} fastmath={FASTMATH} nogil={NOGIL}"
-    for extra, module in (("dask", "distributed"), ("matplotlib", "matplotlib"), ("zarr", "zarr")):
-        spec = importlib.util.find_spec(module)
-        info[f"extra: {extra}"] = "present" if spec is not None else "missing"
+    # An extra is present when every module it needs can be found; find_spec does not import it.
+    for extra, modules in EXTRAS.items():
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        info[f"extra: {extra}"] = "present" if not missing else f"missing ({', '.join(missing)})"
     return info
+
+
+# Optional extras and the top-level modules each needs (pyproject's optional-dependencies).
+EXTRAS = {
+    "dask": ("dask", "distributed"),
+    "matplotlib": ("matplotlib",),
+    "zarr": ("zarr",),
+    "scikit-learn": ("sklearn",),
+    "threadpoolctl": ("threadpoolctl",),
+}
+
+
+def _threading_layer(numba) -> str:
+    """The requested numba threading layer, and the active one once a parallel kernel ran."""
+    requested = numba.config.THREADING_LAYER
+    try:
+        active = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process
+        active = "not initialised"
+    return f"{requested} (active: {active})"
+
+
+def _blas_from_numpy() -> str:
+    """BLAS name and version from numpy's build configuration (no threadpoolctl needed)."""
+    import numpy as np
+
+    threads = next(
+        (
+            f"{k}={os.environ[k]}"
+            for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            if k in os.environ
+        ),
+        f"threads=(unset, BLAS default; {os.cpu_count()} cpus)",
+    )
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        name = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # older numpy without mode="dicts"
+        name = "(unknown)"
+    return f"{name} {threads} (install threadpoolctl for runtime details)"

@@ -107,3 +107,41 @@ def projector(V) -> np.ndarray:
     """Orthogonal projector on span(V)."""
     Q, _ = np.linalg.qr(V)
     return Q @ Q.T
+
+
+# ------------------------------------------------------------------------------ estimator (API)
+def transition_rows(o, o_next, a=None, noise=None) -> np.ndarray:
+    """Materialised joint rows [o, o_next - o, a, noise], differences taken in float64."""
+    o = np.asarray(o, dtype=np.float64).reshape(len(o), -1)
+    o_next = np.asarray(o_next, dtype=np.float64).reshape(len(o_next), -1)
+    cols = [o, o_next - o]
+    for x in (a, noise):
+        if x is not None:
+            x = np.asarray(x, dtype=np.float64)
+            cols.append(x.reshape(len(x), -1))
+    return np.hstack(cols)
+
+
+def frame_diff_pca(o, o_next, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k eigenpairs of the uncentred second moment of frame differences, E[delta delta^T],
+    by np.linalg.eigh on the materialised rows: the linear LAM with A = I, C = -D (DESIGN 1.1.1).
+    Returns (eigenvalues descending, components (k x do), signs arbitrary)."""
+    delta = np.asarray(o_next, dtype=np.float64) - np.asarray(o, dtype=np.float64)
+    M = delta.T @ delta / delta.shape[0]
+    w, V = np.linalg.eigh(M)
+    return w[::-1][:k], V[:, ::-1][:, :k].T
+
+
+def lam_recon(A, B, C, D, o, o_next) -> float:
+    """The LAM loss per coordinate on rows: mean ||A o + B (C o + D o') - o'||^2 / do."""
+    o = np.asarray(o, dtype=np.float64)
+    o_next = np.asarray(o_next, dtype=np.float64)
+    z = o @ C.T + o_next @ D.T
+    r = o @ A.T + z @ B.T - o_next
+    return float(np.mean(np.sum(r**2, axis=1)) / o.shape[1])
+
+
+def llo(Z, a, o, noise=None) -> float:
+    """The paper's LLO from rows: -act_mse + obs_mse + noi_mse (no noise -> noi_mse = 1)."""
+    noi = 1.0 if noise is None else probe_mse(Z, noise)
+    return -probe_mse(Z, a) + probe_mse(Z, o) + noi
