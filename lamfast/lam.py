@@ -45,6 +45,12 @@ class Variant:
     label_weighting : {"paper", "batch"}
         Weight of the action loss: ``w = m`` (the paper's per-sample objective) or
         ``w = 1 - (1 - m)^128`` (the authors' scripts average over the labelled rows of a batch).
+
+    Examples
+    --------
+    >>> v = Variant(label_fraction=0.01, label_weighting="batch")
+    >>> round(v.label_weight, 3)
+    0.724
     """
 
     decoder: str = "identity"

@@ -42,6 +42,13 @@ class Moments:
     -----
     The LAM has no biases, so its loss needs second moments ``E[x x^T] = cov + mean mean^T``
     (:meth:`second_moment`); probes have biases and use :meth:`block_cov`.
+
+    Examples
+    --------
+    >>> m = Moments(count=4, mean=[1.0, 0.0], cov=[[1.0, 0.5], [0.5, 2.0]],
+    ...             blocks=[("o", 1), ("delta", 1)])
+    >>> m.block_cov("delta", "o").tolist(), m.second_moment("o").tolist()
+    ([[0.5]], [[2.0]])
     """
 
     count: float

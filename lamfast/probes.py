@@ -53,6 +53,14 @@ def probe_mse(
 
     With ``eval_moments`` the probe (weights and intercept) is fitted on ``moments`` and scored on
     ``eval_moments`` (distribution shift, DESIGN 1.2).
+
+    Examples
+    --------
+    >>> from lamfast import LinearWorld, fit
+    >>> m = LinearWorld(do=16, da=4).population_moments()
+    >>> W = latent_map(fit(m, dz=2), m)                  # z = W x, 2 of 4 action dims
+    >>> round(probe_mse(W, m, "a"), 9), round(probe_mse(W, m, "o"), 9)
+    (0.5, 1.0)
     """
     test = moments if eval_moments is None else eval_moments
     _check_layout(moments, test)
