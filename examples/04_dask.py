@@ -34,7 +34,7 @@ def main(quick: bool, scheduler: str | None) -> None:
         return
     from dask.distributed import Client, LocalCluster
 
-    do, da, rows, block_rows = (16, 4, 40_000, 1_000) if quick else (128, 8, 10_000_000, 4096)
+    do, da, rows, block_rows = (16, 4, 40_000, 1_000) if quick else (128, 8, 2_000_000, 4096)
     world = lamfast.LinearWorld(do=do, da=da, db=da, noise="exo", sigma=2.0, seed=3)
     n_blocks = -(-rows // block_rows)
     per_task = 8  # blocks per task: only a work-size knob, the result does not depend on it
