@@ -17,7 +17,9 @@ def world_rows(world, rows: int, block_rows: int) -> np.ndarray:
     out = []
     for k, start in enumerate(range(0, rows, block_rows)):
         m = min(block_rows, rows - start)
-        g = np.random.Generator(np.random.PCG64(np.random.SeedSequence(world.seed, spawn_key=(1, k))))
+        g = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence(world.seed, spawn_key=(1, k)))
+        )
         extra = {"none": 0, "exo": world.db, "gaussian": world.do, "uniform": 0}[world.noise]
         s = g.standard_normal((m, world.do + world.da + extra))
         o = s[:, : world.do]
@@ -108,6 +110,59 @@ def projector(V) -> np.ndarray:
     Q, _ = np.linalg.qr(V)
     return Q @ Q.T
 
+
+# ------------------------------------------------------------------------------ linear LAMs
+def split(rows, do, da=None):
+    """(o, delta, a) views of joint rows [o, delta, a, ...]."""
+    o, delta = rows[:, :do], rows[:, do : 2 * do]
+    a = rows[:, 2 * do : 2 * do + da] if da else None
+    return o, delta, a
+
+
+def lam_loss(rows, do, A, B, C, D) -> float:
+    """LAM loss per coordinate, E||A o + B (C o + D o') - o'||^2 / do, on materialised rows."""
+    o, delta, _ = split(rows, do)
+    o_next = o + delta
+    pred = o @ A.T + (o @ C.T + o_next @ D.T) @ B.T
+    return float(np.mean(np.sum((pred - o_next) ** 2, axis=1)) / do)
+
+
+def pca_lam(rows, do, dz):
+    """Identity-decoder LAM: top-dz eigenvectors of the second moment of delta (np.linalg.eigh)."""
+    _, delta, _ = split(rows, do)
+    w, V = top_eigh(delta.T @ delta / len(delta), dz)
+    return np.eye(do), V, -V.T, V.T
+
+
+def innovation_lam(rows, do, dz):
+    """Learned decoder, tied encoder: regress delta on o (lstsq), PCA of the residual r."""
+    o, delta, _ = split(rows, do)
+    Kt, *_ = np.linalg.lstsq(o, delta, rcond=None)
+    r = delta - o @ Kt
+    _, V = top_eigh(r.T @ r / len(r), dz)
+    A = np.eye(do) + (np.eye(do) - V @ V.T) @ Kt.T
+    return A, V, -V.T, V.T
+
+
+def supervised_objective(rows, do, da, K, w) -> float:
+    """E||delta - B K delta||^2 / do + w E||a - E K delta - h||^2 / da with the best B (no bias)
+    and the best head (with bias), both by lstsq on materialised rows."""
+    _, delta, a = split(rows, do, da)
+    z = delta @ K.T
+    Bt, *_ = np.linalg.lstsq(z, delta, rcond=None)
+    recon = np.mean(np.sum((delta - z @ Bt) ** 2, axis=1)) / do
+    z1 = np.hstack([z, np.ones((len(z), 1))])
+    Et, *_ = np.linalg.lstsq(z1, a, rcond=None)
+    act = np.mean(np.sum((a - z1 @ Et) ** 2, axis=1)) / da
+    return float(recon + w * act)
+
+
+def principal_angles(U, V) -> np.ndarray:
+    """Principal angles via the SVD of Q_U^T Q_V (ascending)."""
+    Qu, _ = np.linalg.qr(U)
+    Qv, _ = np.linalg.qr(V)
+    s = np.clip(np.linalg.svd(Qu.T @ Qv, compute_uv=False), -1.0, 1.0)
+    return np.sort(np.arccos(s))
 
 # ------------------------------------------------------------------------------ estimator (API)
 def transition_rows(o, o_next, a=None, noise=None) -> np.ndarray:
