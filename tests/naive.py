@@ -164,6 +164,7 @@ def principal_angles(U, V) -> np.ndarray:
     s = np.clip(np.linalg.svd(Qu.T @ Qv, compute_uv=False), -1.0, 1.0)
     return np.sort(np.arccos(s))
 
+
 # ------------------------------------------------------------------------------ estimator (API)
 def transition_rows(o, o_next, a=None, noise=None) -> np.ndarray:
     """Materialised joint rows [o, o_next - o, a, noise], differences taken in float64."""
