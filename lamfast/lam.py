@@ -470,7 +470,7 @@ class LinearLAM:
         known = known or declared_none or any(m.has(k) for k in NOISE_NAMES)
         if m.has("a") and known:
             return float(probe_metrics(self, m)["llo"])
-        return -recon_loss(self, m)
+        return 0.0 - recon_loss(self, m)  # 0.0 - x: a perfect fit scores 0.0, not -0.0
 
     @staticmethod
     def _rows(x: np.ndarray, name: str, cols: int) -> np.ndarray:

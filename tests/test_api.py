@@ -258,6 +258,17 @@ def test_supervised_components_are_orthonormal(data):
     assert lam.E_ is None
 
 
+def test_pickle_round_trip(data):
+    import pickle
+
+    lam = LinearLAM(dz=2, kappa=0.1).fit(data["o"], data["o_next"])
+    back = pickle.loads(pickle.dumps(lam))
+    assert back.get_params() == lam.get_params()
+    assert_array_equal(
+        back.transform(data["o"], data["o_next"]), lam.transform(data["o"], data["o_next"])
+    )
+
+
 def test_refit_replaces_fitted_attributes(data):
     lam = LinearLAM(dz=3).fit(data["o"], data["o_next"])
     lam.set_params(dz=1).fit(data["o"], data["o_next"])
