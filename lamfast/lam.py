@@ -403,6 +403,16 @@ class LinearLAM:
         Returns
         -------
         ndarray, shape (n, dz), float64
+
+        Examples
+        --------
+        >>> o = np.zeros((3, 4), dtype=np.float32)
+        >>> o_next = o + np.array([[1.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0, 0]])
+        >>> lam = LinearLAM(dz=1).fit(o, o_next)     # the strongest frame difference: axis 1
+        >>> lam.transform(o, o_next).ravel().tolist()
+        [0.0, 2.0, 0.0]
+        >>> lam.predict_next(o, lam.transform(o, o_next))[1].tolist()
+        [0.0, 2.0, 0.0, 0.0]
         """
         self._check_fitted()
         from .inputs import _check_finite, _same_rows, as_rows, split_transitions
@@ -441,6 +451,17 @@ class LinearLAM:
         Returns
         -------
         float
+
+        Examples
+        --------
+        >>> from lamfast import LinearWorld
+        >>> world = LinearWorld(do=16, da=4)                    # no noise
+        >>> lam = LinearLAM(dz=2).fit(world)
+        >>> round(lam.score(world), 6)                           # LLO: half the action is lost
+        1.5
+        >>> m = world.population_moments()                       # o, delta, a: noise unknown
+        >>> round(lam.score(m), 6), round(lam.score(m, noise="none"), 6)
+        (-0.125, 1.5)
         """
         self._check_fitted()
         from .inputs import (
