@@ -272,7 +272,9 @@ def _open_zarr(path: Path) -> list[_Segment]:
     try:
         import zarr
     except ImportError:
-        raise LamfastError("reading zarr needs the zarr package: pip install 'lamfast[zarr]'")
+        raise LamfastError(
+            "reading zarr needs the zarr package: pip install 'lamfast[zarr]'"
+        ) from None
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as e:  # zarr raises many types for unreadable stores
@@ -394,8 +396,11 @@ class Preprocess:
         return out
 
     def to_dict(self) -> dict:
-        return {"crop": list(self.crop) if self.crop else None, "downsample": self.downsample,
-                "scale": self.scale}
+        return {
+            "crop": list(self.crop) if self.crop else None,
+            "downsample": self.downsample,
+            "scale": self.scale,
+        }
 
 
 # ============================================================================ the source
@@ -538,7 +543,11 @@ class FrameSource:
             flags = seg.starts if seg.starts is not None else seg.dones
             if flags is not None:
                 for s in range(1 if seg.starts is not None else 0, T, 1 << 20):
-                    stop = min(T, s + (1 << 20)) if seg.starts is not None else min(T - 1, s + (1 << 20))
+                    stop = (
+                        min(T, s + (1 << 20))
+                        if seg.starts is not None
+                        else min(T - 1, s + (1 << 20))
+                    )
                     if stop > s:
                         starts += int(np.count_nonzero(flags.read(s, stop)))
             total += T - starts
@@ -645,7 +654,11 @@ class FrameSource:
                     f"noop action {noop_action} is not an action id (0..{self.n_actions - 1})"
                 )
         acc = _BlockAccumulator(self.blocks, block_rows)
-        noop = _BlockAccumulator((("delta", self.do),), block_rows) if noop_action is not None else None
+        noop = (
+            _BlockAccumulator((("delta", self.do),), block_rows)
+            if noop_action is not None
+            else None
+        )
         for o, o2, acts in self.transitions(progress=progress):
             delta = o2 - o
             cols = [o, delta]
@@ -720,7 +733,9 @@ def orthonormal_basis(U: np.ndarray, do: int, label: str = "basis") -> np.ndarra
     if not np.isfinite(U).all():
         raise LamfastError(f"{label}: contains NaN or inf")
     Q, R = np.linalg.qr(U)
-    keep = np.abs(np.diag(R)) > config.pinv_rtol(do) * max(np.abs(np.diag(R)).max(initial=0), 1e-300)
+    keep = np.abs(np.diag(R)) > config.pinv_rtol(do) * max(
+        np.abs(np.diag(R)).max(initial=0), 1e-300
+    )
     if not keep.any():
         raise LamfastError(f"{label}: spans nothing")
     return Q[:, keep]
@@ -900,7 +915,7 @@ def fit_frames(
         "recon": recon_loss(lam, m),
     }
     probes = []
-    for tag, one, mom in fits:
+    for tag, one, _ in fits:
         lams = (one, *one.draws_) if one.draws_ else (one,)
         suffix = "" if tag == "raw" else "_clean"
         obs = [probe_mse(latent_map(x, m), m, "o") for x in lams]

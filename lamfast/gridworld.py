@@ -220,7 +220,7 @@ def gridworld_panel(
     levels = NOISE_LEVELS if noise_levels is None else dict(noise_levels)
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for li, (level, intensity) in enumerate(levels.items()):
+        for level, intensity in levels.items():
             for pi, policy in enumerate(POLICIES):
                 path = Path(tmp) / f"grid_{level}_{policy}.npz"
                 write_gridworld(
@@ -376,7 +376,8 @@ def panel_markdown(
         "",
         f"4x4 frames, lit cell in the top 3x4 region, Bernoulli noise row; {episodes} episodes "
         f"of {length} frames per dataset; correlated policy follows the snake with p = {p}; "
-        f"dz = {dz}; label weighting {label_weighting!r}. Losses are reconstruction errors of o' on a region divided by that "
+        f"dz = {dz}; label weighting {label_weighting!r}. Losses are reconstruction errors of "
+        "o' on a region divided by that "
         "region's variance (n/a: region without variance, or no closed form).",
         "",
         "| noise | policy | augmentation | labels | controllable loss | stochastic loss "
