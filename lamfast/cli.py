@@ -365,7 +365,7 @@ def format_frames_fit(r: dict) -> str:
         "",
         "  frame-difference covariance, top eigenvalues (total variance "
         f"{r['delta_total_variance']:.4g}):",
-        "    " + " ".join(f"{x:.4g}" for x in r["delta_spectrum"]),
+        "    " + " ".join(f"{x:.4g}" for x in r["delta_spectrum"][:12]),
         f"  recon    {r['recon']:.6f}   (LAM loss per coordinate)",
         f"  obs_mse  {r['obs_mse']:.6f}   (1 = latent knows nothing of the observation)",
     ]
