@@ -122,13 +122,21 @@ class _ZipMember(_Member):
 
     def _open(self):
         try:
-            return zipfile.ZipFile(self.path).open(self.member)
+            with zipfile.ZipFile(self.path) as z:  # the member keeps the file open until closed
+                return z.open(self.member)
         except (zipfile.BadZipFile, OSError, KeyError) as e:
             raise LamfastError(f"{self.name}: cannot open ({e})") from None
 
-    def _rewind(self):
+    def close(self):
         if self._f is not None:
             self._f.close()
+            self._f = None
+
+    def __del__(self):
+        self.close()
+
+    def _rewind(self):
+        self.close()
         self._f = self._open()
         version = np.lib.format.read_magic(self._f)
         _read_header(self._f, version)
@@ -553,6 +561,13 @@ class FrameSource:
             total += T - starts
         return total
 
+    def _actions(self, member: _Member, start: int, stop: int) -> np.ndarray:
+        a = member.read(start, stop)
+        if self.action_kind == "continuous" and not np.isfinite(a).all():
+            bad = start + int(np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0])
+            raise LamfastError(f"{member.name}: action {bad} contains NaN or inf")
+        return a
+
     def action_rows(self, raw: np.ndarray) -> np.ndarray:
         """Action ids or vectors (n,) / (n, da) to rows of the ``a`` block (one-hot if discrete)."""
         if self.action_kind == "discrete":
@@ -587,7 +602,7 @@ class FrameSource:
         for s in range(0, T, cf):
             e = min(T, s + cf)
             o, o2 = self._frames(seg.o, s, e), self._frames(seg.o_next, s, e)
-            acts = seg.actions.read(s, e) if seg.actions is not None else None
+            acts = self._actions(seg.actions, s, e) if seg.actions is not None else None
             bar.update(e - s)
             yield o, o2, acts
 
@@ -617,7 +632,7 @@ class FrameSource:
             valid = ~boundary
             acts = None
             if seg.actions is not None:
-                A = seg.actions.read(s, min(e, n_act))
+                A = self._actions(seg.actions, s, min(e, n_act))
                 lead = A[:1] if carry_act is None else carry_act
                 prev_a = np.concatenate([lead, A])[: e - s]
                 if len(A) == e - s:

@@ -303,3 +303,16 @@ def test_latent_map_ignores_actions(tmp_path, rng):
     m = frame_moments(tmp_path / "d.npz")
     _, lam = fit_frames(tmp_path / "d.npz", 2)
     assert not latent_map(lam, m)[:, m.index("a")].any()
+
+
+def test_continuous_actions_and_bad_action_values(tmp_path, rng):
+    frames, _ = _traj(rng, T=70)
+    actions = rng.standard_normal((69, 2))  # T - 1 rows: one per transition
+    np.savez(tmp_path / "d.npz", frames=frames, actions=actions)
+    m = frame_moments(tmp_path / "d.npz", chunk_frames=8)
+    _check_moments(m, naive.frame_rows(frames, actions))
+    assert m.size("a") == 2
+    actions[41, 1] = np.inf
+    np.savez(tmp_path / "d.npz", frames=frames, actions=actions)
+    with pytest.raises(LamfastError, match="action 41 contains NaN or inf"):
+        frame_moments(tmp_path / "d.npz", chunk_frames=8)
