@@ -57,9 +57,10 @@ def test_chunked_equals_whole_with_boundaries_at_chunk_edges(tmp_path, rng, flag
     # with dones, frame t + 1 starts an episode when dones[t]
     starts = np.zeros(T, bool)
     starts[[0, 49, 50, 100, 343, 350, 351, 599]] = True
-    kw = {"episode_starts": starts} if flag == "episode_starts" else {"dones": np.r_[starts[1:], 0]}
-    kw["dones"] = kw["dones"].astype(bool) if "dones" in kw else None
-    kw = {k: v for k, v in kw.items() if v is not None}
+    if flag == "episode_starts":
+        kw = {"episode_starts": starts}
+    else:
+        kw = {"dones": np.r_[starts[1:], False]}
     np.savez(tmp_path / "d.npz", frames=frames, actions=actions, **kw)
     np.savez_compressed(tmp_path / "c.npz", frames=frames, actions=actions, **kw)
     rows = naive.frame_rows(frames, actions, episode_starts=starts)
