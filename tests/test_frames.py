@@ -70,6 +70,7 @@ def test_chunked_equals_whole_with_boundaries_at_chunk_edges(tmp_path, rng, flag
             m = frame_moments(tmp_path / name, chunk_frames=cf, block_rows=64)
             results.append(m)
     _check_moments(results[0], rows)
+    assert FrameSource(tmp_path / "c.npz").n_transitions == len(rows)
     for m in results[1:]:  # bitwise: blocks are keyed by global transition index
         assert np.array_equal(m.mean, results[0].mean)
         assert np.array_equal(m.cov, results[0].cov)
@@ -317,3 +318,15 @@ def test_continuous_actions_and_bad_action_values(tmp_path, rng):
     np.savez(tmp_path / "d.npz", frames=frames, actions=actions)
     with pytest.raises(LamfastError, match="action 41 contains NaN or inf"):
         frame_moments(tmp_path / "d.npz", chunk_frames=8)
+
+
+def test_encode_rejects_frames_of_another_size(tmp_path, rng):
+    frames, _ = _traj(rng, T=30)
+    np.save(tmp_path / "a.npy", frames)
+    np.save(tmp_path / "b.npy", frames[:, :2])
+    _, lam = fit_frames(tmp_path / "a.npy", 2)
+    save_lam(lam, tmp_path / "fit.npz")
+    args = ["encode", str(tmp_path / "fit.npz"), str(tmp_path / "b.npy")]
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "z.npy")])
+    assert r.exit_code == 2 and "the fit expects 12" in r.stderr
+    assert not (tmp_path / "z.npy").exists()
