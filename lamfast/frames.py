@@ -548,16 +548,16 @@ class FrameSource:
                 total += T
                 continue
             starts = 1  # frame 0 always starts an episode
-            flags = seg.starts if seg.starts is not None else seg.dones
-            if flags is not None:
-                for s in range(1 if seg.starts is not None else 0, T, 1 << 20):
-                    stop = (
-                        min(T, s + (1 << 20))
-                        if seg.starts is not None
-                        else min(T - 1, s + (1 << 20))
-                    )
-                    if stop > s:
-                        starts += int(np.count_nonzero(flags.read(s, stop)))
+            # frame t >= 1 starts one when episode_starts[t], or when dones[t - 1]
+            if seg.starts is not None:
+                flags, first, last = seg.starts, 1, T
+            elif seg.dones is not None:
+                flags, first, last = seg.dones, 0, T - 1
+            else:
+                flags, first, last = None, 0, 0
+            step = 1 << 20
+            for s in range(first, last, step):
+                starts += int(np.count_nonzero(flags.read(s, min(last, s + step))))
             total += T - starts
         return total
 
