@@ -832,8 +832,10 @@ def probe_accuracy(source: FrameSource, probes: list, progress=None) -> list[flo
 
 def delta_spectrum(m: Moments, k: int) -> np.ndarray:
     """Top-``k`` eigenvalues of the frame-difference covariance ``Cov(delta)``."""
-    w = np.linalg.eigvalsh(m.block_cov("delta"))[::-1]
-    return np.clip(w[:k], 0.0, None)
+    from .eigen import top_eigh
+
+    w, _ = top_eigh(m.block_cov("delta"), k)
+    return np.clip(w, 0.0, None)
 
 
 # ============================================================================ fit
