@@ -8,6 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from lamfast import LinearWorld, stream_moments
@@ -330,3 +332,33 @@ def test_encode_rejects_frames_of_another_size(tmp_path, rng):
     r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "z.npy")])
     assert r.exit_code == 2 and "the fit expects 12" in r.stderr
     assert not (tmp_path / "z.npy").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    T=st.integers(2, 60),
+    cut=st.lists(st.integers(1, 59), max_size=8),
+    chunk=st.integers(1, 70),
+    block=st.integers(1, 40),
+)
+def test_property_chunking_matches_naive(tmp_path_factory, T, cut, chunk, block):
+    # any episode layout, chunk size and block size: the transitions are exactly the naive ones
+    rng = np.random.default_rng(T * 1000 + chunk)
+    frames = rng.standard_normal((T, 3))
+    starts = np.zeros(T, bool)
+    starts[[c for c in cut if c < T]] = True
+    starts[0] = True
+    if starts.sum() == T:
+        return  # no transitions: covered by the error test below
+    d = tmp_path_factory.mktemp("p")
+    np.savez(d / "f.npz", frames=frames, episode_starts=starts)
+    m = frame_moments(d / "f.npz", chunk_frames=chunk, block_rows=block)
+    _check_moments(m, naive.frame_rows(frames, episode_starts=starts))
+    whole = frame_moments(d / "f.npz", chunk_frames=T, block_rows=block)
+    assert np.array_equal(m.cov, whole.cov) and np.array_equal(m.mean, whole.mean)
+
+
+def test_no_transitions_is_an_error(tmp_path):
+    np.savez(tmp_path / "f.npz", frames=np.ones((3, 2)), episode_starts=np.ones(3, bool))
+    with pytest.raises(LamfastError, match="no transitions"):
+        frame_moments(tmp_path / "f.npz")
