@@ -497,22 +497,13 @@ class FrameSource:
                 raise LamfastError(f"{acts[0].name}: discrete actions must be a 1-d array of ids")
             if not dtypes <= set("biu"):
                 raise LamfastError(f"{acts[0].name}: discrete actions must be integers")
-            top = -1
-            for a in acts:  # one cheap pass over the ids (never the frames)
-                for s in range(0, len(a), 1 << 20):
-                    ids = a.read(s, s + (1 << 20))
-                    if ids.size and ids.min() < 0:
-                        row = s + int(np.flatnonzero(ids < 0)[0])
-                        raise LamfastError(f"{a.name}: negative action id at row {row}")
-                    if ids.size:
-                        top = max(top, int(ids.max()))
-                    if n_actions is not None and top >= n_actions:
-                        row = s + int(np.flatnonzero(ids >= n_actions)[0])
-                        raise LamfastError(
-                            f"{a.name}: action id {int(ids[row - s])} at row {row} does not fit "
-                            f"n_actions={n_actions}"
-                        )
-            if n_actions is None:
+            if n_actions is None:  # one cheap pass over the ids (never the frames)
+                top = -1
+                for a in acts:
+                    for s in range(0, len(a), 1 << 20):
+                        ids = a.read(s, s + (1 << 20))
+                        if ids.size:
+                            top = max(top, int(ids.max()))
                 n_actions = top + 1
             if int(n_actions) < 1:
                 raise LamfastError("n_actions must be >= 1")
@@ -561,12 +552,22 @@ class FrameSource:
             total += T - starts
         return total
 
-    def _actions(self, member: _Member, start: int, stop: int) -> np.ndarray:
-        a = member.read(start, stop)
-        if self.action_kind == "continuous" and not np.isfinite(a).all():
-            bad = start + int(np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0])
-            raise LamfastError(f"{member.name}: action {bad} contains NaN or inf")
-        return a
+    def _check_actions(self, acts: np.ndarray, rows: np.ndarray, member: _Member) -> None:
+        """Validate the actions of valid transitions (``rows``: their indices in ``member``).
+
+        Only actions that label a transition are checked, so padding in the unused last action
+        of an episode (NaN, -1) is harmless.
+        """
+        if self.action_kind == "continuous":
+            bad = ~np.isfinite(acts.reshape(len(acts), -1)).all(axis=1)
+            what = "contains NaN or inf"
+        else:
+            bad = (acts < 0) | (acts >= self.n_actions)
+            what = f"is not an action id in 0..{self.n_actions - 1} (n_actions={self.n_actions})"
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            value = "" if self.action_kind == "continuous" else f" = {int(acts[i])}"
+            raise LamfastError(f"{member.name}: action {int(rows[i])}{value} {what}")
 
     def action_rows(self, raw: np.ndarray) -> np.ndarray:
         """Action ids or vectors (n,) / (n, da) to rows of the ``a`` block (one-hot if discrete)."""
@@ -602,7 +603,10 @@ class FrameSource:
         for s in range(0, T, cf):
             e = min(T, s + cf)
             o, o2 = self._frames(seg.o, s, e), self._frames(seg.o_next, s, e)
-            acts = self._actions(seg.actions, s, e) if seg.actions is not None else None
+            acts = None
+            if seg.actions is not None:
+                acts = seg.actions.read(s, e)
+                self._check_actions(acts, np.arange(s, e), seg.actions)
             bar.update(e - s)
             yield o, o2, acts
 
@@ -632,12 +636,13 @@ class FrameSource:
             valid = ~boundary
             acts = None
             if seg.actions is not None:
-                A = self._actions(seg.actions, s, min(e, n_act))
+                A = seg.actions.read(s, min(e, n_act))
                 lead = A[:1] if carry_act is None else carry_act
                 prev_a = np.concatenate([lead, A])[: e - s]
                 if len(A) == e - s:
                     carry_act = A[-1:]
                 acts = prev_a[valid]
+                self._check_actions(acts, np.arange(s - 1, e - 1)[valid], seg.actions)
             carry_frame = F[-1]
             bar.update(e - s)
             if valid.all():
