@@ -154,7 +154,80 @@ def variant_options(f):
     return f
 
 
+def frame_options(f):
+    """Flags for reading frame files (only with FRAMES_PATH)."""
+    options = [
+        click.option(
+            "--actions",
+            "actions",
+            type=click.Choice(["auto", "discrete", "continuous", "none"]),
+            default="auto",
+            show_default=True,
+            help="How to read actions: integer ids are discrete (one-hot) under auto.",
+        ),
+        click.option(
+            "--n-actions", type=click.IntRange(min=1), default=None, help="Discrete action count."
+        ),
+        click.option("--crop", default=None, help="Crop frames to rows y0:y1, columns x0:x1."),
+        click.option(
+            "--downsample",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Block-average frames by this factor.",
+        ),
+        click.option(
+            "--scale",
+            type=float,
+            default=None,
+            help="Multiply pixel values (default 1/255 for uint8, else 1).",
+        ),
+        click.option(
+            "--chunk-frames",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Frames read per chunk (bounds memory; never changes results).",
+        ),
+        click.option(
+            "--clean-basis",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Noise basis (.npy, do x k) removed from the frame differences before fitting.",
+        ),
+        click.option(
+            "--noop-action",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Clean with the top --clean-k directions of this action's frame differences.",
+        ),
+        click.option(
+            "--clean-k",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Noise directions estimated from no-op transitions.",
+        ),
+        click.option(
+            "--accuracy/--no-accuracy",
+            default=True,
+            show_default=True,
+            help="Second pass: argmax accuracy of the action probe (discrete actions).",
+        ),
+        click.option(
+            "--out",
+            "out",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Save the fitted LAM to this .npz (for lamfast encode).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command(context_settings=CONTEXT)
+@click.argument("frames_path", required=False, type=click.Path(exists=True))
 @world_options
 @click.option(
     "--source",
@@ -167,11 +240,15 @@ def variant_options(f):
     "--rows", type=Rows(), default="1e6", show_default=True, help="Rows (wishart, stream)."
 )
 @variant_options
+@frame_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
 )
+@click.pass_context
 def fit(
+    ctx,
+    frames_path,
     do,
     da,
     db,
@@ -190,24 +267,50 @@ def fit(
     solver,
     as_json,
     progress,
+    **frame_kw,
 ):
-    """Fit a linear LAM to a simulated world and probe its latent.
+    """Fit a linear LAM to a simulated world, or to FRAMES_PATH, and probe its latent.
+
+    Without FRAMES_PATH the data come from a simulated world (world flags). With it, frames are
+    streamed from a .npy / .npz / directory / zarr dataset (see "Real frames" in the README).
 
     \b
-    Example:
+    Examples:
       lamfast fit --noise exo --sigma 2 --dz 8 --source wishart --rows 1e9 --json
+      lamfast fit data.npz --dz 8 --json
+      lamfast fit data.npz --dz 4 --noop-action 4 --clean-k 4 --out fit.npz
     """
+    variant = dict(
+        decoder=decoder,
+        encoder=encoder,
+        kappa=kappa,
+        label_fraction=label_fraction,
+        label_weighting=label_weighting,
+    )
+    if frames_path is not None:
+        world_flags = ("do", "da", "db", "noise", "sigma", "chi", "source", "rows")
+        given = [
+            n
+            for n in world_flags
+            if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT
+        ]
+        if given:
+            raise click.UsageError(f"--{given[0]} describes a simulated world, not frame files")
+        _fit_frames_cmd(frames_path, dz, variant, solver, seed, as_json, progress, **frame_kw)
+        return
+    given = [
+        n
+        for n, v in frame_kw.items()
+        if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        flag = given[0].replace("_", "-")
+        raise click.UsageError(f"--{flag} applies to frame files (give FRAMES_PATH)")
     from .experiments import run_fit
 
     result = run_fit(
         world=dict(do=do, da=da, db=db, noise=noise, sigma=sigma, chi=chi, seed=seed),
-        variant=dict(
-            decoder=decoder,
-            encoder=encoder,
-            kappa=kappa,
-            label_fraction=label_fraction,
-            label_weighting=label_weighting,
-        ),
+        variant=variant,
         dz=dz,
         source=source,
         rows=rows,
@@ -218,6 +321,175 @@ def fit(
         click.echo(json.dumps(result))
     else:
         click.echo(format_fit(result))
+
+
+def _fit_frames_cmd(
+    path, dz, variant, solver, seed, as_json, progress, *, actions, n_actions, crop, downsample,
+    scale, chunk_frames, clean_basis, noop_action, clean_k, accuracy, out,
+):  # fmt: skip
+    from .frames import Preprocess, fit_frames, save_lam
+
+    if clean_basis is not None and noop_action is not None:
+        raise click.UsageError("give --clean-basis or --noop-action, not both")
+    result, lam = fit_frames(
+        path,
+        dz,
+        variant,
+        solver=solver,
+        seed=seed,
+        preprocess=Preprocess(crop=crop, downsample=downsample, scale=scale),
+        actions=actions,
+        n_actions=n_actions,
+        chunk_frames=chunk_frames,
+        clean_basis=clean_basis,
+        noop_action=noop_action,
+        clean_k=clean_k,
+        accuracy=accuracy,
+        progress=progress,
+    )
+    if out is not None:
+        result["out"] = str(save_lam(lam, out))
+    click.echo(json.dumps(result) if as_json else format_frames_fit(result))
+
+
+def format_frames_fit(r: dict) -> str:
+    """A readable table of a fit to frame files."""
+    v = r["variant"]
+    lines = [
+        f"data    {r['path']}: {r['frames']} frames, {r['transitions']} transitions, "
+        f"frame {'x'.join(map(str, r['frame_shape']))} -> do={r['do']}",
+        f"actions {r['actions'] or 'none'}" + (f" (da={r['da']})" if r["da"] else ""),
+        f"model   dz={r['dz']} "
+        + " ".join(f"{k}={x}" for k, x in v.items())
+        + f" solver={r['solver']}",
+        "",
+        "  frame-difference covariance, top eigenvalues (total variance "
+        f"{r['delta_total_variance']:.4g}):",
+        "    " + " ".join(f"{x:.4g}" for x in r["delta_spectrum"][:12]),
+        f"  recon    {r['recon']:.6f}   (LAM loss per coordinate)",
+        f"  obs_mse  {r['obs_mse']:.6f}   (1 = latent knows nothing of the observation)",
+    ]
+    if "act_mse" in r:
+        lines.append(f"  act_mse  {r['act_mse']:.6f}   (chance {r['act_mse_chance']:g})")
+    if "act_acc" in r:
+        lines.append(
+            f"  act_acc  {r['act_acc']:.6f}   (chance {r['act_acc_chance']:.6f}, majority action)"
+        )
+    if "recon_clean" in r:
+        lines += [
+            "",
+            f"  cleaned: {r['clean_dim']} noise direction(s) from {r['clean_from']} removed "
+            "from delta",
+            f"  recon    {r['recon_clean']:.6f}",
+            f"  obs_mse  {r['obs_mse_clean']:.6f}",
+        ]
+        if "act_mse_clean" in r:
+            lines.append(
+                f"  act_mse  {r['act_mse_clean']:.6f}   (was {r['act_mse']:.6f}, improvement "
+                f"{r['act_mse'] - r['act_mse_clean']:+.6f})"
+            )
+        if "act_acc_clean" in r:
+            lines.append(
+                f"  act_acc  {r['act_acc_clean']:.6f}   (was {r['act_acc']:.6f}, improvement "
+                f"{r['act_acc_clean'] - r['act_acc']:+.6f})"
+            )
+    lines += [f"  note: {n}" for n in r["notes"]]
+    if "out" in r:
+        lines.append(f"  saved {r['out']}")
+    lines.append(f"\n{r['seconds']:.3f} s")
+    return "\n".join(lines)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("fit_path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("frames_path", type=click.Path(exists=True))
+@click.option(
+    "--out", type=click.Path(dir_okay=False), required=True, help="Latents (.npy, n x dz)."
+)
+@click.option("--chunk-frames", type=click.IntRange(min=1), default=None, help="Frames per chunk.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+def encode(fit_path, frames_path, out, chunk_frames, progress):
+    """Encode the transitions of FRAMES_PATH with a LAM saved by `lamfast fit ... --out`.
+
+    Writes z = C o + D o' for every transition (episode boundaries respected), one row each.
+
+    \b
+    Example:
+      lamfast encode fit.npz new_frames.npz --out z.npy
+    """
+    from .frames import encode_frames
+
+    r = encode_frames(fit_path, frames_path, out, chunk_frames=chunk_frames, progress=progress)
+    click.echo(f"wrote {r['out']}: {r['transitions']} x {r['dz']} latents")
+
+
+@cli.group(context_settings=CONTEXT)
+def simulate():
+    """Write simulated datasets in the formats `lamfast fit FRAMES_PATH` reads."""
+
+
+@simulate.command("gridworld", context_settings=CONTEXT)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output .npz.")
+@click.option("--episodes", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--length", type=click.IntRange(min=2), default=50, show_default=True)
+@click.option(
+    "--noise",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Intensity of a lit noise pixel in the bottom row (0: no noise).",
+)
+@click.option(
+    "--noise-p", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+    help="Probability that a noise pixel is lit.",
+)  # fmt: skip
+@click.option(
+    "--policy", type=click.Choice(["uniform", "correlated"]), default="uniform", show_default=True
+)
+@click.option(
+    "--p", "p", type=click.FloatRange(0, 1), default=0.8, show_default=True,
+    help="Correlated policy: probability of following the snake.",
+)  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def simulate_gridworld_cmd(out, episodes, length, noise, noise_p, policy, p, seed):
+    """The paper's 4x4 grid world (5 actions, Bernoulli noise row) as frames/actions/episodes.
+
+    \b
+    Example:
+      lamfast simulate gridworld --noise 1 --policy correlated --out grid.npz
+    """
+    from .gridworld import write_gridworld
+
+    r = write_gridworld(
+        out, episodes=episodes, length=length, noise=noise, noise_p=noise_p, policy=policy,
+        p=p, seed=seed,
+    )  # fmt: skip
+    click.echo(f"wrote {r['out']}: {r['frames']} frames ({episodes} episodes of {length})")
+
+
+@simulate.command("linear", context_settings=CONTEXT)
+@world_options
+@click.option("--rows", type=Rows(), required=True, help="Transitions to write.")
+@click.option("--out", type=click.Path(), required=True, help="Output directory, or a .npz file.")
+@click.option("--block-rows", type=click.IntRange(min=2), default=None, help="Rows per block.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+def simulate_linear_cmd(do, da, db, noise, sigma, chi, seed, rows, out, block_rows, progress):
+    """Write a LinearWorld's stream (o, o_next, actions, noise; world.json spec) to disk.
+
+    \b
+    Example:
+      lamfast simulate linear --noise exo --sigma 2 --rows 1e6 --out data/
+    """
+    from .export import write_world
+    from .world import LinearWorld
+
+    world = LinearWorld(do=do, da=da, db=db, noise=noise, sigma=sigma, chi=chi, seed=seed)
+    r = write_world(world, rows, out, block_rows=block_rows, progress=progress)
+    click.echo(f"wrote {r['out']}: {r['rows']} transitions (block rows {r['block_rows']})")
 
 
 def format_fit(r: dict) -> str:

@@ -24,6 +24,15 @@ BLOCK_ROWS = _default("BLOCK_ROWS", 4096)
 # value (tests/test_simulate.py::test_stream_bitwise_across_chunks).
 CHUNK_BLOCKS = _default("CHUNK_BLOCKS", 16)
 
+# Frames read from disk per chunk (lamfast.frames). A pure I/O knob: moments are keyed by global
+# transition index, so any value gives bitwise-identical results (tests/test_frames.py). 4096 frames
+# of 64 x 64 uint8 are 16 MiB raw, 128 MiB as float64: bounded, and large enough to amortise I/O.
+FRAME_CHUNK = _default("FRAME_CHUNK", 4096)
+
+# Largest flattened frame (after crop/downsample) accepted from files: the joint co-moment is
+# (2d + da)^2 float64, 512 MiB at d = 4096, and log2(blocks) of them sit in the merge tree.
+FRAMES_MAX_DIM = _default("FRAMES_MAX_DIM", 4096)
+
 # Dense LAPACK subset driver up to this dimension, ARPACK above it (when k is small).
 EIGH_DENSE_MAX = _default("EIGH_DENSE_MAX", 1024)
 

@@ -165,6 +165,41 @@ def principal_angles(U, V) -> np.ndarray:
     return np.sort(np.arccos(s))
 
 
+# ------------------------------------------------------------------------------ frames
+def frame_rows(frames, actions=None, episode_starts=None, dones=None, n_actions=None, scale=1.0):
+    """Rows [o, delta, (a)] of every within-episode transition t -> t+1, one at a time.
+
+    Frames are flattened and scaled; discrete (integer 1-d) actions are one-hot with n_actions
+    columns (max id + 1 when None); transition t uses actions[t].
+    """
+    F = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1) * scale
+    rows = []
+    for t in range(len(F) - 1):
+        if episode_starts is not None and episode_starts[t + 1]:
+            continue
+        if dones is not None and dones[t]:
+            continue
+        row = [F[t], F[t + 1] - F[t]]
+        if actions is not None:
+            a = np.asarray(actions)
+            if a.dtype.kind in "iu" and a.ndim == 1:
+                n = int(a.max()) + 1 if n_actions is None else n_actions
+                onehot = np.zeros(n)
+                onehot[a[t]] = 1.0
+                row.append(onehot)
+            else:
+                row.append(np.atleast_1d(np.asarray(a[t], dtype=np.float64)))
+        rows.append(np.concatenate(row))
+    return np.array(rows)
+
+
+def probe_accuracy(Z, ids, n_actions: int) -> float:
+    """Argmax accuracy of the in-sample least-squares probe (with intercept) to one-hot ids."""
+    Y = np.eye(n_actions)[np.asarray(ids)]
+    Z1 = np.hstack([Z, np.ones((Z.shape[0], 1))])
+    coef, *_ = np.linalg.lstsq(Z1, Y, rcond=None)
+    return float(np.mean(np.argmax(Z1 @ coef, axis=1) == np.asarray(ids)))
+
 # ------------------------------------------------------------------------------ estimator (API)
 def transition_rows(o, o_next, a=None, noise=None) -> np.ndarray:
     """Materialised joint rows [o, o_next - o, a, noise], differences taken in float64."""
