@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from .eigen import top_eigh
 from .errors import LamfastError
+from .frames import FrameSource, frame_moments
 from .inputs import moments_from_transitions, moments_from_world
 from .lam import LinearLAM, NotFittedError, Variant, fit
 from .moments import Moments, moments_from_rows
@@ -33,6 +34,7 @@ from .world import LinearWorld
 __version__ = "0.1.0"
 
 __all__ = [
+    "FrameSource",
     "LamfastError",
     "LinearLAM",
     "LinearWorld",
@@ -40,6 +42,7 @@ __all__ = [
     "NotFittedError",
     "Variant",
     "fit",
+    "frame_moments",
     "moments_from_rows",
     "moments_from_transitions",
     "moments_from_world",

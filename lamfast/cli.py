@@ -427,7 +427,13 @@ def encode(fit_path, frames_path, out, chunk_frames, progress):
 
 @cli.group(context_settings=CONTEXT)
 def simulate():
-    """Write simulated datasets in the formats `lamfast fit FRAMES_PATH` reads."""
+    """Write simulated datasets in the formats `lamfast fit FRAMES_PATH` reads.
+
+    \b
+    Examples:
+      lamfast simulate linear --noise exo --sigma 2 --rows 1e6 --out data/
+      lamfast simulate gridworld --out grid.npz
+    """
 
 
 @simulate.command("gridworld", context_settings=CONTEXT)

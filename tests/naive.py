@@ -200,6 +200,7 @@ def probe_accuracy(Z, ids, n_actions: int) -> float:
     coef, *_ = np.linalg.lstsq(Z1, Y, rcond=None)
     return float(np.mean(np.argmax(Z1 @ coef, axis=1) == np.asarray(ids)))
 
+
 # ------------------------------------------------------------------------------ estimator (API)
 def transition_rows(o, o_next, a=None, noise=None) -> np.ndarray:
     """Materialised joint rows [o, o_next - o, a, noise], differences taken in float64."""

@@ -222,6 +222,23 @@ def test_fit_forms_agree(data):
     )
 
 
+def test_fit_frame_source_and_frame_files(tmp_path, rng):
+    """A frame file read by lamfast.frames is a fit source (it has a moments() method)."""
+    frames = rng.standard_normal((400, 3, 4)).cumsum(axis=0)
+    actions = rng.standard_normal((399, 2))
+    path = tmp_path / "frames.npz"
+    np.savez(path, frames=frames, actions=actions)
+    by_source = LinearLAM(dz=2).fit(lamfast.FrameSource(path))
+    by_moments = LinearLAM(dz=2).fit(lamfast.frame_moments(path))
+    assert_array_equal(by_source.D_, by_moments.D_)
+    f = frames.reshape(400, -1)
+    by_arrays = LinearLAM(dz=2).fit(f[:-1], f[1:], actions)
+    assert_allclose(by_source.explained_variance_, by_arrays.explained_variance_, rtol=RTOL_SUM)
+    assert_allclose(
+        naive.projector(by_source.D_.T), naive.projector(by_arrays.D_.T), atol=ATOL_VEC, rtol=0
+    )
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -390,6 +407,8 @@ def test_public_api_exports():
         "LinearWorld",
         "Moments",
         "fit",
+        "frame_moments",
+        "FrameSource",
         "moments_from_rows",
         "moments_from_transitions",
         "moments_from_world",
