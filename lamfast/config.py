@@ -79,6 +79,14 @@ GD_POLISH_GTOL = _default("GD_POLISH_GTOL", 1e-10)
 GD_CONVERGED_RTOL = _default("GD_CONVERGED_RTOL", 1e-6)
 GD_POLISH_MAXITER = _default("GD_POLISH_MAXITER", 5000)
 
+# ---- sgd (lamfast/sgd.py): the paper's protocol. Adam lr 1e-3 and batch BATCH_SIZE are the
+# paper's; "a few thousand" steps; held-out rows for closed-form probes (probe MSE error
+# O(dz / rows) ~ 1e-4 at dz = 16); Adam probe steps.
+SGD_STEPS = _default("SGD_STEPS", 5000)
+SGD_LR = _default("SGD_LR", 1e-3)
+SGD_EVAL_ROWS = _default("SGD_EVAL_ROWS", 200_000)
+SGD_PROBE_STEPS = _default("SGD_PROBE_STEPS", 3000)
+
 
 def pinv_rtol(dim: int) -> float:
     """Relative eigenvalue cut-off used by every pseudo-inverse in lamfast."""

@@ -50,6 +50,7 @@ from .lam import LinearLAM, Variant, recon_loss
 from .moments import Moments
 
 OPTIMIZERS = ("adam", "gd")
+MODES = ("converge", "paper")
 
 
 # ------------------------------------------------------------------------------ initialisation
@@ -377,6 +378,7 @@ def moment_gd_fit(
     variant: Variant,
     *,
     seed: int = 0,
+    mode: str = "converge",
     optimizer: str | None = None,
     steps: int | None = None,
     lr: float | None = None,
@@ -398,12 +400,19 @@ def moment_gd_fit(
         makes ``D`` the single encoder parameter (``C = -D``).
     seed : int
         Seeds the initialisation (:func:`paper_init`).
+    mode : {"converge", "paper"}
+        ``converge`` (default): Adam with a decaying lr until the stopping rule fires, then the
+        L-BFGS polish: the optimum the trainer's initialisation leads to. ``paper``: the
+        deterministic twin of the ``sgd`` solver, i.e. the paper's finite training: Adam at
+        constant lr ``config.SGD_LR`` for ``config.SGD_STEPS`` steps, no early stop, no polish
+        (explicit ``steps``/``lr``/... still override). Finite training matters where the loss
+        has slow or flat directions (learned decoder with a correlated policy, small kappa).
     optimizer : {"adam", "gd"}
         Default ``config.GD_OPTIMIZER`` (Adam, the paper's optimiser, so that the init-dependent
         flat directions end where a trainer would leave them).
     steps, lr, lr_final : optional
         Step limit, initial learning rate and final learning rate of a geometric decay
-        (``lr_final=None`` keeps ``lr`` constant); defaults in ``config`` (``GD_*``).
+        (``lr_final=lr`` keeps it constant); defaults in ``config`` (``GD_*``).
     polish : bool
         Finish with L-BFGS to machine-precision stationarity (default ``config.GD_POLISH``).
     rtol, gtol : float, optional
@@ -419,6 +428,16 @@ def moment_gd_fit(
         the variances of the reconstructed latent ``B z`` along its principal directions, and
         ``notes_`` records the optimiser, steps and whether it converged.
     """
+    if mode not in MODES:
+        raise LamfastError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "paper":
+        optimizer = optimizer or "adam"
+        steps = config.SGD_STEPS if steps is None else steps
+        lr = config.SGD_LR if lr is None else lr
+        lr_final = lr if lr_final is None else lr_final
+        polish = False if polish is None else polish
+        rtol = 0.0 if rtol is None else rtol
+        gtol = 0.0 if gtol is None else gtol
     optimizer = optimizer or config.GD_OPTIMIZER
     if optimizer not in OPTIMIZERS:
         raise LamfastError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
@@ -460,7 +479,7 @@ def moment_gd_fit(
         polish and g_end <= config.GD_CONVERGED_RTOL * max(g_init, np.finfo(float).tiny)
     )
     notes = [
-        f"moment-gd: {optimizer} lr={lr:g}, {trace.steps} steps ({trace.reason})"
+        f"moment-gd ({mode}): {optimizer} lr={lr:g}, {trace.steps} steps ({trace.reason})"
         + (f", then L-BFGS {trace.polish_iters} iterations" if polish else ""),
         f"{'converged' if converged else 'NOT converged'}: objective {total:.6g}, "
         f"gradient norm {gnorm:.3g}",
