@@ -126,6 +126,13 @@ class MomentObjective:
         self.w = float(variant.label_weight)
         self.Mx = np.ascontiguousarray(moments.select(["o", "delta"]).second_moment())
         self.trMdd = float(np.trace(self.Mx[do:, do:]))
+        # The paper's worlds have E[o o^T] = I exactly (population moments): then (A - I) Moo,
+        # the only do^3 product of a step, is (A - I) itself. Exact test, no tolerance.
+        self.Moo_is_eye = bool(np.array_equal(self.Mx[:do, :do], np.eye(do)))
+        # Constant blocks, contiguous once (the step reuses them thousands of times).
+        self.Mdo = np.ascontiguousarray(self.Mx[do:, :do])
+        self.Mo_ = np.ascontiguousarray(self.Mx[:do, :])
+        self.Md_ = np.ascontiguousarray(self.Mx[do:, :])
         if self.w > 0:
             if not moments.has("a"):
                 raise LamfastError("action supervision needs an 'a' block in the moments")
@@ -184,13 +191,13 @@ class MomentObjective:
         # V = R0 Mx W^T (do x dz); B^T R0 Mx (dz x 2do); first block column of R Mx
         if self.learned:
             At = p["A"] - np.eye(do)
-            AtMoo = At @ Mx[:do, :do]
+            AtMoo = At if self.Moo_is_eye else At @ Mx[:do, :do]
             V = At @ WM[:, :do].T - WM[:, do:].T
-            BtR0M = (B.T @ At) @ Mx[:do, :] - B.T @ Mx[do:, :]
-            tr_r0 = float(np.sum(At * AtMoo)) - 2.0 * float(np.sum(At * Mx[do:, :do])) + self.trMdd
+            BtR0M = (B.T @ At) @ self.Mo_ - B.T @ self.Md_
+            tr_r0 = float(np.sum(At * AtMoo)) - 2.0 * float(np.sum(At * self.Mdo)) + self.trMdd
         else:
             V = -WM[:, do:].T
-            BtR0M = -(B.T @ Mx[do:, :])
+            BtR0M = -(B.T @ self.Md_)
             tr_r0 = self.trMdd
         BZ = B @ Z
         rec = (tr_r0 + 2.0 * float(np.sum(B * V)) + float(np.sum(BZ * B))) / do
@@ -204,7 +211,7 @@ class MomentObjective:
         dW = c * (BtR0M + BtB @ WM)
         if self.learned:
             # dA = (2/do) [(A - I) Moo - Mdo + B (W Mx)[:, :do]]
-            g["A"][...] = c * (AtMoo - Mx[do:, :do] + B @ WM[:, :do])
+            g["A"][...] = c * (AtMoo - self.Mdo + B @ WM[:, :do])
         if k2 > 0:
             if self.learned:
                 total += k2 * float(np.sum(At * At)) / do
