@@ -57,6 +57,8 @@ PROGRESS_AFTER_SECONDS = _default("PROGRESS_AFTER_SECONDS", 2.0)
 # (learned decoder, free encoder, kappa = 0) end where an Adam trainer leaves them, so Adam is the
 # default. PyTorch's Adam defaults for betas and eps.
 GD_OPTIMIZER = _default("GD_OPTIMIZER", "adam")
+# Run the Adam loop in the numba kernel (False: the numpy reference loop, same result to rounding).
+GD_KERNEL = _default("GD_KERNEL", True)
 ADAM_BETAS = _default("ADAM_BETAS", (0.9, 0.999))
 ADAM_EPS = _default("ADAM_EPS", 1e-8)
 # Step limit, initial and final lr of the geometric decay of the Adam phase.
