@@ -180,3 +180,20 @@ def test_kernel_matches_numpy(variant, monkeypatch, rng):
     for name in "ABCD":
         np.testing.assert_allclose(getattr(runs[0], name), getattr(runs[1], name), atol=1e-10)
     assert runs[0].notes == runs[1].notes
+
+
+def test_cli_fit_with_moment_gd_and_sgd():
+    from click.testing import CliRunner
+
+    from lamfast.cli import cli
+
+    runner = CliRunner()
+    args = ["fit", "--do", "16", "--da", "4", "--dz", "4", "--decoder", "learned", "--encoder",
+            "free", "--json"]  # fmt: skip
+    out = runner.invoke(cli, [*args, "--solver", "moment-gd"])
+    assert out.exit_code == 0, out.output
+    assert '"solver": "moment-gd"' in out.output and "converged" in out.output
+    out = runner.invoke(cli, [*args, "--solver", "eig"])
+    assert out.exit_code == 2 and "moment-gd" in out.output
+    out = runner.invoke(cli, [*args, "--solver", "sgd", "--decoder", "identity"])
+    assert out.exit_code == 0 and '"solver": "sgd"' in out.output
