@@ -113,36 +113,48 @@ def test_repeatable_and_seeded():
         sgd.sgd_fit(w, 3, v, steps=0)
 
 
-# Panel kinds at do = 32, da = 4, 3000 steps (the paper's protocol, reduced). Reference: eig where
-# the 3000-step protocol has converged (fig3 kinds: identity decoder), the deterministic twin
-# moment-gd(mode="paper", same init, same steps) where the answer depends on finite training
-# (fig4-left: learned decoder, free encoder, kappa = 0, surrogate probed on random actions).
-# Tolerance, measured: over seeds 0..5 (world seed 3) the metric differences to the reference had
-# |mean| <= 1e-4 (fig3) / 8e-4 (fig4-left recon) and standard deviation <= 5e-4 (fig3-right llo)
-# / 1.4e-3 (fig4-left recon): Adam at lr 1e-3 jitters around its target by O(lr). TOL = 6 sd +
-# |mean|, rounded up: 5e-3 (fig3), 1e-2 (fig4-left); a correct seed fails with p < 1e-8.
+# Panel kinds at do = 32, da = 4 (the paper's protocol, reduced). Reference: eig where the protocol
+# has converged; the deterministic twin moment-gd(mode="paper", same init, same steps) where the
+# answer depends on finite training (fig4-left: learned decoder, free encoder, kappa = 0, surrogate
+# probed on random actions). fig4-middle/right kinds (kappa = 0.1; 1% labels) have slow directions:
+# at 3000 steps minibatch Adam is far from both references (README "Finite training matters"), so
+# they run 20000 steps and are compared with eig.
+# Tolerances, measured over seeds (world seed 3): metric differences to the reference had
+# 3000 steps, seeds 0..5: |mean| <= 1e-4 and sd <= 5e-4 (fig3 kinds), |mean| <= 8e-4 and
+#   sd <= 1.4e-3 (fig4-left);
+# 20000 steps, seeds 0..4: |mean| <= 8e-4, sd < 1e-4 (fig4-middle); |mean| <= 0.014 and
+#   sd <= 0.011 (fig4-right, llo: one or two labelled rows per batch make the action gradient
+#   noisy, and Adam jitters around the optimum accordingly).
+# Adam at lr 1e-3 jitters around its target by O(lr); TOL = |mean| + 6 sd, rounded up, so a correct
+# seed fails with p < 1e-8 under normality.
 PANEL_KINDS = [
-    ("fig3-left", dict(), Variant("identity", "free"), 4, "eig", "true", False, 5e-3),
+    ("fig3-left", dict(), Variant("identity", "free"), 4, "eig", "true", False, 3000, 5e-3),
     ("fig3-middle", dict(noise="gaussian", sigma=0.5), Variant("identity", "free"), 4, "eig",
-     "true", False, 5e-3),
+     "true", False, 3000, 5e-3),
     ("fig3-right", dict(noise="exo", sigma=2.0, db=4), Variant("identity", "free"), 4, "eig",
-     "true", False, 5e-3),
-    ("fig4-left", dict(chi=0.5), Variant("learned", "free"), 2, "paper", "surrogate", True, 1e-2),
+     "true", False, 3000, 5e-3),
+    ("fig4-left", dict(chi=0.5), Variant("learned", "free"), 2, "paper", "surrogate", True, 3000,
+     1e-2),
+    ("fig4-middle", dict(noise="gaussian", sigma=0.5), Variant("learned", "free", 0.1), 4, "eig",
+     "true", False, 20000, 5e-3),
+    ("fig4-right", dict(noise="exo", sigma=2.0, db=4),
+     Variant("learned", "free", 0.1, label_fraction=0.01, label_weighting="batch"), 4, "eig",
+     "true", False, 20000, 0.08),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", PANEL_KINDS, ids=[k[0] for k in PANEL_KINDS])
 def test_sgd_agrees_with_fast_solvers(kind, seed):
-    _, wkw, v, dz, ref, latent, shift, tol = kind
+    _, wkw, v, dz, ref, latent, shift, steps, tol = kind
     w = LinearWorld(do=32, da=4, seed=3, **wkw)
     m = w.population_moments()
     ev = w.replace(chi=0.0).population_moments() if shift else None
-    s = seed % 6
+    s = seed % 5
     if ref == "eig":
         r = fit(m, dz, v)
     else:
-        r = moment_gd_fit(m, dz, v, seed=s, mode="paper", steps=3000)
-    lam = sgd.sgd_fit(w, dz, v, seed=s, steps=3000)
+        r = moment_gd_fit(m, dz, v, seed=s, mode="paper", steps=steps)
+    lam = sgd.sgd_fit(w, dz, v, seed=s, steps=steps)
     got = probe_metrics(lam, m, eval_moments=ev, latent=latent)
     want = probe_metrics(r, m, eval_moments=ev, latent=latent)
     for key in ("act_mse", "obs_mse", "noi_mse", "recon", "llo"):
