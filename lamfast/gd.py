@@ -652,7 +652,7 @@ def moment_gd_fit(
     rtol: float | None = None,
     gtol: float | None = None,
     init: dict | None = None,
-    noise_aware: bool = False,
+    noise_aware: bool | None = None,
 ) -> LinearLAM:
     """Fit a LAM by deterministic optimisation of its exact population objective.
 
@@ -671,8 +671,9 @@ def moment_gd_fit(
         L-BFGS polish: the optimum the trainer's initialisation leads to. ``paper``: the
         deterministic twin of the ``sgd`` solver, i.e. the paper's finite training: Adam at
         constant lr ``config.SGD_LR`` for ``config.SGD_STEPS`` steps, no early stop, no polish
-        (explicit ``steps``/``lr``/... still override). Finite training matters where the loss
-        has slow or flat directions (learned decoder with a correlated policy, small kappa).
+        (explicit ``steps``/``lr``/... still override), noise-aware by default. Finite training
+        matters where the loss has slow or flat directions (learned decoder, small kappa, few
+        labels).
     optimizer : {"adam", "gd"}
         Default ``config.GD_OPTIMIZER`` (Adam, the paper's optimiser, so that the init-dependent
         flat directions end where a trainer would leave them).
@@ -686,11 +687,12 @@ def moment_gd_fit(
         or gradient norm below ``gtol`` times the initial one.
     init : dict, optional
         Starting matrices (as returned by :func:`paper_init`) instead of the seeded default.
-    noise_aware : bool
-        Adam only: add the variance of the protocol's minibatch gradient (batch
-        ``config.BATCH_SIZE``, :meth:`MomentObjective.grad_variance`) to Adam's second moment,
-        so that ``mode="paper"`` follows minibatch Adam where gradient noise dominates (small
-        kappa, few labels). Gaussian worlds; runs the numpy loop.
+    noise_aware : bool, optional
+        Default: True in ``paper`` mode, False in ``converge`` mode. Adam only: add the variance
+        of the protocol's minibatch gradient (batch ``config.BATCH_SIZE``,
+        :meth:`MomentObjective.grad_variance`) to Adam's second moment, so that ``mode="paper"``
+        follows minibatch Adam where gradient noise dominates (small kappa, few labels).
+        Gaussian worlds; runs the numpy loop.
 
     Returns
     -------
@@ -709,6 +711,8 @@ def moment_gd_fit(
         polish = False if polish is None else polish
         rtol = 0.0 if rtol is None else rtol
         gtol = 0.0 if gtol is None else gtol
+        noise_aware = True if noise_aware is None else noise_aware
+    noise_aware = bool(noise_aware)
     optimizer = optimizer or config.GD_OPTIMIZER
     if optimizer not in OPTIMIZERS:
         raise LamfastError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
