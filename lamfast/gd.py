@@ -614,10 +614,25 @@ def _polish(obj, theta, maxiter, gtol, trace):
     loss (the init-dependent cases) the gradient vanishes, so the Adam end point is kept there.
     """
     g = np.empty_like(theta)
+    if config.GD_KERNEL:
+        empty = np.zeros((1, 1))
+        sup = obj.w > 0
+        consts = (
+            obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Moo_is_eye, obj.learned, obj.free,
+            obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
+            obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
+        )  # fmt: skip
 
-    def fun(x):
-        total, _, gg = obj.value_grad(x, g)
-        return total, gg.copy()
+        def fun(x):
+            x = np.ascontiguousarray(x)
+            gg = np.empty_like(x)
+            return _value_grad_kernel(x, gg, *consts), gg
+
+    else:
+
+        def fun(x):
+            total, _, gg = obj.value_grad(x, g)
+            return total, gg.copy()
 
     res = scipy.optimize.minimize(
         fun,
