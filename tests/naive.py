@@ -237,3 +237,64 @@ def llo(Z, a, o, noise=None) -> float:
     """The paper's LLO from rows: -act_mse + obs_mse + noi_mse (no noise -> noi_mse = 1)."""
     noi = 1.0 if noise is None else probe_mse(Z, noise)
     return -probe_mse(Z, a) + probe_mse(Z, o) + noi
+
+
+# ------------------------------------------------------------------------------ LAM objectives
+def lam_loss_rows(rows, do: int, A, B, C, D) -> float:
+    """Plain LAM loss on rows [o, delta, ...]: mean of ||A o + B (C o + D o') - o'||^2 / do."""
+    o = rows[:, :do]
+    o_next = o + rows[:, do : 2 * do]
+    z = o @ C.T + o_next @ D.T
+    pred = o @ A.T + z @ B.T
+    return float(np.mean(np.sum((pred - o_next) ** 2, axis=1)) / do)
+
+
+def lam_objective(mean, cov, do: int, da: int, A, B, C, D, kappa=0.0, w=0.0, E=None, h=None):
+    """Population objective of the augmented, supervised LAM written from the model itself.
+
+    The model (DESIGN 1): z = C(o + k1) + D(o' + k1), o^' = A(o + k2) + B z - k2, head
+    a^ = E z + h, with k1, k2 ~ N(0, kappa^2 I) independent. Each error is a linear map of the
+    vector u = [o, delta, a, k1, k2, 1], whose second moment is assembled from (mean, cov) of
+    [o, delta, a] and the augmentation law; E||T u||^2 = tr(T E[u u^T] T^T). Nothing is derived
+    by hand: the maps T are the model's equations.
+    """
+    eye = np.eye(do)
+    p = 2 * do + da
+    M = np.zeros((p + 2 * do + 1, p + 2 * do + 1))
+    M[:p, :p] = cov[:p, :p] + np.outer(mean[:p], mean[:p])
+    M[:p, -1] = M[-1, :p] = mean[:p]
+    M[-1, -1] = 1.0
+    M[p : p + 2 * do, p : p + 2 * do] = kappa**2 * np.eye(2 * do)
+
+    def blocks(o, d, a, k1, k2, c):
+        return np.hstack([o, d, a, k1, k2, c])
+
+    Z = np.zeros
+    # z = (C + D) o + D delta + (C + D) k1
+    Tz = blocks(C + D, D, Z((C.shape[0], da)), C + D, Z(C.shape), Z((C.shape[0], 1)))
+    # o^' - o' = A o + A k2 + B z - k2 - o - delta
+    Tr = blocks(A - eye, -eye, Z((do, da)), Z((do, do)), A - eye, Z((do, 1))) + B @ Tz
+    total = float(np.trace(Tr @ M @ Tr.T)) / do
+    if w > 0:
+        # a - a^ = a - E z - h
+        Ta = blocks(Z((da, do)), Z((da, do)), np.eye(da), Z((da, do)), Z((da, do)), -h[:, None])
+        Ta = Ta - E @ Tz
+        total += w * float(np.trace(Ta @ M @ Ta.T)) / da
+    return total
+
+
+def lam_minibatch_loss(o, o_next, a, k1, k2, mask, A, B, C, D, E=None, h=None, batch=True):
+    """One minibatch of the paper's protocol, written as the model reads (DESIGN 1 table).
+
+    z = C(o + k1) + D(o' + k1); o^' = A(o + k2) + B z - k2; reconstruction averaged over rows;
+    the head E z + h is scored on the rows where ``mask`` is True, averaged over those rows
+    (``batch=True``) or summed and divided by the batch size.
+    """
+    n, do = o.shape
+    z = (o + k1) @ C.T + (o_next + k1) @ D.T
+    pred = (o + k2) @ A.T + z @ B.T - k2
+    loss = np.sum((pred - o_next) ** 2) / (n * do)
+    if E is not None and mask.any():
+        r = (z @ E.T + h - a)[mask]
+        loss += np.sum(r**2) / (a.shape[1] * (mask.sum() if batch else n))
+    return float(loss)

@@ -1,0 +1,804 @@
+"""The ``moment-gd`` solver: deterministic Adam / gradient descent on the exact population loss.
+
+Every variant of the linear LAM has a population objective that is an explicit function of
+second moments (DESIGN 1.3). With ``x = [o; delta]``, ``Mx = E[x x^T]``, ``S = C + D`` (the
+``o``-content of the latent) and ``W = [S, D]`` (so ``z = W x``)::
+
+    residual   o^' - o' = R x,    R = [A + B S - I,  B D - I] = R0 + B W,   R0 = [A - I, -I]
+    recon      L_rec = tr(R Mx R^T) / do
+    augment    L_aug = kappa^2 (||A - I||_F^2 + ||B S||_F^2) / do
+    actions    L_act = w [tr S_aa - 2 tr(E W S_xa) + tr(E W S_xx W^T E^T)] / da
+                       + w kappa^2 ||E S||_F^2 / da
+
+``L_aug``: the augmented model of DESIGN 1 is ``z = C(o + k1) + D(o' + k1)`` and
+``o^' = A(o + k2) + B z - k2`` with ``k1, k2 ~ N(0, kappa^2 I)`` drawn independently of each other
+and of ``x``. Its residual is ``R x + B S k1 + (A - I) k2``; the three terms are uncorrelated, so
+``E||.||^2 = tr(R Mx R^T) + kappa^2 ||B S||^2 + kappa^2 ||A - I||^2`` (the cross term
+``2 kappa^2 tr((A - I)^T B S)`` would appear only if ``k1 = k2``). ``L_act``: the head reads the
+same (augmented) latent ``z + S k1``, and its intercept ``h`` is profiled out in closed form
+(``h = mu_a - E W mu_x``), which turns ``E||a - E z - h||^2`` into the covariance expression
+above; its gradient in the other parameters is unchanged (envelope theorem). ``w`` is
+``Variant.label_weight``.
+
+Gradients (``G = 2 R Mx / do = [G1, G2]``)::
+
+    dA = G1 + 2 kappa^2 (A - I) / do
+    dB = G W^T + 2 kappa^2 B S S^T / do
+    dW = B^T G + (2 w / da) E^T (E W S_xx - S_ax)
+    dS += 2 kappa^2 (B^T B S / do + w E^T E S / da)     (S = C + D, the first block of W)
+    dE = (2 w / da) (E W S_xx W^T - S_ax W^T) + (2 w kappa^2 / da) E S S^T
+    free encoder:  dC = dS,  dD = dS + dW[:, do:]      tied (C = -D, S = 0):  dD = dW[:, do:]
+
+(checked against finite differences in ``tests/test_gd.py``). Everything is arranged so that only
+``(A - I) Moo`` costs ``do^3`` (learned decoder); the rest is ``O(dz do^2)``.
+
+Initialisation follows the training protocol (PyTorch ``nn.Linear`` default, bias-free LAM, see
+:func:`paper_init`). The default optimiser is Adam (the paper's) followed by an L-BFGS polish;
+see :func:`moment_gd_fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.optimize
+import scipy.stats
+
+from . import config
+from ._jit import njit
+from .errors import LamfastError
+from .lam import LinearLAM, Variant, recon_loss
+from .moments import Moments
+
+OPTIMIZERS = ("adam", "gd")
+MODES = ("converge", "paper")
+
+
+# ------------------------------------------------------------------------------ initialisation
+def paper_init(do: int, dz: int, da: int, variant: Variant, seed: int = 0) -> dict:
+    """Initial parameters of the training protocol: PyTorch ``nn.Linear`` defaults, bias-free LAM.
+
+    ``nn.Linear(fan_in, fan_out)`` draws its weight from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    (Kaiming-uniform with ``a = sqrt(5)``). The layers are:
+
+    - IDM, free encoder: ``nn.Linear(2 do, dz)`` on ``[o, o']`` -> ``C, D``
+      (bound ``1/sqrt(2 do)``);
+      tied encoder: ``nn.Linear(do, dz)`` on ``delta`` -> ``D`` (bound ``1/sqrt(do)``), ``C = -D``;
+    - FDM, learned decoder: ``nn.Linear(do + dz, do)`` on ``[o, z]`` -> ``A, B``
+      (bound ``1/sqrt(do + dz)``); identity decoder: ``nn.Linear(dz, do)`` on ``z`` -> ``B``
+      (bound ``1/sqrt(dz)``), ``A = I``;
+    - action head (when ``label_weight > 0``): ``nn.Linear(dz, da)`` with bias -> ``E, h``
+      (bound ``1/sqrt(dz)``).
+
+    Draws come from ``np.random.default_rng(SeedSequence(seed, spawn_key=(4,)))`` in the order
+    IDM, FDM, head; every solver that starts "from the training initialisation" calls this.
+
+    Returns
+    -------
+    dict
+        ``A`` (or None for the identity decoder), ``B``, ``C`` (None when tied), ``D``,
+        ``E`` and ``h`` (None without supervision).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
+
+    def linear(fan_in, fan_out):
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, size=(fan_out, fan_in))
+
+    out = {"A": None, "C": None, "E": None, "h": None}
+    if variant.encoder == "free":
+        W = linear(2 * do, dz)
+        out["C"], out["D"] = W[:, :do].copy(), W[:, do:].copy()
+    else:
+        out["D"] = linear(do, dz)
+    if variant.decoder == "learned":
+        W = linear(do + dz, do)
+        out["A"], out["B"] = W[:, :do].copy(), W[:, do:].copy()
+    else:
+        out["B"] = linear(dz, do)
+    if variant.label_weight > 0:
+        out["E"] = linear(dz, da)
+        bound = 1.0 / np.sqrt(dz)
+        out["h"] = rng.uniform(-bound, bound, size=da)
+    return out
+
+
+# ------------------------------------------------------------------------------ the objective
+class MomentObjective:
+    """Exact population objective of a LAM variant and its gradient, from moments only.
+
+    Parameters live in one flat vector ``theta`` laid out as ``A`` (learned decoder), ``B``,
+    ``C`` (free encoder), ``D``, ``E`` (supervision); :meth:`unpack` returns views.
+
+    Parameters
+    ----------
+    moments : Moments
+        Needs ``o`` and ``delta``; ``a`` too when the variant is supervised.
+    dz : int
+    variant : Variant
+    """
+
+    def __init__(self, moments: Moments, dz: int, variant: Variant):
+        do = moments.size("o")
+        self.do, self.dz, self.variant = do, int(dz), variant
+        self.learned = variant.decoder == "learned"
+        self.free = variant.encoder == "free"
+        self.k2 = float(variant.kappa) ** 2
+        self.w = float(variant.label_weight)
+        self.Mx = np.ascontiguousarray(moments.select(["o", "delta"]).second_moment())
+        self.trMdd = float(np.trace(self.Mx[do:, do:]))
+        # The paper's worlds have E[o o^T] = I exactly (population moments): then (A - I) Moo,
+        # the only do^3 product of a step, is (A - I) itself. Exact test, no tolerance.
+        self.Moo_is_eye = bool(np.array_equal(self.Mx[:do, :do], np.eye(do)))
+        # Constant blocks, contiguous once (the step reuses them thousands of times).
+        self.Mdo = np.ascontiguousarray(self.Mx[do:, :do])
+        self.Mo_ = np.ascontiguousarray(self.Mx[:do, :])
+        self.Md_ = np.ascontiguousarray(self.Mx[do:, :])
+        if self.w > 0:
+            if not moments.has("a"):
+                raise LamfastError("action supervision needs an 'a' block in the moments")
+            self.da = moments.size("a")
+            sel = moments.select(["o", "delta", "a"])
+            p = 2 * do
+            self.Sxx = np.ascontiguousarray(sel.cov[:p, :p])
+            self.Sax = np.ascontiguousarray(sel.cov[p:, :p])
+            self.Saa = np.ascontiguousarray(sel.cov[p:, p:])
+            self.trSaa = float(np.trace(self.Saa))
+            self.mu_x, self.mu_a = sel.mean[:p], sel.mean[p:]
+        else:
+            self.da = moments.size("a") if moments.has("a") else 0
+        shapes = []
+        if self.learned:
+            shapes.append(("A", (do, do)))
+        shapes.append(("B", (do, self.dz)))
+        if self.free:
+            shapes.append(("C", (self.dz, do)))
+        shapes.append(("D", (self.dz, do)))
+        if self.w > 0:
+            shapes.append(("E", (self.da, self.dz)))
+        self.shapes = shapes
+        self.size = sum(r * c for _, (r, c) in shapes)
+
+    # ----------------------------------------------------------------- packing
+    def unpack(self, theta: np.ndarray) -> dict:
+        """Views of the parameter matrices inside ``theta``."""
+        out, start = {}, 0
+        for name, (r, c) in self.shapes:
+            out[name] = theta[start : start + r * c].reshape(r, c)
+            start += r * c
+        return out
+
+    def pack(self, params: dict) -> np.ndarray:
+        """Flat vector from a dict of matrices (e.g. :func:`paper_init`)."""
+        theta = np.empty(self.size)
+        views = self.unpack(theta)
+        for name in views:
+            views[name][...] = params[name]
+        return theta
+
+    # ----------------------------------------------------------------- value and gradient
+    def value_grad(self, theta: np.ndarray, grad: np.ndarray | None = None):
+        """Total objective, its reconstruction part, and the gradient (written into ``grad``)."""
+        do, k2, w = self.do, self.k2, self.w
+        Mx = self.Mx
+        p = self.unpack(theta)
+        if grad is None:
+            grad = np.empty_like(theta)
+        g = self.unpack(grad)
+        B, D = p["B"], p["D"]
+        S = p["C"] + D if self.free else None
+        W = np.hstack([S, D]) if self.free else np.hstack([-0.0 * D, D])
+        WM = W @ Mx  # dz x 2do
+        Z = WM @ W.T  # W Mx W^T
+        # V = R0 Mx W^T (do x dz); B^T R0 Mx (dz x 2do); first block column of R Mx
+        if self.learned:
+            At = p["A"] - np.eye(do)
+            AtMoo = At if self.Moo_is_eye else At @ Mx[:do, :do]
+            V = At @ WM[:, :do].T - WM[:, do:].T
+            BtR0M = (B.T @ At) @ self.Mo_ - B.T @ self.Md_
+            tr_r0 = float(np.sum(At * AtMoo)) - 2.0 * float(np.sum(At * self.Mdo)) + self.trMdd
+        else:
+            V = -WM[:, do:].T
+            BtR0M = -(B.T @ self.Md_)
+            tr_r0 = self.trMdd
+        BZ = B @ Z
+        rec = (tr_r0 + 2.0 * float(np.sum(B * V)) + float(np.sum(BZ * B))) / do
+        rec = max(rec, 0.0)
+        total = rec
+        c = 2.0 / do
+        # dB = (2/do) R Mx W^T = (2/do) (V + B Z)
+        np.multiply(V + BZ, c, out=g["B"])
+        # dW = (2/do) B^T R Mx = (2/do) (B^T R0 Mx + B^T B W Mx)
+        BtB = B.T @ B
+        dW = c * (BtR0M + BtB @ WM)
+        if self.learned:
+            # dA = (2/do) [(A - I) Moo - Mdo + B (W Mx)[:, :do]]
+            g["A"][...] = c * (AtMoo - self.Mdo + B @ WM[:, :do])
+        if k2 > 0:
+            if self.learned:
+                total += k2 * float(np.sum(At * At)) / do
+                g["A"] += (2.0 * k2 / do) * At
+            if self.free:
+                BS = B @ S
+                total += k2 * float(np.sum(BS * BS)) / do
+                SSt = S @ S.T
+                g["B"] += (2.0 * k2 / do) * (B @ SSt)
+                dW[:, :do] += (2.0 * k2 / do) * (BtB @ S)
+        if w > 0:
+            E = p["E"]
+            da = self.da
+            WS = W @ self.Sxx  # dz x 2do
+            Zc = WS @ W.T
+            Zxa = W @ self.Sax.T  # dz x da
+            EZ = E @ Zc
+            act = self.trSaa - 2.0 * float(np.sum(E * Zxa.T)) + float(np.sum(EZ * E))
+            g["E"][...] = (2.0 * w / da) * (EZ - Zxa.T)
+            dW += (2.0 * w / da) * (E.T @ (E @ WS - self.Sax))
+            if k2 > 0 and self.free:
+                ES = E @ S
+                act += k2 * float(np.sum(ES * ES))
+                g["E"] += (2.0 * w * k2 / da) * (E @ SSt)
+                dW[:, :do] += (2.0 * w * k2 / da) * (E.T @ ES)
+            total += w * max(act, 0.0) / da
+        if self.free:
+            g["C"][...] = dW[:, :do]
+            g["D"][...] = dW[:, :do] + dW[:, do:]
+        else:
+            g["D"][...] = dW[:, do:]
+        return total, rec, grad
+
+    def grad_variance(self, theta: np.ndarray, batch: int, label_weighting: str = "batch"):
+        """Per-entry variance of the minibatch gradient of the paper's protocol at ``theta``.
+
+        Each gradient entry is a batch mean of products ``u_j v_k`` of linear functions of the
+        row (and of the fresh augmentation noise). For zero-mean jointly Gaussian ``u, v``
+        (Isserlis) ``Var(u_j v_k) = E[u_j^2] E[v_k^2] + E[u_j v_k]^2``, and the batch mean divides
+        it by ``batch``. Second moments are uncentred, so worlds with a mean (uniform noise) are
+        approximated. The action part uses the number ``K ~ Bin(batch, m)`` of labelled rows:
+        averaged over them (``"batch"``) it adds ``E[1/K; K > 0]`` times the per-row variance and
+        ``w (1 - w)`` times the squared conditional mean; summed over the batch (``"paper"``) it
+        is ``(m E[(u v)^2] - m^2 E[u v]^2) / batch``. Recon and action parts are added as if
+        independent. Used by ``moment_gd_fit(..., mode="paper", noise_aware=True)``.
+        """
+        do, k2, w = self.do, self.k2, self.w
+        Mx = self.Mx
+        p = self.unpack(theta)
+        B, D = p["B"], p["D"]
+        S = p["C"] + D if self.free else np.zeros_like(D)
+        W = np.hstack([S, D])
+        At = p["A"] - np.eye(do) if self.learned else np.zeros((do, do))
+        R = np.hstack([At + B @ S, B @ D - np.eye(do)])
+        RM = R @ Mx
+        # recon + penalty gradient (no action part): c E[u v] for every parameter
+        obj_noact = self if w == 0 else _without_labels(self)
+        gbar = obj_noact.value_grad(theta)[2]
+        gb = self.unpack(gbar)
+        c = 2.0 / do
+        e_err = np.sum(RM * R, axis=1) + k2 * (np.sum((B @ S) ** 2, axis=1) + np.sum(At**2, axis=1))
+        BtR = B.T @ R
+        e_bt = np.sum((BtR @ Mx) * BtR, axis=1) + k2 * (
+            np.sum((B.T @ B @ S) ** 2, axis=1) + np.sum((B.T @ At) ** 2, axis=1)
+        )
+        dMoo = np.diag(Mx)[:do]
+        dMdd = np.diag(Mx)[do:]
+        dMon = dMoo + 2 * np.diag(Mx[:do, do:]) + dMdd  # diag E[o' o'^T]
+        s_z = np.diag(W @ Mx @ W.T) + k2 * np.sum(S**2, axis=1)
+        var = np.empty_like(theta)
+        vv = self.unpack(var)
+        n = float(batch)
+        if self.learned:
+            vv["A"][...] = (c**2 * np.outer(e_err, dMoo + k2) + gb["A"] ** 2) / n
+        vv["B"][...] = (c**2 * np.outer(e_err, s_z) + gb["B"] ** 2) / n
+        if self.free:
+            vv["C"][...] = (c**2 * np.outer(e_bt, dMoo + k2) + gb["C"] ** 2) / n
+            vv["D"][...] = (c**2 * np.outer(e_bt, dMon + k2) + gb["D"] ** 2) / n
+        else:
+            vv["D"][...] = (c**2 * np.outer(e_bt, dMdd) + gb["D"] ** 2) / n
+        if w > 0:
+            E = p["E"]
+            ca = 2.0 / self.da
+            Zc = W @ self.Sxx @ W.T + k2 * (S @ S.T)
+            Zxa = W @ self.Sax.T
+            Sr = E @ Zc @ E.T - E @ Zxa.T - Zxa @ E.T + self.Saa
+            s_r = np.diag(Sr)
+            s_u = np.diag(E.T @ Sr @ E)
+            # E[r z^T] (da x dz) and E[(E^T r) x^T] for the encoder entries, per labelled row
+            Erz = E @ Zc - Zxa.T
+            cross = E.T @ (E @ W @ self.Sxx - self.Sax)  # dz x 2do
+            m = float(self.variant.label_fraction)
+            if label_weighting == "batch":
+                # E[1/K; K > 0] for K ~ Binomial(batch, m)
+                k = np.arange(1, batch + 1)
+                inv_k = float(np.sum(scipy.stats.binom.pmf(k, batch, m) / k))
+
+                def act_var(su, sv, cr):
+                    return ca**2 * ((np.outer(su, sv) + cr**2) * inv_k + cr**2 * (w - w * w))
+            else:
+
+                def act_var(su, sv, cr):
+                    return ca**2 * (m * (np.outer(su, sv) + 2 * cr**2) - m * m * cr**2) / n
+
+            vv["E"][...] = act_var(s_r, s_z, Erz)
+            if self.free:
+                vv["C"][...] += act_var(s_u, dMoo + k2, cross[:, :do])
+                vv["D"][...] += act_var(s_u, dMon + k2, cross[:, :do] + cross[:, do:])
+            else:
+                vv["D"][...] += act_var(s_u, dMdd, cross[:, do:])
+        return var
+
+    def value(self, theta: np.ndarray) -> float:
+        """Total objective (reconstruction + penalties)."""
+        return self.value_grad(theta)[0]
+
+    # ----------------------------------------------------------------- result
+    def matrices(self, theta: np.ndarray) -> dict:
+        """Full ``A, B, C, D, E, h`` (copies) with the variant's constraints applied."""
+        p = self.unpack(theta)
+        do = self.do
+        D = p["D"].copy()
+        out = {
+            "A": p["A"].copy() if self.learned else np.eye(do),
+            "B": p["B"].copy(),
+            "C": p["C"].copy() if self.free else -D,
+            "D": D,
+            "E": None,
+            "h": None,
+        }
+        if self.w > 0:
+            E = p["E"].copy()
+            W = np.hstack([out["C"] + D, D])
+            out["E"], out["h"] = E, self.mu_a - E @ (W @ self.mu_x)
+        return out
+
+
+def _without_labels(obj: MomentObjective) -> MomentObjective:
+    """A view of ``obj`` whose objective drops the action term (same theta layout)."""
+    clone = object.__new__(MomentObjective)
+    clone.__dict__.update(obj.__dict__)
+    clone.w = 0.0
+    return clone
+
+
+# ------------------------------------------------------------------------------ numba kernels
+@njit
+def _value_grad_kernel(
+    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa,
+    do, dz, da,
+):  # fmt: skip
+    """:meth:`MomentObjective.value_grad` as one kernel (same formulas, same layout of theta).
+
+    The Adam loop calls it thousands of times: in a kernel a step costs its matrix products and
+    nothing else (tests/test_gd.py::test_kernel_matches_numpy guards the equality).
+    """
+    off = 0
+    oA = off
+    if learned:
+        off += do * do
+    oB = off
+    off += do * dz
+    oC = off
+    if free:
+        off += dz * do
+    oD = off
+    off += dz * do
+    oE = off
+    B = theta[oB : oB + do * dz].reshape(do, dz)
+    D = theta[oD : oD + dz * do].reshape(dz, do)
+    W = np.zeros((dz, 2 * do))
+    W[:, do:] = D
+    S = np.zeros((dz, do))
+    if free:
+        S[:, :] = theta[oC : oC + dz * do].reshape(dz, do) + D
+        W[:, :do] = S
+    WM = np.dot(W, Mx)
+    WMo = np.ascontiguousarray(WM[:, :do])
+    WMd = np.ascontiguousarray(WM[:, do:])
+    Z = np.dot(WM, W.T)
+    Bt = np.ascontiguousarray(B.T)
+    if learned:
+        At = theta[oA : oA + do * do].reshape(do, do).copy()
+        for i in range(do):
+            At[i, i] -= 1.0
+        if moo_eye:
+            AtMoo = At
+        else:
+            AtMoo = np.dot(At, np.ascontiguousarray(Mx[:do, :do]))
+        V = np.ascontiguousarray(np.dot(At, WMo.T) - WMd.T)
+        BtR0M = np.dot(np.dot(Bt, At), Mo_) - np.dot(Bt, Md_)
+        tr_r0 = np.sum(At * AtMoo) - 2.0 * np.sum(At * Mdo) + trMdd
+    else:
+        At = np.zeros((1, 1))
+        AtMoo = At
+        V = np.ascontiguousarray(-WMd.T)
+        BtR0M = -np.dot(Bt, Md_)
+        tr_r0 = trMdd
+    BZ = np.dot(B, Z)
+    rec = (tr_r0 + 2.0 * np.sum(B * V) + np.sum(BZ * B)) / do
+    if rec < 0.0:
+        rec = 0.0
+    total = rec
+    c = 2.0 / do
+    gB = c * (V + BZ)
+    BtB = np.dot(Bt, B)
+    dW = c * (BtR0M + np.dot(BtB, WM))
+    if learned:
+        gA = c * (AtMoo - Mdo + np.dot(B, WMo))
+        if k2 > 0.0:
+            total += k2 * np.sum(At * At) / do
+            gA += (2.0 * k2 / do) * At
+        grad[oA : oA + do * do] = gA.ravel()
+    if k2 > 0.0 and free:
+        BS = np.dot(B, S)
+        total += k2 * np.sum(BS * BS) / do
+        SSt = np.dot(S, S.T)
+        gB += (2.0 * k2 / do) * np.dot(B, SSt)
+        dW[:, :do] += (2.0 * k2 / do) * np.dot(BtB, S)
+    if w > 0.0:
+        E = theta[oE : oE + da * dz].reshape(da, dz)
+        WS = np.dot(W, Sxx)
+        Zc = np.dot(WS, W.T)
+        Zxa = np.dot(W, Sax.T)
+        EZ = np.dot(E, Zc)
+        act = trSaa - 2.0 * np.sum(E * Zxa.T) + np.sum(EZ * E)
+        gE = (2.0 * w / da) * (EZ - Zxa.T)
+        dW += (2.0 * w / da) * np.dot(E.T, np.dot(E, WS) - Sax)
+        if k2 > 0.0 and free:
+            ES = np.dot(E, S)
+            act += k2 * np.sum(ES * ES)
+            gE += (2.0 * w * k2 / da) * np.dot(E, np.dot(S, S.T))
+            dW[:, :do] += (2.0 * w * k2 / da) * np.dot(E.T, ES)
+        if act < 0.0:
+            act = 0.0
+        total += w * act / da
+        grad[oE : oE + da * dz] = gE.ravel()
+    grad[oB : oB + do * dz] = gB.ravel()
+    if free:
+        grad[oC : oC + dz * do] = np.ascontiguousarray(dW[:, :do]).ravel()
+        grad[oD : oD + dz * do] = (dW[:, :do] + dW[:, do:]).ravel()
+    else:
+        grad[oD : oD + dz * do] = np.ascontiguousarray(dW[:, do:]).ravel()
+    return total
+
+
+@njit
+def _adam_kernel(
+    theta, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da,
+    steps, lr, decay, b1, b2, eps, rtol, gtol, window, hist,
+):  # fmt: skip
+    """Deterministic Adam (PyTorch's update) with the stopping rule of :func:`_adam`.
+
+    Returns ``(steps_done, reason)``: 0 step limit, 1 gradient norm, 2 relative loss change.
+    """
+    grad = np.zeros_like(theta)
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    g0 = -1.0
+    tiny = 1e-300
+    for t in range(1, steps + 1):
+        total = _value_grad_kernel(
+            theta, grad, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax,
+            trSaa, do, dz, da,
+        )  # fmt: skip
+        hist[t - 1] = total
+        gn = np.sqrt(np.sum(grad * grad))
+        if g0 < 0.0:
+            g0 = max(gn, tiny)
+        if gn <= gtol * g0:
+            return t - 1, 1
+        if t - 1 >= window:
+            old = hist[t - 1 - window]
+            scale = max(abs(total), abs(old), tiny)
+            if abs(old - total) <= rtol * scale:
+                return t - 1, 2
+        step = lr * decay ** (t - 1)
+        c1 = step / (1.0 - b1**t)
+        c2 = 1.0 - b2**t
+        for i in range(theta.shape[0]):
+            gi = grad[i]
+            m[i] = b1 * m[i] + (1.0 - b1) * gi
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi
+            theta[i] -= c1 * m[i] / (np.sqrt(v[i] / c2) + eps)
+    return steps, 0
+
+
+# ------------------------------------------------------------------------------ optimisers
+@dataclasses.dataclass
+class _Trace:
+    steps: int = 0
+    polish_iters: int = 0
+    converged: bool = False
+    reason: str = ""
+
+
+def _adam_fast(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
+    """:func:`_adam` in one numba kernel (:func:`_adam_kernel`); the default path."""
+    decay = (lr_final / lr) ** (1.0 / max(steps - 1, 1)) if lr_final else 1.0
+    empty = np.zeros((1, 1))
+    sup = obj.w > 0
+    hist = np.empty(max(steps, 1))
+    done, reason = _adam_kernel(
+        theta, obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Moo_is_eye, obj.learned,
+        obj.free, obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
+        obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1), int(steps), float(lr),
+        float(decay), float(betas[0]), float(betas[1]), float(eps), float(rtol), float(gtol),
+        int(config.GD_WINDOW), hist,
+    )  # fmt: skip
+    trace.steps = int(done)
+    trace.converged = reason != 0
+    trace.reason = ("step limit", "gradient norm", "relative loss change")[reason]
+    return theta
+
+
+def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace, noise=None):
+    """Deterministic Adam (PyTorch's update, bias-corrected) with a geometric lr decay.
+
+    Stops when the gradient norm falls below ``gtol`` times its initial value, or when the total
+    loss changes by less than ``rtol`` (relative) over a window of ``config.GD_WINDOW`` steps.
+    The numpy reference of :func:`_adam_fast`. ``noise(theta)``, if given, returns the variance
+    of the minibatch gradient, which is added to ``g^2`` in Adam's second moment (refreshed every
+    ``config.GD_NOISE_EVERY`` steps): the mean-field twin of minibatch Adam.
+    """
+    b1, b2 = betas
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    g = np.empty_like(theta)
+    decay = (lr_final / lr) ** (1.0 / max(steps - 1, 1)) if lr_final else 1.0
+    window = config.GD_WINDOW
+    hist = []
+    g0 = None
+    for t in range(1, steps + 1):
+        total, _, g = obj.value_grad(theta, g)
+        gn = float(np.sqrt(g @ g))
+        if g0 is None:
+            g0 = max(gn, np.finfo(float).tiny)
+        hist.append(total)
+        if gn <= gtol * g0:
+            trace.steps, trace.converged, trace.reason = t - 1, True, "gradient norm"
+            return theta
+        if len(hist) > window:
+            old = hist[-window - 1]
+            if abs(old - total) <= rtol * max(abs(total), abs(old), np.finfo(float).tiny):
+                trace.steps, trace.converged, trace.reason = t - 1, True, "relative loss change"
+                return theta
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        if noise is not None:
+            if (t - 1) % config.GD_NOISE_EVERY == 0:
+                var = noise(theta)
+            v += (1 - b2) * var
+        step = lr * decay ** (t - 1)
+        mhat_scale = step / (1 - b1**t)
+        denom = np.sqrt(v / (1 - b2**t))
+        denom += eps
+        theta -= mhat_scale * m / denom
+    trace.steps, trace.reason = steps, "step limit"
+    return theta
+
+
+def _gd(obj, theta, steps, lr, rtol, gtol, trace):
+    """Plain gradient descent with a fixed step ``lr``; same stopping rule as :func:`_adam`."""
+    g = np.empty_like(theta)
+    window = config.GD_WINDOW
+    hist = []
+    g0 = None
+    for t in range(1, steps + 1):
+        total, _, g = obj.value_grad(theta, g)
+        if not np.isfinite(total):
+            raise LamfastError(f"moment-gd diverged (plain GD, lr = {lr}); lower the lr")
+        gn = float(np.sqrt(g @ g))
+        if g0 is None:
+            g0 = max(gn, np.finfo(float).tiny)
+        hist.append(total)
+        if gn <= gtol * g0:
+            trace.steps, trace.converged, trace.reason = t - 1, True, "gradient norm"
+            return theta
+        if len(hist) > window:
+            old = hist[-window - 1]
+            if abs(old - total) <= rtol * max(abs(total), abs(old), np.finfo(float).tiny):
+                trace.steps, trace.converged, trace.reason = t - 1, True, "relative loss change"
+                return theta
+        theta -= lr * g
+    trace.steps, trace.reason = steps, "step limit"
+    return theta
+
+
+def _polish(obj, theta, maxiter, gtol, trace):
+    """L-BFGS from the optimiser's end point to machine-precision stationarity.
+
+    Needed because Adam with any fixed or decayed lr stalls at a distance O(lr) from the optimum,
+    while the tests compare subspaces to 1e-6 rad. L-BFGS is deterministic and, started at the end
+    of the Adam path, moves only to the nearest stationary point: along flat directions of the
+    loss (the init-dependent cases) the gradient vanishes, so the Adam end point is kept there.
+    """
+    g = np.empty_like(theta)
+    if config.GD_KERNEL:
+        empty = np.zeros((1, 1))
+        sup = obj.w > 0
+        consts = (
+            obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Moo_is_eye, obj.learned, obj.free,
+            obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
+            obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
+        )  # fmt: skip
+
+        def fun(x):
+            x = np.ascontiguousarray(x)
+            gg = np.empty_like(x)
+            return _value_grad_kernel(x, gg, *consts), gg
+
+    else:
+
+        def fun(x):
+            total, _, gg = obj.value_grad(x, g)
+            return total, gg.copy()
+
+    res = scipy.optimize.minimize(
+        fun,
+        theta,
+        jac=True,
+        method="L-BFGS-B",
+        options={
+            "maxiter": int(maxiter),
+            "maxcor": 30,
+            "ftol": 0.0,
+            "gtol": gtol,
+            "maxfun": 2 * int(maxiter),
+        },
+    )
+    trace.polish_iters = int(res.nit)
+    return np.asarray(res.x)
+
+
+# ------------------------------------------------------------------------------ the solver
+def moment_gd_fit(
+    moments: Moments,
+    dz: int,
+    variant: Variant,
+    *,
+    seed: int = 0,
+    mode: str = "converge",
+    optimizer: str | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    lr_final: float | None = None,
+    polish: bool | None = None,
+    rtol: float | None = None,
+    gtol: float | None = None,
+    init: dict | None = None,
+    noise_aware: bool | None = None,
+) -> LinearLAM:
+    """Fit a LAM by deterministic optimisation of its exact population objective.
+
+    Parameters
+    ----------
+    moments : Moments
+        Needs ``o``, ``delta`` (and ``a`` when supervised). Finite or population moments.
+    dz : int
+    variant : Variant
+        Every variant is supported; ``decoder="identity"`` fixes ``A = I`` and ``encoder="tied"``
+        makes ``D`` the single encoder parameter (``C = -D``).
+    seed : int
+        Seeds the initialisation (:func:`paper_init`).
+    mode : {"converge", "paper"}
+        ``converge`` (default): Adam with a decaying lr until the stopping rule fires, then the
+        L-BFGS polish: the optimum the trainer's initialisation leads to. ``paper``: the
+        deterministic twin of the ``sgd`` solver, i.e. the paper's finite training: Adam at
+        constant lr ``config.SGD_LR`` for ``config.SGD_STEPS`` steps, no early stop, no polish
+        (explicit ``steps``/``lr``/... still override), noise-aware by default. Finite training
+        matters where the loss has slow or flat directions (learned decoder, small kappa, few
+        labels).
+    optimizer : {"adam", "gd"}
+        Default ``config.GD_OPTIMIZER`` (Adam, the paper's optimiser, so that the init-dependent
+        flat directions end where a trainer would leave them).
+    steps, lr, lr_final : optional
+        Step limit, initial learning rate and final learning rate of a geometric decay
+        (``lr_final=lr`` keeps it constant); defaults in ``config`` (``GD_*``).
+    polish : bool
+        Finish with L-BFGS to machine-precision stationarity (default ``config.GD_POLISH``).
+    rtol, gtol : float, optional
+        Stopping rule: relative change of the loss over ``config.GD_WINDOW`` steps below ``rtol``,
+        or gradient norm below ``gtol`` times the initial one.
+    init : dict, optional
+        Starting matrices (as returned by :func:`paper_init`) instead of the seeded default.
+    noise_aware : bool, optional
+        Default: True in ``paper`` mode, False in ``converge`` mode. Adam only: add the variance
+        of the protocol's minibatch gradient (batch ``config.BATCH_SIZE``,
+        :meth:`MomentObjective.grad_variance`) to Adam's second moment, so that ``mode="paper"``
+        follows minibatch Adam where gradient noise dominates (small kappa, few labels).
+        Gaussian worlds; runs the numpy loop.
+
+    Returns
+    -------
+    LinearLAM
+        ``solver="moment-gd"``; ``loss_`` is the reconstruction loss (no penalties), ``spectrum_``
+        the variances of the reconstructed latent ``B z`` along its principal directions, and
+        ``notes_`` records the optimiser, steps and whether it converged.
+    """
+    if mode not in MODES:
+        raise LamfastError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "paper":
+        optimizer = optimizer or "adam"
+        steps = config.SGD_STEPS if steps is None else steps
+        lr = config.SGD_LR if lr is None else lr
+        lr_final = lr if lr_final is None else lr_final
+        polish = False if polish is None else polish
+        rtol = 0.0 if rtol is None else rtol
+        gtol = 0.0 if gtol is None else gtol
+        noise_aware = True if noise_aware is None else noise_aware
+    noise_aware = bool(noise_aware)
+    optimizer = optimizer or config.GD_OPTIMIZER
+    if optimizer not in OPTIMIZERS:
+        raise LamfastError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    steps = int(config.GD_STEPS if steps is None else steps)
+    if steps < 0:
+        raise LamfastError(f"steps must be >= 0, got {steps}")
+    polish = config.GD_POLISH if polish is None else bool(polish)
+    rtol = config.GD_RTOL if rtol is None else float(rtol)
+    gtol = config.GD_GTOL if gtol is None else float(gtol)
+    obj = MomentObjective(moments, dz, variant)
+    if init is None:
+        init = paper_init(obj.do, obj.dz, max(obj.da, 1), variant, seed)
+    theta = obj.pack(init)
+    trace = _Trace()
+    # Scale of the problem for the stopping rules: the largest gradient entry at the start.
+    g_init = np.max(np.abs(obj.value_grad(theta)[2]), initial=0.0)
+    stationary = config.GD_POLISH_GTOL * max(g_init, np.finfo(float).tiny)
+    if optimizer == "adam":
+        lr = config.GD_ADAM_LR if lr is None else float(lr)
+        lr_final = config.GD_ADAM_LR_FINAL if lr_final is None else lr_final
+        args = (obj, theta, steps, lr, lr_final, config.ADAM_BETAS, config.ADAM_EPS, rtol, gtol)
+        if noise_aware:
+            weighting = variant.label_weighting
+
+            def noise(th):
+                return obj.grad_variance(th, config.BATCH_SIZE, weighting)
+
+            theta = _adam(*args, trace, noise=noise)
+        else:
+            theta = (_adam_fast if config.GD_KERNEL else _adam)(*args, trace)
+    else:
+        lr = config.GD_LR if lr is None else float(lr)
+        theta = _gd(obj, theta, steps, lr, rtol, gtol, trace)
+    if polish:
+        theta = _polish(obj, theta, config.GD_POLISH_MAXITER, stationary, trace)
+    total, _, g = obj.value_grad(theta)
+    if not np.isfinite(total):
+        raise LamfastError("moment-gd diverged; lower the learning rate")
+    mats = obj.matrices(theta)
+    gnorm = float(np.linalg.norm(g))
+    # Converged: the Adam/GD stopping rule fired, or the polish came within GD_CONVERGED_RTOL of
+    # stationarity. L-BFGS aims lower (GD_POLISH_GTOL) but its line search stops once a loss
+    # decrease is below the rounding of the loss, ~sqrt(eps) in relative gradient terms.
+    g_end = float(np.max(np.abs(g), initial=0.0))
+    converged = (not polish and trace.converged) or (
+        polish and g_end <= config.GD_CONVERGED_RTOL * max(g_init, np.finfo(float).tiny)
+    )
+    how = mode + (", noise-aware" if noise_aware else "")
+    notes = [
+        f"moment-gd ({how}): {optimizer} lr={lr:g}, {trace.steps} steps ({trace.reason})"
+        + (f", then L-BFGS {trace.polish_iters} iterations" if polish else ""),
+        f"{'converged' if converged else 'NOT converged'}: objective {total:.6g}, "
+        f"gradient norm {gnorm:.3g}",
+    ]
+    Bz = mats["B"] @ np.hstack([mats["C"] + mats["D"], mats["D"]])
+    spectrum = np.linalg.eigvalsh(Bz @ obj.Mx @ Bz.T)[::-1][: obj.dz]
+    lam = LinearLAM._fitted(
+        obj.dz,
+        variant,
+        "moment-gd",
+        seed,
+        mats["A"],
+        mats["B"],
+        mats["C"],
+        mats["D"],
+        spectrum,
+        E=mats["E"],
+        h=mats["h"],
+        notes=notes,
+    )
+    lam.loss_ = recon_loss(lam, moments)
+    lam.converged_ = bool(converged)
+    lam.steps_ = trace.steps
+    return lam
