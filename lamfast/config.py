@@ -53,6 +53,32 @@ BATCH_SIZE = _default("BATCH_SIZE", 128)
 # Seconds of work before a progress bar is shown on stderr.
 PROGRESS_AFTER_SECONDS = _default("PROGRESS_AFTER_SECONDS", 2.0)
 
+# ---- moment-gd (lamfast/gd.py). Adam is the paper's optimiser: the init-dependent flat directions
+# (learned decoder, free encoder, kappa = 0) end where an Adam trainer leaves them, so Adam is the
+# default. PyTorch's Adam defaults for betas and eps.
+GD_OPTIMIZER = _default("GD_OPTIMIZER", "adam")
+ADAM_BETAS = _default("ADAM_BETAS", (0.9, 0.999))
+ADAM_EPS = _default("ADAM_EPS", 1e-8)
+# Step limit, initial and final lr of the geometric decay of the Adam phase.
+GD_STEPS = _default("GD_STEPS", 2000)
+GD_ADAM_LR = _default("GD_ADAM_LR", 1e-2)
+GD_ADAM_LR_FINAL = _default("GD_ADAM_LR_FINAL", 1e-4)
+# Plain GD step (the objective is per coordinate, so its curvature is O(||Mx|| / do) per entry).
+GD_LR = _default("GD_LR", 0.5)
+# Stopping rule of the Adam/GD phase: relative loss change below GD_RTOL over GD_WINDOW steps, or
+# gradient norm below GD_GTOL times the initial one.
+GD_RTOL = _default("GD_RTOL", 1e-7)
+GD_GTOL = _default("GD_GTOL", 1e-9)
+GD_WINDOW = _default("GD_WINDOW", 50)
+# L-BFGS polish to stationarity: stop when the largest gradient entry falls below GD_POLISH_GTOL
+# times the largest entry at the initialisation.
+GD_POLISH = _default("GD_POLISH", True)
+GD_POLISH_GTOL = _default("GD_POLISH_GTOL", 1e-10)
+# The fit counts as converged when the largest gradient entry ends below this fraction of its value
+# at the initialisation (reachable in float64: see lamfast/gd.py).
+GD_CONVERGED_RTOL = _default("GD_CONVERGED_RTOL", 1e-6)
+GD_POLISH_MAXITER = _default("GD_POLISH_MAXITER", 5000)
+
 
 def pinv_rtol(dim: int) -> float:
     """Relative eigenvalue cut-off used by every pseudo-inverse in lamfast."""

@@ -25,7 +25,7 @@ from .moments import Moments
 DECODERS = ("identity", "learned")
 ENCODERS = ("tied", "free")
 WEIGHTINGS = ("paper", "batch")
-SOLVERS = ("eig",)
+SOLVERS = ("eig", "moment-gd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +321,9 @@ def fit(
     variant: Variant | None = None,
     solver: str = "eig",
     seed: int = 0,
+    *,
+    world=None,
+    solver_options: dict | None = None,
     **variant_options,
 ) -> LinearLAM:
     """Fit a linear LAM to moments.
@@ -333,10 +336,17 @@ def fit(
         Latent dimension, ``1 <= dz <= do``.
     variant : Variant, optional
         The LAM variant; or pass its fields as keyword arguments (``decoder="learned"``, ...).
-    solver : {"eig"}
-        ``eig``: closed forms of DESIGN 1.1.
+    solver : {"eig", "moment-gd", "sgd"}
+        ``eig``: closed forms of DESIGN 1.1. ``moment-gd``: deterministic Adam/GD on the exact
+        population objective (:func:`lamfast.gd.moment_gd_fit`), every variant. ``sgd``: the
+        paper's minibatch protocol on rows drawn from ``world`` (:func:`lamfast.sgd.sgd_fit`).
     seed : int
-        Seeds the random rotations drawn inside tied eigenvalue blocks.
+        Seeds the random rotations drawn inside tied eigenvalue blocks (``eig``) or the
+        initialisation (``moment-gd``, ``sgd``).
+    world : LinearWorld, optional
+        The world to sample minibatches from; required by ``sgd`` (moments are then unused).
+    solver_options : dict, optional
+        Extra keyword arguments of the solver (steps, lr, ...).
 
     Examples
     --------
@@ -363,6 +373,16 @@ def fit(
     if not (np.isfinite(moments.cov).all() and np.isfinite(moments.mean).all()):
         raise LamfastError("moments contain NaN or inf")
     dz = int(dz)
+    if solver == "moment-gd":
+        from .gd import moment_gd_fit  # late import: gd builds on this module
+
+        return moment_gd_fit(moments, dz, variant, seed=int(seed), **(solver_options or {}))
+    if solver == "sgd":
+        from .sgd import sgd_fit
+
+        if world is None:
+            raise LamfastError("the sgd solver samples rows: pass world=LinearWorld(...)")
+        return sgd_fit(world, dz, variant, seed=int(seed), **(solver_options or {}))
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(3,)))
     w = variant.label_weight
     if w > 0:

@@ -107,3 +107,47 @@ def projector(V) -> np.ndarray:
     """Orthogonal projector on span(V)."""
     Q, _ = np.linalg.qr(V)
     return Q @ Q.T
+
+
+# ------------------------------------------------------------------------------ LAM objectives
+def lam_loss_rows(rows, do: int, A, B, C, D) -> float:
+    """Plain LAM loss on rows [o, delta, ...]: mean of ||A o + B (C o + D o') - o'||^2 / do."""
+    o = rows[:, :do]
+    o_next = o + rows[:, do : 2 * do]
+    z = o @ C.T + o_next @ D.T
+    pred = o @ A.T + z @ B.T
+    return float(np.mean(np.sum((pred - o_next) ** 2, axis=1)) / do)
+
+
+def lam_objective(mean, cov, do: int, da: int, A, B, C, D, kappa=0.0, w=0.0, E=None, h=None):
+    """Population objective of the augmented, supervised LAM written from the model itself.
+
+    The model (DESIGN 1): z = C(o + k1) + D(o' + k1), o^' = A(o + k2) + B z - k2, head
+    a^ = E z + h, with k1, k2 ~ N(0, kappa^2 I) independent. Each error is a linear map of the
+    vector u = [o, delta, a, k1, k2, 1], whose second moment is assembled from (mean, cov) of
+    [o, delta, a] and the augmentation law; E||T u||^2 = tr(T E[u u^T] T^T). Nothing is derived
+    by hand: the maps T are the model's equations.
+    """
+    eye = np.eye(do)
+    p = 2 * do + da
+    M = np.zeros((p + 2 * do + 1, p + 2 * do + 1))
+    M[:p, :p] = cov[:p, :p] + np.outer(mean[:p], mean[:p])
+    M[:p, -1] = M[-1, :p] = mean[:p]
+    M[-1, -1] = 1.0
+    M[p : p + 2 * do, p : p + 2 * do] = kappa**2 * np.eye(2 * do)
+
+    def blocks(o, d, a, k1, k2, c):
+        return np.hstack([o, d, a, k1, k2, c])
+
+    Z = np.zeros
+    # z = (C + D) o + D delta + (C + D) k1
+    Tz = blocks(C + D, D, Z((C.shape[0], da)), C + D, Z(C.shape), Z((C.shape[0], 1)))
+    # o^' - o' = A o + A k2 + B z - k2 - o - delta
+    Tr = blocks(A - eye, -eye, Z((do, da)), Z((do, do)), A - eye, Z((do, 1))) + B @ Tz
+    total = float(np.trace(Tr @ M @ Tr.T)) / do
+    if w > 0:
+        # a - a^ = a - E z - h
+        Ta = blocks(Z((da, do)), Z((da, do)), np.eye(da), Z((da, do)), Z((da, do)), -h[:, None])
+        Ta = Ta - E @ Tz
+        total += w * float(np.trace(Ta @ M @ Ta.T)) / da
+    return total

@@ -1,0 +1,487 @@
+"""The ``moment-gd`` solver: deterministic Adam / gradient descent on the exact population loss.
+
+Every variant of the linear LAM has a population objective that is an explicit function of
+second moments (DESIGN 1.3). With ``x = [o; delta]``, ``Mx = E[x x^T]``, ``S = C + D`` (the
+``o``-content of the latent) and ``W = [S, D]`` (so ``z = W x``)::
+
+    residual   o^' - o' = R x,    R = [A + B S - I,  B D - I] = R0 + B W,   R0 = [A - I, -I]
+    recon      L_rec = tr(R Mx R^T) / do
+    augment    L_aug = kappa^2 (||A - I||_F^2 + ||B S||_F^2) / do
+    actions    L_act = w [tr S_aa - 2 tr(E W S_xa) + tr(E W S_xx W^T E^T)] / da
+                       + w kappa^2 ||E S||_F^2 / da
+
+``L_aug``: the augmented model of DESIGN 1 is ``z = C(o + k1) + D(o' + k1)`` and
+``o^' = A(o + k2) + B z - k2`` with ``k1, k2 ~ N(0, kappa^2 I)`` drawn independently of each other
+and of ``x``. Its residual is ``R x + B S k1 + (A - I) k2``; the three terms are uncorrelated, so
+``E||.||^2 = tr(R Mx R^T) + kappa^2 ||B S||^2 + kappa^2 ||A - I||^2`` (the cross term
+``2 kappa^2 tr((A - I)^T B S)`` would appear only if ``k1 = k2``). ``L_act``: the head reads the
+same (augmented) latent ``z + S k1``, and its intercept ``h`` is profiled out in closed form
+(``h = mu_a - E W mu_x``), which turns ``E||a - E z - h||^2`` into the covariance expression
+above; its gradient in the other parameters is unchanged (envelope theorem). ``w`` is
+``Variant.label_weight``.
+
+Gradients (``G = 2 R Mx / do = [G1, G2]``)::
+
+    dA = G1 + 2 kappa^2 (A - I) / do
+    dB = G W^T + 2 kappa^2 B S S^T / do
+    dW = B^T G + (2 w / da) E^T (E W S_xx - S_ax)
+    dS += 2 kappa^2 (B^T B S / do + w E^T E S / da)     (S = C + D, the first block of W)
+    dE = (2 w / da) (E W S_xx W^T - S_ax W^T) + (2 w kappa^2 / da) E S S^T
+    free encoder:  dC = dS,  dD = dS + dW[:, do:]      tied (C = -D, S = 0):  dD = dW[:, do:]
+
+(checked against finite differences in ``tests/test_gd.py``). Everything is arranged so that only
+``(A - I) Moo`` costs ``do^3`` (learned decoder); the rest is ``O(dz do^2)``.
+
+Initialisation follows the training protocol (PyTorch ``nn.Linear`` default, bias-free LAM, see
+:func:`paper_init`). The default optimiser is Adam (the paper's) followed by an L-BFGS polish;
+see :func:`moment_gd_fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.optimize
+
+from . import config
+from .errors import LamfastError
+from .lam import LinearLAM, Variant, recon_loss
+from .moments import Moments
+
+OPTIMIZERS = ("adam", "gd")
+
+
+# ------------------------------------------------------------------------------ initialisation
+def paper_init(do: int, dz: int, da: int, variant: Variant, seed: int = 0) -> dict:
+    """Initial parameters of the training protocol: PyTorch ``nn.Linear`` defaults, bias-free LAM.
+
+    ``nn.Linear(fan_in, fan_out)`` draws its weight from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    (Kaiming-uniform with ``a = sqrt(5)``). The layers are:
+
+    - IDM, free encoder: ``nn.Linear(2 do, dz)`` on ``[o, o']`` -> ``C, D``
+      (bound ``1/sqrt(2 do)``);
+      tied encoder: ``nn.Linear(do, dz)`` on ``delta`` -> ``D`` (bound ``1/sqrt(do)``), ``C = -D``;
+    - FDM, learned decoder: ``nn.Linear(do + dz, do)`` on ``[o, z]`` -> ``A, B``
+      (bound ``1/sqrt(do + dz)``); identity decoder: ``nn.Linear(dz, do)`` on ``z`` -> ``B``
+      (bound ``1/sqrt(dz)``), ``A = I``;
+    - action head (when ``label_weight > 0``): ``nn.Linear(dz, da)`` with bias -> ``E, h``
+      (bound ``1/sqrt(dz)``).
+
+    Draws come from ``np.random.default_rng(SeedSequence(seed, spawn_key=(4,)))`` in the order
+    IDM, FDM, head; every solver that starts "from the training initialisation" calls this.
+
+    Returns
+    -------
+    dict
+        ``A`` (or None for the identity decoder), ``B``, ``C`` (None when tied), ``D``,
+        ``E`` and ``h`` (None without supervision).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
+
+    def linear(fan_in, fan_out):
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, size=(fan_out, fan_in))
+
+    out = {"A": None, "C": None, "E": None, "h": None}
+    if variant.encoder == "free":
+        W = linear(2 * do, dz)
+        out["C"], out["D"] = W[:, :do].copy(), W[:, do:].copy()
+    else:
+        out["D"] = linear(do, dz)
+    if variant.decoder == "learned":
+        W = linear(do + dz, do)
+        out["A"], out["B"] = W[:, :do].copy(), W[:, do:].copy()
+    else:
+        out["B"] = linear(dz, do)
+    if variant.label_weight > 0:
+        out["E"] = linear(dz, da)
+        bound = 1.0 / np.sqrt(dz)
+        out["h"] = rng.uniform(-bound, bound, size=da)
+    return out
+
+
+# ------------------------------------------------------------------------------ the objective
+class MomentObjective:
+    """Exact population objective of a LAM variant and its gradient, from moments only.
+
+    Parameters live in one flat vector ``theta`` laid out as ``A`` (learned decoder), ``B``,
+    ``C`` (free encoder), ``D``, ``E`` (supervision); :meth:`unpack` returns views.
+
+    Parameters
+    ----------
+    moments : Moments
+        Needs ``o`` and ``delta``; ``a`` too when the variant is supervised.
+    dz : int
+    variant : Variant
+    """
+
+    def __init__(self, moments: Moments, dz: int, variant: Variant):
+        do = moments.size("o")
+        self.do, self.dz, self.variant = do, int(dz), variant
+        self.learned = variant.decoder == "learned"
+        self.free = variant.encoder == "free"
+        self.k2 = float(variant.kappa) ** 2
+        self.w = float(variant.label_weight)
+        self.Mx = np.ascontiguousarray(moments.select(["o", "delta"]).second_moment())
+        self.trMdd = float(np.trace(self.Mx[do:, do:]))
+        if self.w > 0:
+            if not moments.has("a"):
+                raise LamfastError("action supervision needs an 'a' block in the moments")
+            self.da = moments.size("a")
+            sel = moments.select(["o", "delta", "a"])
+            p = 2 * do
+            self.Sxx = np.ascontiguousarray(sel.cov[:p, :p])
+            self.Sax = np.ascontiguousarray(sel.cov[p:, :p])
+            self.trSaa = float(np.trace(sel.cov[p:, p:]))
+            self.mu_x, self.mu_a = sel.mean[:p], sel.mean[p:]
+        else:
+            self.da = moments.size("a") if moments.has("a") else 0
+        shapes = []
+        if self.learned:
+            shapes.append(("A", (do, do)))
+        shapes.append(("B", (do, self.dz)))
+        if self.free:
+            shapes.append(("C", (self.dz, do)))
+        shapes.append(("D", (self.dz, do)))
+        if self.w > 0:
+            shapes.append(("E", (self.da, self.dz)))
+        self.shapes = shapes
+        self.size = sum(r * c for _, (r, c) in shapes)
+
+    # ----------------------------------------------------------------- packing
+    def unpack(self, theta: np.ndarray) -> dict:
+        """Views of the parameter matrices inside ``theta``."""
+        out, start = {}, 0
+        for name, (r, c) in self.shapes:
+            out[name] = theta[start : start + r * c].reshape(r, c)
+            start += r * c
+        return out
+
+    def pack(self, params: dict) -> np.ndarray:
+        """Flat vector from a dict of matrices (e.g. :func:`paper_init`)."""
+        theta = np.empty(self.size)
+        views = self.unpack(theta)
+        for name in views:
+            views[name][...] = params[name]
+        return theta
+
+    # ----------------------------------------------------------------- value and gradient
+    def value_grad(self, theta: np.ndarray, grad: np.ndarray | None = None):
+        """Total objective, its reconstruction part, and the gradient (written into ``grad``)."""
+        do, k2, w = self.do, self.k2, self.w
+        Mx = self.Mx
+        p = self.unpack(theta)
+        if grad is None:
+            grad = np.empty_like(theta)
+        g = self.unpack(grad)
+        B, D = p["B"], p["D"]
+        S = p["C"] + D if self.free else None
+        W = np.hstack([S, D]) if self.free else np.hstack([-0.0 * D, D])
+        WM = W @ Mx  # dz x 2do
+        Z = WM @ W.T  # W Mx W^T
+        # V = R0 Mx W^T (do x dz); B^T R0 Mx (dz x 2do); first block column of R Mx
+        if self.learned:
+            At = p["A"] - np.eye(do)
+            AtMoo = At @ Mx[:do, :do]
+            V = At @ WM[:, :do].T - WM[:, do:].T
+            BtR0M = (B.T @ At) @ Mx[:do, :] - B.T @ Mx[do:, :]
+            tr_r0 = float(np.sum(At * AtMoo)) - 2.0 * float(np.sum(At * Mx[do:, :do])) + self.trMdd
+        else:
+            V = -WM[:, do:].T
+            BtR0M = -(B.T @ Mx[do:, :])
+            tr_r0 = self.trMdd
+        BZ = B @ Z
+        rec = (tr_r0 + 2.0 * float(np.sum(B * V)) + float(np.sum(BZ * B))) / do
+        rec = max(rec, 0.0)
+        total = rec
+        c = 2.0 / do
+        # dB = (2/do) R Mx W^T = (2/do) (V + B Z)
+        np.multiply(V + BZ, c, out=g["B"])
+        # dW = (2/do) B^T R Mx = (2/do) (B^T R0 Mx + B^T B W Mx)
+        BtB = B.T @ B
+        dW = c * (BtR0M + BtB @ WM)
+        if self.learned:
+            # dA = (2/do) [(A - I) Moo - Mdo + B (W Mx)[:, :do]]
+            g["A"][...] = c * (AtMoo - Mx[do:, :do] + B @ WM[:, :do])
+        if k2 > 0:
+            if self.learned:
+                total += k2 * float(np.sum(At * At)) / do
+                g["A"] += (2.0 * k2 / do) * At
+            if self.free:
+                BS = B @ S
+                total += k2 * float(np.sum(BS * BS)) / do
+                SSt = S @ S.T
+                g["B"] += (2.0 * k2 / do) * (B @ SSt)
+                dW[:, :do] += (2.0 * k2 / do) * (BtB @ S)
+        if w > 0:
+            E = p["E"]
+            da = self.da
+            WS = W @ self.Sxx  # dz x 2do
+            Zc = WS @ W.T
+            Zxa = W @ self.Sax.T  # dz x da
+            EZ = E @ Zc
+            act = self.trSaa - 2.0 * float(np.sum(E * Zxa.T)) + float(np.sum(EZ * E))
+            g["E"][...] = (2.0 * w / da) * (EZ - Zxa.T)
+            dW += (2.0 * w / da) * (E.T @ (E @ WS - self.Sax))
+            if k2 > 0 and self.free:
+                ES = E @ S
+                act += k2 * float(np.sum(ES * ES))
+                g["E"] += (2.0 * w * k2 / da) * (E @ SSt)
+                dW[:, :do] += (2.0 * w * k2 / da) * (E.T @ ES)
+            total += w * max(act, 0.0) / da
+        if self.free:
+            g["C"][...] = dW[:, :do]
+            g["D"][...] = dW[:, :do] + dW[:, do:]
+        else:
+            g["D"][...] = dW[:, do:]
+        return total, rec, grad
+
+    def value(self, theta: np.ndarray) -> float:
+        """Total objective (reconstruction + penalties)."""
+        return self.value_grad(theta)[0]
+
+    # ----------------------------------------------------------------- result
+    def matrices(self, theta: np.ndarray) -> dict:
+        """Full ``A, B, C, D, E, h`` (copies) with the variant's constraints applied."""
+        p = self.unpack(theta)
+        do = self.do
+        D = p["D"].copy()
+        out = {
+            "A": p["A"].copy() if self.learned else np.eye(do),
+            "B": p["B"].copy(),
+            "C": p["C"].copy() if self.free else -D,
+            "D": D,
+            "E": None,
+            "h": None,
+        }
+        if self.w > 0:
+            E = p["E"].copy()
+            W = np.hstack([out["C"] + D, D])
+            out["E"], out["h"] = E, self.mu_a - E @ (W @ self.mu_x)
+        return out
+
+
+# ------------------------------------------------------------------------------ optimisers
+@dataclasses.dataclass
+class _Trace:
+    steps: int = 0
+    polish_iters: int = 0
+    converged: bool = False
+    reason: str = ""
+
+
+def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
+    """Deterministic Adam (PyTorch's update, bias-corrected) with a geometric lr decay.
+
+    Stops when the gradient norm falls below ``gtol`` times its initial value, or when the total
+    loss changes by less than ``rtol`` (relative) over a window of ``config.GD_WINDOW`` steps.
+    """
+    b1, b2 = betas
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    g = np.empty_like(theta)
+    decay = (lr_final / lr) ** (1.0 / max(steps - 1, 1)) if lr_final else 1.0
+    window = config.GD_WINDOW
+    hist = []
+    g0 = None
+    for t in range(1, steps + 1):
+        total, _, g = obj.value_grad(theta, g)
+        gn = float(np.sqrt(g @ g))
+        if g0 is None:
+            g0 = max(gn, np.finfo(float).tiny)
+        hist.append(total)
+        if gn <= gtol * g0:
+            trace.steps, trace.converged, trace.reason = t - 1, True, "gradient norm"
+            return theta
+        if len(hist) > window:
+            old = hist[-window - 1]
+            if abs(old - total) <= rtol * max(abs(total), abs(old), np.finfo(float).tiny):
+                trace.steps, trace.converged, trace.reason = t - 1, True, "relative loss change"
+                return theta
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        step = lr * decay ** (t - 1)
+        mhat_scale = step / (1 - b1**t)
+        denom = np.sqrt(v / (1 - b2**t))
+        denom += eps
+        theta -= mhat_scale * m / denom
+    trace.steps, trace.reason = steps, "step limit"
+    return theta
+
+
+def _gd(obj, theta, steps, lr, rtol, gtol, trace):
+    """Plain gradient descent with a fixed step ``lr``; same stopping rule as :func:`_adam`."""
+    g = np.empty_like(theta)
+    window = config.GD_WINDOW
+    hist = []
+    g0 = None
+    for t in range(1, steps + 1):
+        total, _, g = obj.value_grad(theta, g)
+        if not np.isfinite(total):
+            raise LamfastError(f"moment-gd diverged (plain GD, lr = {lr}); lower the lr")
+        gn = float(np.sqrt(g @ g))
+        if g0 is None:
+            g0 = max(gn, np.finfo(float).tiny)
+        hist.append(total)
+        if gn <= gtol * g0:
+            trace.steps, trace.converged, trace.reason = t - 1, True, "gradient norm"
+            return theta
+        if len(hist) > window:
+            old = hist[-window - 1]
+            if abs(old - total) <= rtol * max(abs(total), abs(old), np.finfo(float).tiny):
+                trace.steps, trace.converged, trace.reason = t - 1, True, "relative loss change"
+                return theta
+        theta -= lr * g
+    trace.steps, trace.reason = steps, "step limit"
+    return theta
+
+
+def _polish(obj, theta, maxiter, gtol, trace):
+    """L-BFGS from the optimiser's end point to machine-precision stationarity.
+
+    Needed because Adam with any fixed or decayed lr stalls at a distance O(lr) from the optimum,
+    while the tests compare subspaces to 1e-6 rad. L-BFGS is deterministic and, started at the end
+    of the Adam path, moves only to the nearest stationary point: along flat directions of the
+    loss (the init-dependent cases) the gradient vanishes, so the Adam end point is kept there.
+    """
+    g = np.empty_like(theta)
+
+    def fun(x):
+        total, _, gg = obj.value_grad(x, g)
+        return total, gg.copy()
+
+    res = scipy.optimize.minimize(
+        fun,
+        theta,
+        jac=True,
+        method="L-BFGS-B",
+        options={
+            "maxiter": int(maxiter),
+            "maxcor": 30,
+            "ftol": 0.0,
+            "gtol": gtol,
+            "maxfun": 2 * int(maxiter),
+        },
+    )
+    trace.polish_iters = int(res.nit)
+    return np.asarray(res.x)
+
+
+# ------------------------------------------------------------------------------ the solver
+def moment_gd_fit(
+    moments: Moments,
+    dz: int,
+    variant: Variant,
+    *,
+    seed: int = 0,
+    optimizer: str | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    lr_final: float | None = None,
+    polish: bool | None = None,
+    rtol: float | None = None,
+    gtol: float | None = None,
+    init: dict | None = None,
+) -> LinearLAM:
+    """Fit a LAM by deterministic optimisation of its exact population objective.
+
+    Parameters
+    ----------
+    moments : Moments
+        Needs ``o``, ``delta`` (and ``a`` when supervised). Finite or population moments.
+    dz : int
+    variant : Variant
+        Every variant is supported; ``decoder="identity"`` fixes ``A = I`` and ``encoder="tied"``
+        makes ``D`` the single encoder parameter (``C = -D``).
+    seed : int
+        Seeds the initialisation (:func:`paper_init`).
+    optimizer : {"adam", "gd"}
+        Default ``config.GD_OPTIMIZER`` (Adam, the paper's optimiser, so that the init-dependent
+        flat directions end where a trainer would leave them).
+    steps, lr, lr_final : optional
+        Step limit, initial learning rate and final learning rate of a geometric decay
+        (``lr_final=None`` keeps ``lr`` constant); defaults in ``config`` (``GD_*``).
+    polish : bool
+        Finish with L-BFGS to machine-precision stationarity (default ``config.GD_POLISH``).
+    rtol, gtol : float, optional
+        Stopping rule: relative change of the loss over ``config.GD_WINDOW`` steps below ``rtol``,
+        or gradient norm below ``gtol`` times the initial one.
+    init : dict, optional
+        Starting matrices (as returned by :func:`paper_init`) instead of the seeded default.
+
+    Returns
+    -------
+    LinearLAM
+        ``solver="moment-gd"``; ``loss_`` is the reconstruction loss (no penalties), ``spectrum_``
+        the variances of the reconstructed latent ``B z`` along its principal directions, and
+        ``notes_`` records the optimiser, steps and whether it converged.
+    """
+    optimizer = optimizer or config.GD_OPTIMIZER
+    if optimizer not in OPTIMIZERS:
+        raise LamfastError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    steps = int(config.GD_STEPS if steps is None else steps)
+    if steps < 0:
+        raise LamfastError(f"steps must be >= 0, got {steps}")
+    polish = config.GD_POLISH if polish is None else bool(polish)
+    rtol = config.GD_RTOL if rtol is None else float(rtol)
+    gtol = config.GD_GTOL if gtol is None else float(gtol)
+    obj = MomentObjective(moments, dz, variant)
+    if init is None:
+        init = paper_init(obj.do, obj.dz, max(obj.da, 1), variant, seed)
+    theta = obj.pack(init)
+    trace = _Trace()
+    # Scale of the problem for the stopping rules: the largest gradient entry at the start.
+    g_init = np.max(np.abs(obj.value_grad(theta)[2]), initial=0.0)
+    stationary = config.GD_POLISH_GTOL * max(g_init, np.finfo(float).tiny)
+    if optimizer == "adam":
+        lr = config.GD_ADAM_LR if lr is None else float(lr)
+        lr_final = config.GD_ADAM_LR_FINAL if lr_final is None else lr_final
+        theta = _adam(
+            obj, theta, steps, lr, lr_final, config.ADAM_BETAS, config.ADAM_EPS, rtol, gtol, trace
+        )
+    else:
+        lr = config.GD_LR if lr is None else float(lr)
+        theta = _gd(obj, theta, steps, lr, rtol, gtol, trace)
+    if polish:
+        theta = _polish(obj, theta, config.GD_POLISH_MAXITER, stationary, trace)
+    total, _, g = obj.value_grad(theta)
+    if not np.isfinite(total):
+        raise LamfastError("moment-gd diverged; lower the learning rate")
+    mats = obj.matrices(theta)
+    gnorm = float(np.linalg.norm(g))
+    # Converged: the Adam/GD stopping rule fired, or the polish came within GD_CONVERGED_RTOL of
+    # stationarity. L-BFGS aims lower (GD_POLISH_GTOL) but its line search stops once a loss
+    # decrease is below the rounding of the loss, ~sqrt(eps) in relative gradient terms.
+    g_end = float(np.max(np.abs(g), initial=0.0))
+    converged = (not polish and trace.converged) or (
+        polish and g_end <= config.GD_CONVERGED_RTOL * max(g_init, np.finfo(float).tiny)
+    )
+    notes = [
+        f"moment-gd: {optimizer} lr={lr:g}, {trace.steps} steps ({trace.reason})"
+        + (f", then L-BFGS {trace.polish_iters} iterations" if polish else ""),
+        f"{'converged' if converged else 'NOT converged'}: objective {total:.6g}, "
+        f"gradient norm {gnorm:.3g}",
+    ]
+    Bz = mats["B"] @ np.hstack([mats["C"] + mats["D"], mats["D"]])
+    spectrum = np.linalg.eigvalsh(Bz @ obj.Mx @ Bz.T)[::-1][: obj.dz]
+    lam = LinearLAM._fitted(
+        obj.dz,
+        variant,
+        "moment-gd",
+        seed,
+        mats["A"],
+        mats["B"],
+        mats["C"],
+        mats["D"],
+        spectrum,
+        E=mats["E"],
+        h=mats["h"],
+        notes=notes,
+    )
+    lam.loss_ = recon_loss(lam, moments)
+    lam.converged_ = bool(converged)
+    lam.steps_ = trace.steps
+    return lam
