@@ -632,6 +632,18 @@ def _worker_environment():
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _one_blas_thread():
+    """One BLAS thread in this process too, when threadpoolctl is installed (as in the workers)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
 def default_jobs() -> int:
     """Worker processes by default: the cores this process may use."""
     try:
@@ -684,27 +696,30 @@ def run_points(
 
     with Progress(total=len(points), label=label, enabled=progress) as bar:
         if jobs == 1 or len(groups) <= 1:
-            for g in order:
-                finished(g, compute_points([points[i] for i in groups[g]]))
+            with _one_blas_thread():
+                for g in order:
+                    finished(g, compute_points([points[i] for i in groups[g]]))
         else:
             ctx = multiprocessing.get_context("spawn")
             futures = {}
+            # The environment must hold while workers start: the executor spawns them lazily,
+            # on submit.
             with _worker_environment():
                 pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=min(jobs, len(groups)), mp_context=ctx
                 )
-            try:
-                futures = {
-                    pool.submit(_run_group, [points[i] for i in groups[g]]): g for g in order
-                }
-                for fut in concurrent.futures.as_completed(futures):
-                    finished(futures[fut], fut.result())
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
+                try:
+                    futures = {
+                        pool.submit(_run_group, [points[i] for i in groups[g]]): g for g in order
+                    }
+                    for fut in concurrent.futures.as_completed(futures):
+                        finished(futures[fut], fut.result())
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                pool.shutdown(wait=True)
     return [r if r is not None else [] for r in results]
 
 
@@ -757,6 +772,13 @@ def _parse_row(r: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------ reproduce
+def plots_available() -> bool:
+    """Whether figures can be drawn (matplotlib, an optional extra, is installed)."""
+    from . import plots
+
+    return plots.available()
+
+
 def output_files(names: Sequence[str]) -> list[str]:
     """Files ``reproduce`` writes for these panels: one CSV and PNG each, and ``report.md``."""
     return [f"{n}.{ext}" for n in names for ext in ("csv", "png")] + ["report.md"]
@@ -826,7 +848,7 @@ def reproduce(
     for n in names:
         atomic_write_text(outdir / f"{n}.csv", csv_text(by_panel[n]))
         written.append(f"{n}.csv")
-    have_plots = plot and plots.available()
+    have_plots = plot and plots_available()
     if have_plots:
         for n in names:
             plots.plot_panel(PANELS[n], by_panel[n], outdir / f"{n}.png", options)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import textwrap
 from pathlib import Path
 
 LABELS = {
@@ -45,9 +46,11 @@ def available() -> bool:
 
 def _line_label(panel, key) -> str:
     parts = []
-    for col, value in zip(panel.lines, key, strict=True):
+    values = dict(zip(panel.lines, key, strict=True))
+    for col, value in values.items():
         if col == "label_weighting":
-            parts.append(f"w: {value}")
+            if values.get("label_fraction", 1) != 0:  # without labels the weighting is moot
+                parts.append("w = m" if value == "paper" else "w = 1-(1-m)^128")
         else:
             parts.append(
                 f"{LABELS.get(col, col)}={value:g}"
@@ -65,14 +68,14 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
     if panel.facets == "metric":
         facets = [("metric", m) for m in panel.metrics]
     elif panel.facets:
-        facets = [(panel.facets, v) for v in sorted({r[panel.facets] for r in rows}, key=_order)]
+        facets = [(panel.facets, v) for v in _unique(r[panel.facets] for r in rows)]
     else:
         facets = [(None, None)]
     n = len(facets)
     fig = Figure(figsize=(4.2 * n, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n, squeeze=False)[0]
-    line_keys = sorted({tuple(r[c] for c in panel.lines) for r in rows}, key=_order)
+    line_keys = _unique(tuple(r[c] for c in panel.lines) for r in rows)
     cmap = fig.colormaps["viridis"] if hasattr(fig, "colormaps") else None
     if cmap is None:
         import matplotlib
@@ -117,7 +120,8 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
         axes[-1].legend(handles, labels, fontsize=6, ncol=2, loc="best")
     else:
         axes[-1].legend(handles, labels, fontsize=7, loc="best")
-    fig.suptitle(f"{panel.name}: {panel.title}", fontsize=9)
+    title = textwrap.fill(f"{panel.name}: {panel.title}", width=max(60, 58 * n))
+    fig.suptitle(title, fontsize=9)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -129,6 +133,11 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _unique(values) -> list:
+    """Distinct values in order of first appearance (rows come in grid order)."""
+    return list(dict.fromkeys(values))
 
 
 def _order(value):
