@@ -565,6 +565,15 @@ def _fit_point(point: Point, moments):
         raise LamfastError(
             f"solver {solver!r} is not available in this build (have {', '.join(_lam.SOLVERS)})"
         )
+    if solver == "sgd":  # the paper's protocol samples its own minibatches from the world
+        return fit(
+            moments,
+            point.dz,
+            point.variant,
+            solver=solver,
+            seed=point.world.seed,
+            world=point.world,
+        )
     return fit(moments, point.dz, point.variant, solver=solver, seed=point.world.seed)
 
 
