@@ -143,10 +143,11 @@ def variant_options(f):
         ),
         click.option(
             "--solver",
-            type=click.Choice(["eig"]),
+            type=click.Choice(["eig", "moment-gd", "sgd"]),
             default="eig",
             show_default=True,
-            help="eig: closed forms (DESIGN 1.1).",
+            help="eig: closed forms (DESIGN 1.1); moment-gd: Adam on the exact loss; "
+            "sgd: the paper's minibatch protocol.",
         ),
     ]
     for option in reversed(options):

@@ -57,6 +57,8 @@ PROGRESS_AFTER_SECONDS = _default("PROGRESS_AFTER_SECONDS", 2.0)
 # (learned decoder, free encoder, kappa = 0) end where an Adam trainer leaves them, so Adam is the
 # default. PyTorch's Adam defaults for betas and eps.
 GD_OPTIMIZER = _default("GD_OPTIMIZER", "adam")
+# Run the Adam loop in the numba kernel (False: the numpy reference loop, same result to rounding).
+GD_KERNEL = _default("GD_KERNEL", True)
 ADAM_BETAS = _default("ADAM_BETAS", (0.9, 0.999))
 ADAM_EPS = _default("ADAM_EPS", 1e-8)
 # Step limit, initial and final lr of the geometric decay of the Adam phase.
@@ -78,6 +80,14 @@ GD_POLISH_GTOL = _default("GD_POLISH_GTOL", 1e-10)
 # at the initialisation (reachable in float64: see lamfast/gd.py).
 GD_CONVERGED_RTOL = _default("GD_CONVERGED_RTOL", 1e-6)
 GD_POLISH_MAXITER = _default("GD_POLISH_MAXITER", 5000)
+
+# ---- sgd (lamfast/sgd.py): the paper's protocol. Adam lr 1e-3 and batch BATCH_SIZE are the
+# paper's; "a few thousand" steps; held-out rows for closed-form probes (probe MSE error
+# O(dz / rows) ~ 1e-4 at dz = 16); Adam probe steps.
+SGD_STEPS = _default("SGD_STEPS", 5000)
+SGD_LR = _default("SGD_LR", 1e-3)
+SGD_EVAL_ROWS = _default("SGD_EVAL_ROWS", 200_000)
+SGD_PROBE_STEPS = _default("SGD_PROBE_STEPS", 3000)
 
 
 def pinv_rtol(dim: int) -> float:

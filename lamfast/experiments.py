@@ -124,7 +124,7 @@ def run_fit(
     if not isinstance(dz, int) or not 1 <= dz <= world.do:
         raise LamfastError(f"dz must be an integer in [1, do={world.do}], got {dz!r}")
     moments = world_moments(world, source, rows, progress)
-    lam = fit(moments, dz, variant, solver=solver, seed=world.seed)
+    lam = fit(moments, dz, variant, solver=solver, seed=world.seed, world=world)
     metrics = probe_metrics(lam, moments, world=world)
     return {
         **{k: (round(v, 15) if isinstance(v, float) else v) for k, v in metrics.items()},

@@ -45,11 +45,13 @@ import numpy as np
 import scipy.optimize
 
 from . import config
+from ._jit import njit
 from .errors import LamfastError
 from .lam import LinearLAM, Variant, recon_loss
 from .moments import Moments
 
 OPTIMIZERS = ("adam", "gd")
+MODES = ("converge", "paper")
 
 
 # ------------------------------------------------------------------------------ initialisation
@@ -125,6 +127,13 @@ class MomentObjective:
         self.w = float(variant.label_weight)
         self.Mx = np.ascontiguousarray(moments.select(["o", "delta"]).second_moment())
         self.trMdd = float(np.trace(self.Mx[do:, do:]))
+        # The paper's worlds have E[o o^T] = I exactly (population moments): then (A - I) Moo,
+        # the only do^3 product of a step, is (A - I) itself. Exact test, no tolerance.
+        self.Moo_is_eye = bool(np.array_equal(self.Mx[:do, :do], np.eye(do)))
+        # Constant blocks, contiguous once (the step reuses them thousands of times).
+        self.Mdo = np.ascontiguousarray(self.Mx[do:, :do])
+        self.Mo_ = np.ascontiguousarray(self.Mx[:do, :])
+        self.Md_ = np.ascontiguousarray(self.Mx[do:, :])
         if self.w > 0:
             if not moments.has("a"):
                 raise LamfastError("action supervision needs an 'a' block in the moments")
@@ -183,13 +192,13 @@ class MomentObjective:
         # V = R0 Mx W^T (do x dz); B^T R0 Mx (dz x 2do); first block column of R Mx
         if self.learned:
             At = p["A"] - np.eye(do)
-            AtMoo = At @ Mx[:do, :do]
+            AtMoo = At if self.Moo_is_eye else At @ Mx[:do, :do]
             V = At @ WM[:, :do].T - WM[:, do:].T
-            BtR0M = (B.T @ At) @ Mx[:do, :] - B.T @ Mx[do:, :]
-            tr_r0 = float(np.sum(At * AtMoo)) - 2.0 * float(np.sum(At * Mx[do:, :do])) + self.trMdd
+            BtR0M = (B.T @ At) @ self.Mo_ - B.T @ self.Md_
+            tr_r0 = float(np.sum(At * AtMoo)) - 2.0 * float(np.sum(At * self.Mdo)) + self.trMdd
         else:
             V = -WM[:, do:].T
-            BtR0M = -(B.T @ Mx[do:, :])
+            BtR0M = -(B.T @ self.Md_)
             tr_r0 = self.trMdd
         BZ = B @ Z
         rec = (tr_r0 + 2.0 * float(np.sum(B * V)) + float(np.sum(BZ * B))) / do
@@ -203,7 +212,7 @@ class MomentObjective:
         dW = c * (BtR0M + BtB @ WM)
         if self.learned:
             # dA = (2/do) [(A - I) Moo - Mdo + B (W Mx)[:, :do]]
-            g["A"][...] = c * (AtMoo - Mx[do:, :do] + B @ WM[:, :do])
+            g["A"][...] = c * (AtMoo - self.Mdo + B @ WM[:, :do])
         if k2 > 0:
             if self.learned:
                 total += k2 * float(np.sum(At * At)) / do
@@ -262,6 +271,148 @@ class MomentObjective:
         return out
 
 
+# ------------------------------------------------------------------------------ numba kernels
+@njit
+def _value_grad_kernel(
+    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa,
+    do, dz, da,
+):  # fmt: skip
+    """:meth:`MomentObjective.value_grad` as one kernel (same formulas, same layout of theta).
+
+    The Adam loop calls it thousands of times: in a kernel a step costs its matrix products and
+    nothing else (tests/test_gd.py::test_kernel_matches_numpy guards the equality).
+    """
+    off = 0
+    oA = off
+    if learned:
+        off += do * do
+    oB = off
+    off += do * dz
+    oC = off
+    if free:
+        off += dz * do
+    oD = off
+    off += dz * do
+    oE = off
+    B = theta[oB : oB + do * dz].reshape(do, dz)
+    D = theta[oD : oD + dz * do].reshape(dz, do)
+    W = np.zeros((dz, 2 * do))
+    W[:, do:] = D
+    S = np.zeros((dz, do))
+    if free:
+        S[:, :] = theta[oC : oC + dz * do].reshape(dz, do) + D
+        W[:, :do] = S
+    WM = np.dot(W, Mx)
+    WMo = np.ascontiguousarray(WM[:, :do])
+    WMd = np.ascontiguousarray(WM[:, do:])
+    Z = np.dot(WM, W.T)
+    Bt = np.ascontiguousarray(B.T)
+    if learned:
+        At = theta[oA : oA + do * do].reshape(do, do).copy()
+        for i in range(do):
+            At[i, i] -= 1.0
+        if moo_eye:
+            AtMoo = At
+        else:
+            AtMoo = np.dot(At, np.ascontiguousarray(Mx[:do, :do]))
+        V = np.ascontiguousarray(np.dot(At, WMo.T) - WMd.T)
+        BtR0M = np.dot(np.dot(Bt, At), Mo_) - np.dot(Bt, Md_)
+        tr_r0 = np.sum(At * AtMoo) - 2.0 * np.sum(At * Mdo) + trMdd
+    else:
+        At = np.zeros((1, 1))
+        AtMoo = At
+        V = np.ascontiguousarray(-WMd.T)
+        BtR0M = -np.dot(Bt, Md_)
+        tr_r0 = trMdd
+    BZ = np.dot(B, Z)
+    rec = (tr_r0 + 2.0 * np.sum(B * V) + np.sum(BZ * B)) / do
+    if rec < 0.0:
+        rec = 0.0
+    total = rec
+    c = 2.0 / do
+    gB = c * (V + BZ)
+    BtB = np.dot(Bt, B)
+    dW = c * (BtR0M + np.dot(BtB, WM))
+    if learned:
+        gA = c * (AtMoo - Mdo + np.dot(B, WMo))
+        if k2 > 0.0:
+            total += k2 * np.sum(At * At) / do
+            gA += (2.0 * k2 / do) * At
+        grad[oA : oA + do * do] = gA.ravel()
+    if k2 > 0.0 and free:
+        BS = np.dot(B, S)
+        total += k2 * np.sum(BS * BS) / do
+        SSt = np.dot(S, S.T)
+        gB += (2.0 * k2 / do) * np.dot(B, SSt)
+        dW[:, :do] += (2.0 * k2 / do) * np.dot(BtB, S)
+    if w > 0.0:
+        E = theta[oE : oE + da * dz].reshape(da, dz)
+        WS = np.dot(W, Sxx)
+        Zc = np.dot(WS, W.T)
+        Zxa = np.dot(W, Sax.T)
+        EZ = np.dot(E, Zc)
+        act = trSaa - 2.0 * np.sum(E * Zxa.T) + np.sum(EZ * E)
+        gE = (2.0 * w / da) * (EZ - Zxa.T)
+        dW += (2.0 * w / da) * np.dot(E.T, np.dot(E, WS) - Sax)
+        if k2 > 0.0 and free:
+            ES = np.dot(E, S)
+            act += k2 * np.sum(ES * ES)
+            gE += (2.0 * w * k2 / da) * np.dot(E, np.dot(S, S.T))
+            dW[:, :do] += (2.0 * w * k2 / da) * np.dot(E.T, ES)
+        if act < 0.0:
+            act = 0.0
+        total += w * act / da
+        grad[oE : oE + da * dz] = gE.ravel()
+    grad[oB : oB + do * dz] = gB.ravel()
+    if free:
+        grad[oC : oC + dz * do] = np.ascontiguousarray(dW[:, :do]).ravel()
+        grad[oD : oD + dz * do] = (dW[:, :do] + dW[:, do:]).ravel()
+    else:
+        grad[oD : oD + dz * do] = np.ascontiguousarray(dW[:, do:]).ravel()
+    return total
+
+
+@njit
+def _adam_kernel(
+    theta, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da,
+    steps, lr, decay, b1, b2, eps, rtol, gtol, window, hist,
+):  # fmt: skip
+    """Deterministic Adam (PyTorch's update) with the stopping rule of :func:`_adam`.
+
+    Returns ``(steps_done, reason)``: 0 step limit, 1 gradient norm, 2 relative loss change.
+    """
+    grad = np.zeros_like(theta)
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    g0 = -1.0
+    tiny = 1e-300
+    for t in range(1, steps + 1):
+        total = _value_grad_kernel(
+            theta, grad, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax,
+            trSaa, do, dz, da,
+        )  # fmt: skip
+        hist[t - 1] = total
+        gn = np.sqrt(np.sum(grad * grad))
+        if g0 < 0.0:
+            g0 = max(gn, tiny)
+        if gn <= gtol * g0:
+            return t - 1, 1
+        if t - 1 >= window:
+            old = hist[t - 1 - window]
+            scale = max(abs(total), abs(old), tiny)
+            if abs(old - total) <= rtol * scale:
+                return t - 1, 2
+        step = lr * decay ** (t - 1)
+        c1 = step / (1.0 - b1**t)
+        c2 = 1.0 - b2**t
+        for i in range(theta.shape[0]):
+            gi = grad[i]
+            m[i] = b1 * m[i] + (1.0 - b1) * gi
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi
+            theta[i] -= c1 * m[i] / (np.sqrt(v[i] / c2) + eps)
+    return steps, 0
+
+
 # ------------------------------------------------------------------------------ optimisers
 @dataclasses.dataclass
 class _Trace:
@@ -271,11 +422,31 @@ class _Trace:
     reason: str = ""
 
 
+def _adam_fast(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
+    """:func:`_adam` in one numba kernel (:func:`_adam_kernel`); the default path."""
+    decay = (lr_final / lr) ** (1.0 / max(steps - 1, 1)) if lr_final else 1.0
+    empty = np.zeros((1, 1))
+    sup = obj.w > 0
+    hist = np.empty(max(steps, 1))
+    done, reason = _adam_kernel(
+        theta, obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Moo_is_eye, obj.learned,
+        obj.free, obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
+        obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1), int(steps), float(lr),
+        float(decay), float(betas[0]), float(betas[1]), float(eps), float(rtol), float(gtol),
+        int(config.GD_WINDOW), hist,
+    )  # fmt: skip
+    trace.steps = int(done)
+    trace.converged = reason != 0
+    trace.reason = ("step limit", "gradient norm", "relative loss change")[reason]
+    return theta
+
+
 def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
     """Deterministic Adam (PyTorch's update, bias-corrected) with a geometric lr decay.
 
     Stops when the gradient norm falls below ``gtol`` times its initial value, or when the total
     loss changes by less than ``rtol`` (relative) over a window of ``config.GD_WINDOW`` steps.
+    The numpy reference of :func:`_adam_fast`.
     """
     b1, b2 = betas
     m = np.zeros_like(theta)
@@ -377,6 +548,7 @@ def moment_gd_fit(
     variant: Variant,
     *,
     seed: int = 0,
+    mode: str = "converge",
     optimizer: str | None = None,
     steps: int | None = None,
     lr: float | None = None,
@@ -398,12 +570,19 @@ def moment_gd_fit(
         makes ``D`` the single encoder parameter (``C = -D``).
     seed : int
         Seeds the initialisation (:func:`paper_init`).
+    mode : {"converge", "paper"}
+        ``converge`` (default): Adam with a decaying lr until the stopping rule fires, then the
+        L-BFGS polish: the optimum the trainer's initialisation leads to. ``paper``: the
+        deterministic twin of the ``sgd`` solver, i.e. the paper's finite training: Adam at
+        constant lr ``config.SGD_LR`` for ``config.SGD_STEPS`` steps, no early stop, no polish
+        (explicit ``steps``/``lr``/... still override). Finite training matters where the loss
+        has slow or flat directions (learned decoder with a correlated policy, small kappa).
     optimizer : {"adam", "gd"}
         Default ``config.GD_OPTIMIZER`` (Adam, the paper's optimiser, so that the init-dependent
         flat directions end where a trainer would leave them).
     steps, lr, lr_final : optional
         Step limit, initial learning rate and final learning rate of a geometric decay
-        (``lr_final=None`` keeps ``lr`` constant); defaults in ``config`` (``GD_*``).
+        (``lr_final=lr`` keeps it constant); defaults in ``config`` (``GD_*``).
     polish : bool
         Finish with L-BFGS to machine-precision stationarity (default ``config.GD_POLISH``).
     rtol, gtol : float, optional
@@ -419,6 +598,16 @@ def moment_gd_fit(
         the variances of the reconstructed latent ``B z`` along its principal directions, and
         ``notes_`` records the optimiser, steps and whether it converged.
     """
+    if mode not in MODES:
+        raise LamfastError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "paper":
+        optimizer = optimizer or "adam"
+        steps = config.SGD_STEPS if steps is None else steps
+        lr = config.SGD_LR if lr is None else lr
+        lr_final = lr if lr_final is None else lr_final
+        polish = False if polish is None else polish
+        rtol = 0.0 if rtol is None else rtol
+        gtol = 0.0 if gtol is None else gtol
     optimizer = optimizer or config.GD_OPTIMIZER
     if optimizer not in OPTIMIZERS:
         raise LamfastError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
@@ -439,7 +628,8 @@ def moment_gd_fit(
     if optimizer == "adam":
         lr = config.GD_ADAM_LR if lr is None else float(lr)
         lr_final = config.GD_ADAM_LR_FINAL if lr_final is None else lr_final
-        theta = _adam(
+        run = _adam_fast if config.GD_KERNEL else _adam
+        theta = run(
             obj, theta, steps, lr, lr_final, config.ADAM_BETAS, config.ADAM_EPS, rtol, gtol, trace
         )
     else:
@@ -460,7 +650,7 @@ def moment_gd_fit(
         polish and g_end <= config.GD_CONVERGED_RTOL * max(g_init, np.finfo(float).tiny)
     )
     notes = [
-        f"moment-gd: {optimizer} lr={lr:g}, {trace.steps} steps ({trace.reason})"
+        f"moment-gd ({mode}): {optimizer} lr={lr:g}, {trace.steps} steps ({trace.reason})"
         + (f", then L-BFGS {trace.polish_iters} iterations" if polish else ""),
         f"{'converged' if converged else 'NOT converged'}: objective {total:.6g}, "
         f"gradient norm {gnorm:.3g}",

@@ -25,7 +25,7 @@ from .moments import Moments
 DECODERS = ("identity", "learned")
 ENCODERS = ("tied", "free")
 WEIGHTINGS = ("paper", "batch")
-SOLVERS = ("eig", "moment-gd")
+SOLVERS = ("eig", "moment-gd", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)

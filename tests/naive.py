@@ -151,3 +151,20 @@ def lam_objective(mean, cov, do: int, da: int, A, B, C, D, kappa=0.0, w=0.0, E=N
         Ta = Ta - E @ Tz
         total += w * float(np.trace(Ta @ M @ Ta.T)) / da
     return total
+
+
+def lam_minibatch_loss(o, o_next, a, k1, k2, mask, A, B, C, D, E=None, h=None, batch=True):
+    """One minibatch of the paper's protocol, written as the model reads (DESIGN 1 table).
+
+    z = C(o + k1) + D(o' + k1); o^' = A(o + k2) + B z - k2; reconstruction averaged over rows;
+    the head E z + h is scored on the rows where ``mask`` is True, averaged over those rows
+    (``batch=True``) or summed and divided by the batch size.
+    """
+    n, do = o.shape
+    z = (o + k1) @ C.T + (o_next + k1) @ D.T
+    pred = (o + k2) @ A.T + z @ B.T - k2
+    loss = np.sum((pred - o_next) ** 2) / (n * do)
+    if E is not None and mask.any():
+        r = (z @ E.T + h - a)[mask]
+        loss += np.sum(r**2) / (a.shape[1] * (mask.sum() if batch else n))
+    return float(loss)

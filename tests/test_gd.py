@@ -164,3 +164,36 @@ def test_deterministic_and_options(seed):
     assert scipy.linalg.subspace_angles(a.B, g.B).max() < 1e-3
     with pytest.raises(LamfastError, match="optimizer"):
         moment_gd_fit(m, 3, v, optimizer="lbfgs")
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=repr)
+def test_kernel_matches_numpy(variant, monkeypatch, rng):
+    """The numba Adam loop equals the numpy reference loop (same formulas, another summation
+    order: rounding only, amplified at most by Adam's normalisation over 40 steps)."""
+    from lamfast import config
+
+    m = _world().population_moments()
+    runs = []
+    for kernel in (True, False):
+        monkeypatch.setattr(config, "GD_KERNEL", kernel)
+        runs.append(moment_gd_fit(m, 3, variant, seed=1, mode="paper", steps=40))
+    for name in "ABCD":
+        np.testing.assert_allclose(getattr(runs[0], name), getattr(runs[1], name), atol=1e-10)
+    assert runs[0].notes == runs[1].notes
+
+
+def test_cli_fit_with_moment_gd_and_sgd():
+    from click.testing import CliRunner
+
+    from lamfast.cli import cli
+
+    runner = CliRunner()
+    args = ["fit", "--do", "16", "--da", "4", "--dz", "4", "--decoder", "learned", "--encoder",
+            "free", "--json"]  # fmt: skip
+    out = runner.invoke(cli, [*args, "--solver", "moment-gd"])
+    assert out.exit_code == 0, out.output
+    assert '"solver": "moment-gd"' in out.output and "converged" in out.output
+    out = runner.invoke(cli, [*args, "--solver", "eig"])
+    assert out.exit_code == 2 and "moment-gd" in out.output
+    out = runner.invoke(cli, [*args, "--solver", "sgd", "--decoder", "identity"])
+    assert out.exit_code == 0 and '"solver": "sgd"' in out.output
