@@ -603,9 +603,11 @@ def compute_points(points: Sequence[Point]) -> list[dict]:
     return out
 
 
-def _run_group(points: Sequence[Point]) -> list[dict]:
-    # Worker entry point (picklable, top level).
-    return compute_points(points)
+def _run_group(points: Sequence[Point]) -> tuple[list[dict], float]:
+    # Worker entry point (picklable, top level): rows and the CPU seconds they took.
+    start = time.process_time()
+    rows = compute_points(points)
+    return rows, time.process_time() - start
 
 
 def _groups(points: Sequence[Point]) -> list[list[int]]:
@@ -667,6 +669,7 @@ def run_points(
     progress: bool | None = None,
     label: str = "points",
     on_rows: Callable[[list[int], list[dict]], None] | None = None,
+    cpu_seconds: dict | None = None,
 ) -> list[list[dict]]:
     """Compute grid points, in parallel across processes; result ``i`` holds point ``i``'s rows.
 
@@ -674,6 +677,7 @@ def run_points(
     run in ``spawn``-ed worker processes with one BLAS thread each; the output order is the order
     of ``points`` whatever the completion order. ``on_rows(indices, rows)`` is called in the main
     process as each task finishes (sweeps append finished rows to their checkpoint there).
+    ``cpu_seconds``, if given, accumulates the CPU seconds of the tasks of each panel.
     """
     points = list(points)
     jobs = default_jobs() if jobs is None else int(jobs)
@@ -689,7 +693,10 @@ def run_points(
     )
     results: list[list[dict] | None] = [None] * len(points)
 
-    def finished(g: int, rows: list[dict]):
+    def finished(g: int, rows: list[dict], seconds: float):
+        if cpu_seconds is not None:
+            panel = points[groups[g][0]].panel
+            cpu_seconds[panel] = cpu_seconds.get(panel, 0.0) + seconds
         idx = groups[g]
         per_point: dict[int, list[dict]] = {i: [] for i in idx}
         k = 0
@@ -707,7 +714,9 @@ def run_points(
         if jobs == 1 or len(groups) <= 1:
             with _one_blas_thread():
                 for g in order:
-                    finished(g, compute_points([points[i] for i in groups[g]]))
+                    start = time.process_time()
+                    rows = compute_points([points[i] for i in groups[g]])
+                    finished(g, rows, time.process_time() - start)
         else:
             ctx = multiprocessing.get_context("spawn")
             futures = {}
@@ -722,7 +731,7 @@ def run_points(
                         pool.submit(_run_group, [points[i] for i in groups[g]]): g for g in order
                     }
                     for fut in concurrent.futures.as_completed(futures):
-                        finished(futures[fut], fut.result())
+                        finished(futures[fut], *fut.result())
                 except BaseException:
                     for fut in futures:
                         fut.cancel()
@@ -847,7 +856,10 @@ def reproduce(
             f"solver {missing[0]!r} is needed by these panels but not available in this build "
             f"(have {', '.join(_lam.SOLVERS)})"
         )
-    results = run_points(points, jobs=jobs, progress=progress, label="reproduce")
+    cpu_seconds: dict[str, float] = {}
+    results = run_points(
+        points, jobs=jobs, progress=progress, label="reproduce", cpu_seconds=cpu_seconds
+    )
     by_panel: dict[str, list[dict]] = {n: [] for n in names}
     for p, rows in zip(points, results, strict=True):
         by_panel[p.panel].extend(rows)
@@ -872,6 +884,7 @@ def reproduce(
         figures=have_plots,
         plot_requested=plot,
         jobs=jobs if jobs is not None else default_jobs(),
+        cpu_seconds=cpu_seconds,
     )
     atomic_write_text(outdir / "report.md", text)
     written.append("report.md")
