@@ -1,5 +1,6 @@
 """Side-by-side timing of one grid point: the paper's PyTorch protocol, lamfast's numba ``sgd``
-(the same protocol), ``moment-gd`` and ``eig`` (STYLE 13).
+(the same protocol), ``moment-gd`` (its deterministic twin ``mode="paper"`` and the default
+``mode="converge"``) and ``eig`` (STYLE 13).
 
 Run: ``OPENBLAS_NUM_THREADS=1 pytest bench/test_bench_solvers.py --benchmark-enable``
 (one thread everywhere: the panels run one grid point per core). Warm-up (numba compilation,
@@ -31,7 +32,7 @@ POINTS = {
     "fig4-middle": (dict(noise="gaussian", sigma=0.5), Variant("learned", "free", 0.1), 8),
     "fig4-left": (dict(chi=0.5), Variant("learned", "free"), 4),
 }
-SOLVERS = ["torch-paper", "lamfast-sgd", "moment-gd", "eig"]
+SOLVERS = ["torch-paper", "lamfast-sgd", "moment-gd-paper", "moment-gd", "eig"]
 
 
 def _runner(solver, point):
@@ -47,10 +48,10 @@ def _runner(solver, point):
     m = world.population_moments()
     if solver == "moment-gd":
         return lambda: probe_metrics(moment_gd_fit(m, dz, v), m)
+    if solver == "moment-gd-paper":  # the noise-aware deterministic twin of the protocol
+        return lambda: probe_metrics(moment_gd_fit(m, dz, v, mode="paper", steps=STEPS), m)
     if v.decoder == "learned" and v.encoder == "free" and v.kappa == 0:
         pytest.skip("no closed form (flat direction): eig does not apply")
-    if v.decoder == "learned" and v.kappa > 0:
-        pass  # random policy: eig's closed form applies
     return lambda: probe_metrics(fit(m, dz, v), m)
 
 

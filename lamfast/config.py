@@ -59,6 +59,9 @@ PROGRESS_AFTER_SECONDS = _default("PROGRESS_AFTER_SECONDS", 2.0)
 GD_OPTIMIZER = _default("GD_OPTIMIZER", "adam")
 # Run the Adam loop in the numba kernel (False: the numpy reference loop, same result to rounding).
 GD_KERNEL = _default("GD_KERNEL", True)
+# Noise-aware twin: refresh the minibatch-gradient variance every this many steps (Adam's second
+# moment averages ~1/(1 - beta2) = 1000 steps, so a 10-step-old variance is as good as fresh).
+GD_NOISE_EVERY = _default("GD_NOISE_EVERY", 10)
 ADAM_BETAS = _default("ADAM_BETAS", (0.9, 0.999))
 ADAM_EPS = _default("ADAM_EPS", 1e-8)
 # Step limit, initial and final lr of the geometric decay of the Adam phase.

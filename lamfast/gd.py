@@ -43,6 +43,7 @@ import dataclasses
 
 import numpy as np
 import scipy.optimize
+import scipy.stats
 
 from . import config
 from ._jit import njit
@@ -142,7 +143,8 @@ class MomentObjective:
             p = 2 * do
             self.Sxx = np.ascontiguousarray(sel.cov[:p, :p])
             self.Sax = np.ascontiguousarray(sel.cov[p:, :p])
-            self.trSaa = float(np.trace(sel.cov[p:, p:]))
+            self.Saa = np.ascontiguousarray(sel.cov[p:, p:])
+            self.trSaa = float(np.trace(self.Saa))
             self.mu_x, self.mu_a = sel.mean[:p], sel.mean[p:]
         else:
             self.da = moments.size("a") if moments.has("a") else 0
@@ -246,6 +248,85 @@ class MomentObjective:
             g["D"][...] = dW[:, do:]
         return total, rec, grad
 
+    def grad_variance(self, theta: np.ndarray, batch: int, label_weighting: str = "batch"):
+        """Per-entry variance of the minibatch gradient of the paper's protocol at ``theta``.
+
+        Each gradient entry is a batch mean of products ``u_j v_k`` of linear functions of the
+        row (and of the fresh augmentation noise). For zero-mean jointly Gaussian ``u, v``
+        (Isserlis) ``Var(u_j v_k) = E[u_j^2] E[v_k^2] + E[u_j v_k]^2``, and the batch mean divides
+        it by ``batch``. Second moments are uncentred, so worlds with a mean (uniform noise) are
+        approximated. The action part uses the number ``K ~ Bin(batch, m)`` of labelled rows:
+        averaged over them (``"batch"``) it adds ``E[1/K; K > 0]`` times the per-row variance and
+        ``w (1 - w)`` times the squared conditional mean; summed over the batch (``"paper"``) it
+        is ``(m E[(u v)^2] - m^2 E[u v]^2) / batch``. Recon and action parts are added as if
+        independent. Used by ``moment_gd_fit(..., mode="paper", noise_aware=True)``.
+        """
+        do, k2, w = self.do, self.k2, self.w
+        Mx = self.Mx
+        p = self.unpack(theta)
+        B, D = p["B"], p["D"]
+        S = p["C"] + D if self.free else np.zeros_like(D)
+        W = np.hstack([S, D])
+        At = p["A"] - np.eye(do) if self.learned else np.zeros((do, do))
+        R = np.hstack([At + B @ S, B @ D - np.eye(do)])
+        RM = R @ Mx
+        # recon + penalty gradient (no action part): c E[u v] for every parameter
+        obj_noact = self if w == 0 else _without_labels(self)
+        gbar = obj_noact.value_grad(theta)[2]
+        gb = self.unpack(gbar)
+        c = 2.0 / do
+        e_err = np.sum(RM * R, axis=1) + k2 * (np.sum((B @ S) ** 2, axis=1) + np.sum(At**2, axis=1))
+        BtR = B.T @ R
+        e_bt = np.sum((BtR @ Mx) * BtR, axis=1) + k2 * (
+            np.sum((B.T @ B @ S) ** 2, axis=1) + np.sum((B.T @ At) ** 2, axis=1)
+        )
+        dMoo = np.diag(Mx)[:do]
+        dMdd = np.diag(Mx)[do:]
+        dMon = dMoo + 2 * np.diag(Mx[:do, do:]) + dMdd  # diag E[o' o'^T]
+        s_z = np.diag(W @ Mx @ W.T) + k2 * np.sum(S**2, axis=1)
+        var = np.empty_like(theta)
+        vv = self.unpack(var)
+        n = float(batch)
+        if self.learned:
+            vv["A"][...] = (c**2 * np.outer(e_err, dMoo + k2) + gb["A"] ** 2) / n
+        vv["B"][...] = (c**2 * np.outer(e_err, s_z) + gb["B"] ** 2) / n
+        if self.free:
+            vv["C"][...] = (c**2 * np.outer(e_bt, dMoo + k2) + gb["C"] ** 2) / n
+            vv["D"][...] = (c**2 * np.outer(e_bt, dMon + k2) + gb["D"] ** 2) / n
+        else:
+            vv["D"][...] = (c**2 * np.outer(e_bt, dMdd) + gb["D"] ** 2) / n
+        if w > 0:
+            E = p["E"]
+            ca = 2.0 / self.da
+            Zc = W @ self.Sxx @ W.T + k2 * (S @ S.T)
+            Zxa = W @ self.Sax.T
+            Sr = E @ Zc @ E.T - E @ Zxa.T - Zxa @ E.T + self.Saa
+            s_r = np.diag(Sr)
+            s_u = np.diag(E.T @ Sr @ E)
+            # E[r z^T] (da x dz) and E[(E^T r) x^T] for the encoder entries, per labelled row
+            Erz = E @ Zc - Zxa.T
+            cross = E.T @ (E @ W @ self.Sxx - self.Sax)  # dz x 2do
+            m = float(self.variant.label_fraction)
+            if label_weighting == "batch":
+                # E[1/K; K > 0] for K ~ Binomial(batch, m)
+                k = np.arange(1, batch + 1)
+                inv_k = float(np.sum(scipy.stats.binom.pmf(k, batch, m) / k))
+
+                def act_var(su, sv, cr):
+                    return ca**2 * ((np.outer(su, sv) + cr**2) * inv_k + cr**2 * (w - w * w))
+            else:
+
+                def act_var(su, sv, cr):
+                    return ca**2 * (m * (np.outer(su, sv) + 2 * cr**2) - m * m * cr**2) / n
+
+            vv["E"][...] = act_var(s_r, s_z, Erz)
+            if self.free:
+                vv["C"][...] += act_var(s_u, dMoo + k2, cross[:, :do])
+                vv["D"][...] += act_var(s_u, dMon + k2, cross[:, :do] + cross[:, do:])
+            else:
+                vv["D"][...] += act_var(s_u, dMdd, cross[:, do:])
+        return var
+
     def value(self, theta: np.ndarray) -> float:
         """Total objective (reconstruction + penalties)."""
         return self.value_grad(theta)[0]
@@ -269,6 +350,14 @@ class MomentObjective:
             W = np.hstack([out["C"] + D, D])
             out["E"], out["h"] = E, self.mu_a - E @ (W @ self.mu_x)
         return out
+
+
+def _without_labels(obj: MomentObjective) -> MomentObjective:
+    """A view of ``obj`` whose objective drops the action term (same theta layout)."""
+    clone = object.__new__(MomentObjective)
+    clone.__dict__.update(obj.__dict__)
+    clone.w = 0.0
+    return clone
 
 
 # ------------------------------------------------------------------------------ numba kernels
@@ -441,12 +530,14 @@ def _adam_fast(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
     return theta
 
 
-def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
+def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace, noise=None):
     """Deterministic Adam (PyTorch's update, bias-corrected) with a geometric lr decay.
 
     Stops when the gradient norm falls below ``gtol`` times its initial value, or when the total
     loss changes by less than ``rtol`` (relative) over a window of ``config.GD_WINDOW`` steps.
-    The numpy reference of :func:`_adam_fast`.
+    The numpy reference of :func:`_adam_fast`. ``noise(theta)``, if given, returns the variance
+    of the minibatch gradient, which is added to ``g^2`` in Adam's second moment (refreshed every
+    ``config.GD_NOISE_EVERY`` steps): the mean-field twin of minibatch Adam.
     """
     b1, b2 = betas
     m = np.zeros_like(theta)
@@ -474,6 +565,10 @@ def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * (g * g)
+        if noise is not None:
+            if (t - 1) % config.GD_NOISE_EVERY == 0:
+                var = noise(theta)
+            v += (1 - b2) * var
         step = lr * decay ** (t - 1)
         mhat_scale = step / (1 - b1**t)
         denom = np.sqrt(v / (1 - b2**t))
@@ -519,10 +614,25 @@ def _polish(obj, theta, maxiter, gtol, trace):
     loss (the init-dependent cases) the gradient vanishes, so the Adam end point is kept there.
     """
     g = np.empty_like(theta)
+    if config.GD_KERNEL:
+        empty = np.zeros((1, 1))
+        sup = obj.w > 0
+        consts = (
+            obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Moo_is_eye, obj.learned, obj.free,
+            obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
+            obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
+        )  # fmt: skip
 
-    def fun(x):
-        total, _, gg = obj.value_grad(x, g)
-        return total, gg.copy()
+        def fun(x):
+            x = np.ascontiguousarray(x)
+            gg = np.empty_like(x)
+            return _value_grad_kernel(x, gg, *consts), gg
+
+    else:
+
+        def fun(x):
+            total, _, gg = obj.value_grad(x, g)
+            return total, gg.copy()
 
     res = scipy.optimize.minimize(
         fun,
@@ -557,6 +667,7 @@ def moment_gd_fit(
     rtol: float | None = None,
     gtol: float | None = None,
     init: dict | None = None,
+    noise_aware: bool | None = None,
 ) -> LinearLAM:
     """Fit a LAM by deterministic optimisation of its exact population objective.
 
@@ -575,8 +686,9 @@ def moment_gd_fit(
         L-BFGS polish: the optimum the trainer's initialisation leads to. ``paper``: the
         deterministic twin of the ``sgd`` solver, i.e. the paper's finite training: Adam at
         constant lr ``config.SGD_LR`` for ``config.SGD_STEPS`` steps, no early stop, no polish
-        (explicit ``steps``/``lr``/... still override). Finite training matters where the loss
-        has slow or flat directions (learned decoder with a correlated policy, small kappa).
+        (explicit ``steps``/``lr``/... still override), noise-aware by default. Finite training
+        matters where the loss has slow or flat directions (learned decoder, small kappa, few
+        labels).
     optimizer : {"adam", "gd"}
         Default ``config.GD_OPTIMIZER`` (Adam, the paper's optimiser, so that the init-dependent
         flat directions end where a trainer would leave them).
@@ -590,6 +702,12 @@ def moment_gd_fit(
         or gradient norm below ``gtol`` times the initial one.
     init : dict, optional
         Starting matrices (as returned by :func:`paper_init`) instead of the seeded default.
+    noise_aware : bool, optional
+        Default: True in ``paper`` mode, False in ``converge`` mode. Adam only: add the variance
+        of the protocol's minibatch gradient (batch ``config.BATCH_SIZE``,
+        :meth:`MomentObjective.grad_variance`) to Adam's second moment, so that ``mode="paper"``
+        follows minibatch Adam where gradient noise dominates (small kappa, few labels).
+        Gaussian worlds; runs the numpy loop.
 
     Returns
     -------
@@ -608,6 +726,8 @@ def moment_gd_fit(
         polish = False if polish is None else polish
         rtol = 0.0 if rtol is None else rtol
         gtol = 0.0 if gtol is None else gtol
+        noise_aware = True if noise_aware is None else noise_aware
+    noise_aware = bool(noise_aware)
     optimizer = optimizer or config.GD_OPTIMIZER
     if optimizer not in OPTIMIZERS:
         raise LamfastError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
@@ -628,10 +748,16 @@ def moment_gd_fit(
     if optimizer == "adam":
         lr = config.GD_ADAM_LR if lr is None else float(lr)
         lr_final = config.GD_ADAM_LR_FINAL if lr_final is None else lr_final
-        run = _adam_fast if config.GD_KERNEL else _adam
-        theta = run(
-            obj, theta, steps, lr, lr_final, config.ADAM_BETAS, config.ADAM_EPS, rtol, gtol, trace
-        )
+        args = (obj, theta, steps, lr, lr_final, config.ADAM_BETAS, config.ADAM_EPS, rtol, gtol)
+        if noise_aware:
+            weighting = variant.label_weighting
+
+            def noise(th):
+                return obj.grad_variance(th, config.BATCH_SIZE, weighting)
+
+            theta = _adam(*args, trace, noise=noise)
+        else:
+            theta = (_adam_fast if config.GD_KERNEL else _adam)(*args, trace)
     else:
         lr = config.GD_LR if lr is None else float(lr)
         theta = _gd(obj, theta, steps, lr, rtol, gtol, trace)
@@ -649,8 +775,9 @@ def moment_gd_fit(
     converged = (not polish and trace.converged) or (
         polish and g_end <= config.GD_CONVERGED_RTOL * max(g_init, np.finfo(float).tiny)
     )
+    how = mode + (", noise-aware" if noise_aware else "")
     notes = [
-        f"moment-gd ({mode}): {optimizer} lr={lr:g}, {trace.steps} steps ({trace.reason})"
+        f"moment-gd ({how}): {optimizer} lr={lr:g}, {trace.steps} steps ({trace.reason})"
         + (f", then L-BFGS {trace.polish_iters} iterations" if polish else ""),
         f"{'converged' if converged else 'NOT converged'}: objective {total:.6g}, "
         f"gradient norm {gnorm:.3g}",
