@@ -611,10 +611,18 @@ def _run_group(points: Sequence[Point]) -> tuple[list[dict], float]:
 
 
 def _groups(points: Sequence[Point]) -> list[list[int]]:
-    """Indices of points grouped by shared moments, in first-appearance order."""
+    """Indices of points grouped by shared moments, in first-appearance order.
+
+    ``eig`` fits cost about as much as their moments, so points sharing a world are one task.
+    Iterative solvers cost far more than exact or Wishart moments: each of their points is its own
+    task, so that the slow ones spread over the workers (streamed moments stay shared).
+    """
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(points):
-        groups.setdefault(p.task_key(), []).append(i)
+        key = p.task_key()
+        if p.solver != "eig" and p.source != "stream":
+            key = (*key, p.dz)
+        groups.setdefault(key, []).append(i)
     return list(groups.values())
 
 
