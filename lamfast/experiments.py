@@ -750,11 +750,19 @@ def run_points(
 
 
 # ------------------------------------------------------------------------------ atomic output
+def file_mode() -> int:
+    """Permissions of a new file under the current umask (``0o666 & ~umask``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then replace."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             f.write(text)
             f.flush()

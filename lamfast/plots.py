@@ -126,6 +126,9 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        from .experiments import file_mode
+
+        os.chmod(tmp, file_mode())
         # No timestamp metadata: rerunning writes the same bytes on the same matplotlib.
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
         os.replace(tmp, path)

@@ -191,6 +191,7 @@ def test_reproduce_end_to_end(tmp_path):
         row = dict(zip(table[0], rec, strict=True))
         assert row["panel"] == "fig3-right" and row["solver"] == "eig"
         assert math.isfinite(float(row["llo"]))
+    assert (a / "fig3-right.csv").stat().st_mode & 0o777 == ex.file_mode()
     report = (a / "report.md").read_text()
     assert "## fig3-left" in report and "## fig3-right" in report and "**NO**" not in report
     if ex.plots_available():
