@@ -531,6 +531,158 @@ def format_fit(r: dict) -> str:
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("panels", nargs=-1, metavar="[PANEL]...")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="lamfast-out",
+    show_default=True,
+    help="Output folder: <panel>.csv, <panel>.png, report.md.",
+)
+@click.option(
+    "--solver",
+    type=click.Choice(["auto", "eig", "moment-gd", "sgd"]),
+    default="auto",
+    show_default=True,
+    help="auto: eig where the variant is identifiable, moment-gd elsewhere.",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["population", "wishart", "stream"]),
+    default="population",
+    show_default=True,
+    help="Exact moments, or finite-sample moments of --rows rows.",
+)
+@click.option("--rows", type=Rows(), default=None, help="Rows (wishart, stream).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed.")
+@click.option(
+    "--do",
+    "do",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Observation dim.",
+)
+@click.option("--quick", is_flag=True, help="Thin grids (a few points per axis).")
+@click.option(
+    "--fig4-middle-noise",
+    type=click.Choice(["gaussian", "uniform"]),
+    default="gaussian",
+    show_default=True,
+    help="gaussian: the paper's text; uniform: the authors' augmentation script.",
+)
+@click.option(
+    "--label-weighting",
+    type=click.Choice(["batch", "paper"]),
+    default="batch",
+    show_default=True,
+    help="fig4-right lines drawn solid: batch (authors' scripts) or paper (w = m).",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: usable cores].",
+)
+@click.option("--force", is_flag=True, help="Overwrite this run's files if they exist in --out.")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Write PNG figures.")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+def reproduce(
+    panels,
+    out,
+    solver,
+    source,
+    rows,
+    seed,
+    do,
+    quick,
+    fig4_middle_noise,
+    label_weighting,
+    jobs,
+    force,
+    plot,
+    progress,
+):
+    """Regenerate the paper's simulation panels: CSV + PNG per panel and one report.md.
+
+    PANEL is any of fig3-left fig3-middle fig3-right fig4-left fig4-middle fig4-right (default:
+    all six). Files of this run that already exist in --out are an error unless --force; other
+    files there are left alone.
+
+    \b
+    Example:
+      lamfast reproduce --out lamfast-out
+      lamfast reproduce fig3-right --source wishart --rows 1e6 --out small
+    """
+    from .experiments import RunOptions
+    from .experiments import reproduce as run_reproduce
+
+    options = RunOptions(
+        solver=solver,
+        source=source,
+        rows=rows,
+        seed=seed,
+        do=do,
+        quick=quick,
+        fig4_middle_noise=fig4_middle_noise,
+        label_weighting=label_weighting,
+    )
+    result = run_reproduce(
+        panels, out, options, jobs=jobs, force=force, progress=progress, plot=plot
+    )
+    passed, computed = result["checks"]
+    for name, n in result["rows"].items():
+        click.echo(f"{name:<12} {n:4d} rows")
+    if not result["figures"]:
+        click.echo("figures skipped" + ("" if not plot else ": matplotlib is not installed"))
+    click.echo(
+        f"{passed} of {computed} claim checks hold; wrote {len(result['files'])} files to "
+        f"{result['out']} in {result['seconds']:.1f} s (see report.md)"
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("grid", type=click.Path(dir_okay=False))
+@click.option(
+    "--out", type=click.Path(dir_okay=False), required=True, help="Output CSV (atomic write)."
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: usable cores].",
+)
+@click.option("--force", is_flag=True, help="Recompute every row (ignore finished rows).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+def sweep(grid, out, jobs, force, progress):
+    """Fit every point of a TOML grid of axes; write one CSV; resume if interrupted.
+
+    GRID sets axes (a value or a list each) in an [axes] table: world (seed do da db noise sigma
+    chi), dz, variant (decoder encoder kappa label_fraction label_weighting), solver
+    (auto eig moment-gd sgd), source (population wishart stream) and rows, eval (train
+    noise-free random-actions) and latent (true surrogate act-surrogate). Finished rows are
+    kept in OUT.partial; a rerun computes only the missing ones.
+
+    \b
+    Example:
+      lamfast sweep grid.toml --out results.csv
+    """
+    from .experiments import sweep as run_sweep
+
+    result = run_sweep(grid, out, jobs=jobs, force=force, progress=progress)
+    click.echo(
+        f"{result['rows']} rows ({result['computed']} computed, {result['reused']} reused) "
+        f"written to {result['out']} in {result['seconds']:.1f} s"
+    )
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(as_json):
     """Versions, BLAS, threads, numba cache and optional extras.

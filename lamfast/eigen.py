@@ -69,6 +69,10 @@ def top_eigh(C, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         w, V = w[::-1][:k], V[:, ::-1][:, :k]
     elif method == "subset":
         w, V = scipy.linalg.eigh(C, subset_by_index=[d - k, d - 1], driver="evr")
+        if w.shape[0] < k:
+            # syevr's index range can return fewer pairs than asked inside a large cluster of
+            # equal eigenvalues (e.g. sigma^2 I + X X^T); the full driver never does.
+            return top_eigh(C, k, method="dense")
         w, V = w[::-1], V[:, ::-1]
     else:
         v0 = np.full(d, 1.0 / np.sqrt(d))  # fixed start vector: deterministic results
