@@ -208,12 +208,41 @@ class MergeTree:
 
     def push(self, count: float, mean: np.ndarray, comoment: np.ndarray) -> None:
         """Add the moments of the next block (the arrays are taken over, not copied)."""
-        entry = [1, float(count), mean, comoment]
+        self.push_subtree(1, count, mean, comoment)
+
+    def push_subtree(
+        self, n_blocks: int, count: float, mean: np.ndarray, comoment: np.ndarray
+    ) -> None:
+        """Add the merged moments of the next ``n_blocks`` blocks, already merged by this tree.
+
+        ``n_blocks`` must be a power of two that divides the number of blocks pushed so far:
+        then every partial result on the stack covers at least ``n_blocks`` blocks, so pushing
+        those blocks one by one would have built exactly this subtree before touching the stack.
+        The moments must come from a :class:`MergeTree` fed with the same blocks (one stack entry,
+        see :meth:`entries`), and the result is then bitwise identical to pushing them one by one.
+        This is how distributed executors hand back the work of a task (``lamfast.distributed``).
+        """
+        n_blocks = int(n_blocks)
+        if n_blocks < 1 or n_blocks & (n_blocks - 1) or self.n_blocks % n_blocks:
+            raise LamfastError(
+                f"a subtree of {n_blocks} blocks cannot follow {self.n_blocks} blocks in the "
+                "merge tree (it must be a power of two dividing the blocks pushed so far)"
+            )
+        entry = [n_blocks, float(count), mean, comoment]
         while self.stack and self.stack[-1][0] == entry[0]:
             left = self.stack.pop()
             entry = _merge_entries(left, entry)
         self.stack.append(entry)
-        self.n_blocks += 1
+        self.n_blocks += n_blocks
+
+    def entries(self) -> list[tuple[int, float, np.ndarray, np.ndarray]]:
+        """The partial results ``(n_blocks, count, mean, comoment)``, oldest first.
+
+        Feeding them to :meth:`push_subtree` of a tree that has seen ``m`` blocks, with
+        ``self.n_blocks <= lowbit(m)``, continues that tree exactly (the basis of Dask tasks and
+        checkpoints).
+        """
+        return [(int(e[0]), float(e[1]), e[2], e[3]) for e in self.stack]
 
     def result(self, source: str = "rows") -> Moments:
         """Merged moments of every block pushed so far."""
@@ -234,10 +263,13 @@ def _merge_entries(left, right):
 
 def block_moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Count, mean and centred co-moment of one block of rows, in float64."""
+    from ._blas import one_blas_thread
+
     X = np.ascontiguousarray(X, dtype=np.float64)
     mean = np.empty(X.shape[1])
     com = np.empty((X.shape[1], X.shape[1]))
-    _block_moments(X, mean, com)
+    with one_blas_thread():  # bitwise identical whatever the BLAS threads (_blas.py)
+        _block_moments(X, mean, com)
     return float(X.shape[0]), mean, com
 
 
