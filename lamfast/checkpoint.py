@@ -86,7 +86,7 @@ class Checkpoint:
         if self.every_blocks < 1 or not self.every_seconds > 0:
             raise LamfastError("checkpoint intervals must be positive")
         self._check_path()
-        self._saved_blocks = 0
+        self.saved_blocks = 0
         self._saved_at = time.monotonic()
 
     # ------------------------------------------------------------------ path checks
@@ -97,6 +97,8 @@ class Checkpoint:
         if os.path.isdir(path):
             raise LamfastError(f"checkpoint path {path} is a directory")
         folder = os.path.dirname(os.path.abspath(path))
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise LamfastError(f"checkpoint directory {folder} is not a directory")
         if not os.path.isdir(folder):
             raise LamfastError(f"checkpoint directory {folder} does not exist")
         if os.path.exists(path) and not os.path.isfile(path):
@@ -156,7 +158,7 @@ class Checkpoint:
             raise LamfastError(f"checkpoint {self.path} is damaged; delete it to start over") from None
         if n_entries < 0 or tree.n_blocks != int(data["n_blocks"]):
             raise LamfastError(f"checkpoint {self.path} is damaged; delete it to start over")
-        self._saved_blocks = tree.n_blocks
+        self.saved_blocks = tree.n_blocks
         self._saved_at = time.monotonic()
         return tree.n_blocks
 
@@ -171,8 +173,8 @@ class Checkpoint:
     # ------------------------------------------------------------------ save
     def due(self, tree: MergeTree) -> bool:
         """Whether enough blocks or seconds have passed since the last save."""
-        return tree.n_blocks - self._saved_blocks >= self.every_blocks or (
-            tree.n_blocks > self._saved_blocks
+        return tree.n_blocks - self.saved_blocks >= self.every_blocks or (
+            tree.n_blocks > self.saved_blocks
             and time.monotonic() - self._saved_at >= self.every_seconds
         )
 
@@ -208,5 +210,5 @@ class Checkpoint:
             except OSError:
                 pass
             raise LamfastError(f"cannot write checkpoint {self.path}: {e.strerror or e}") from None
-        self._saved_blocks = tree.n_blocks
+        self.saved_blocks = tree.n_blocks
         self._saved_at = time.monotonic()

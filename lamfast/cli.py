@@ -171,6 +171,24 @@ def variant_options(f):
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stream on a local Dask cluster of N single-threaded processes (needs lamfast[dask]).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Stream on an existing Dask cluster, e.g. tcp://10.0.0.1:8786.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Save progress to this .npz file; re-running the same command resumes from it.",
+)
 def fit(
     do,
     da,
@@ -190,6 +208,9 @@ def fit(
     solver,
     as_json,
     progress,
+    workers,
+    scheduler,
+    checkpoint,
 ):
     """Fit a linear LAM to a simulated world and probe its latent.
 
@@ -213,6 +234,9 @@ def fit(
         rows=rows,
         solver=solver,
         progress=progress,
+        workers=workers,
+        scheduler=scheduler,
+        checkpoint=checkpoint,
     )
     if as_json:
         click.echo(json.dumps(result))

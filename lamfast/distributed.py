@@ -141,6 +141,11 @@ def tree_moments(
     source : str
         ``Moments.source`` of the result.
     """
+    if task_blocks is None and client is None:
+        # In process a task is only a unit of progress: small enough to honour the checkpoint
+        # interval (the largest power of two <= it), at most CHUNK_BLOCKS.
+        limit = min(int(config.CHUNK_BLOCKS), checkpoint.every_blocks if checkpoint else 1 << 30)
+        task_blocks = 1 << (max(limit, 1).bit_length() - 1)
     task_blocks = _check_task_blocks(task_blocks or config.DASK_TASK_BLOCKS)
     tree = MergeTree(blocks)
     if checkpoint is not None:
@@ -160,7 +165,7 @@ def tree_moments(
             _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_rows)
     if tree.n_blocks != n_blocks:  # pragma: no cover - guards the task bookkeeping
         raise LamfastError(f"merged {tree.n_blocks} of {n_blocks} blocks")
-    if checkpoint is not None:
+    if checkpoint is not None and checkpoint.saved_blocks != tree.n_blocks:
         # The final state too: re-running a finished command returns at once, same bits.
         checkpoint.save(tree)
     return tree.result(source)

@@ -304,10 +304,18 @@ def moments_from_rows(
         raise LamfastError(f"layout {list(blocks)} does not match {X.shape[1]} columns")
     step = int(block_rows or config.BLOCK_ROWS)
     tree = MergeTree(blocks)
+    # Accumulate the rows shifted by the first row. Moments are shift-invariant, but float64
+    # block means near a large offset (1e6) carry absolute rounding of ~1e-10, which the merge's
+    # mean differences then amplify into the co-moment (relative error ~1e-8 at spread 1e-3).
+    # Shifted rows are small, and x - x0 is exact when x and x0 are within a factor of 2
+    # (Sterbenz), so every mean and difference keeps full relative precision; the shift is added
+    # back to the mean once at the end (tests/test_robust.py::test_large_offset).
+    shift = np.asarray(X[0], dtype=np.float64)
     for start in range(0, X.shape[0], step):
         chunk = X[start : start + step]
         if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
             bad = start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
             raise LamfastError(f"row {bad} contains NaN or inf")
-        tree.push(*block_moments(chunk))
-    return tree.result("rows")
+        tree.push(*block_moments(np.subtract(chunk, shift, dtype=np.float64)))
+    m = tree.result("rows")
+    return Moments(m.count, m.mean + shift, m.cov, m.blocks, "rows")

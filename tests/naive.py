@@ -107,3 +107,21 @@ def projector(V) -> np.ndarray:
     """Orthogonal projector on span(V)."""
     Q, _ = np.linalg.qr(V)
     return Q @ Q.T
+
+
+# ------------------------------------------------------------------------------ exact references
+def moments_two_pass(X) -> tuple[float, np.ndarray, np.ndarray]:
+    """(count, mean, covariance with 1/n), two-pass in float64 with exactly rounded means.
+
+    ``math.fsum`` makes each column mean the correctly rounded mean of the float64 data, so the
+    centring ``X - mean`` is exact near a large offset (Sterbenz) and the only rounding left is
+    in the products and their sum. ``np.cov`` computes the mean by plain summation instead, whose
+    error (~1e-8 at offset 1e6, n = 2e5) would swamp a 1e-10 comparison.
+    """
+    import math
+
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    mean = np.array([math.fsum(col) for col in X.T]) / n
+    Xc = X - mean
+    return float(n), mean, Xc.T @ Xc / n
