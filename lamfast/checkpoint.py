@@ -145,6 +145,7 @@ class Checkpoint:
                 f"checkpoint {self.path} belongs to another configuration ({diff}); "
                 "use another --checkpoint path or delete it"
             )
+        damaged = f"checkpoint {self.path} is damaged; delete it to start over"
         n_entries = int(data.get("n_entries", -1))
         try:
             for i in range(n_entries):
@@ -154,10 +155,10 @@ class Checkpoint:
                     np.array(data[f"entry{i}_mean"], dtype=np.float64),
                     np.array(data[f"entry{i}_com"], dtype=np.float64),
                 )
-        except (KeyError, LamfastError):
-            raise LamfastError(f"checkpoint {self.path} is damaged; delete it to start over") from None
+        except (KeyError, ValueError, LamfastError):
+            raise LamfastError(damaged) from None
         if n_entries < 0 or tree.n_blocks != int(data["n_blocks"]):
-            raise LamfastError(f"checkpoint {self.path} is damaged; delete it to start over")
+            raise LamfastError(damaged)
         self.saved_blocks = tree.n_blocks
         self._saved_at = time.monotonic()
         return tree.n_blocks

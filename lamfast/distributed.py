@@ -256,13 +256,16 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
     n = (os.cpu_count() or 1) if workers is None else int(workers)
     if n < 1:
         raise LamfastError(f"workers must be >= 1, got {workers!r}")
-    with distributed.LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
         yield client
 
 
