@@ -228,6 +228,21 @@ def _import_distributed():
     return distributed
 
 
+def _check_address(address) -> None:
+    """Refuse a malformed scheduler address before Dask tries (and retries) to connect."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(str(address))
+        if scheme not in ("tcp", "tls", "ws", "wss", "ucx"):
+            raise ValueError(f"unsupported protocol {scheme!r}")
+        parse_host_port(location)
+    except (ValueError, TypeError) as e:
+        raise LamfastError(
+            f"bad Dask scheduler address {address!r} ({e}); expected e.g. tcp://10.0.0.1:8786"
+        ) from None
+
+
 @contextlib.contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None):
     """A Dask client: on a new ``LocalCluster`` of ``workers`` processes, or on ``scheduler``.
@@ -239,6 +254,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         raise LamfastError("give either --workers or --scheduler, not both")
     distributed = _import_distributed()
     if scheduler is not None:
+        _check_address(scheduler)
         try:
             client = distributed.Client(
                 scheduler, timeout=config.DASK_CONNECT_TIMEOUT, set_as_default=False

@@ -36,7 +36,7 @@ def world_moments(
     scaled = {"workers": workers, "scheduler": scheduler, "checkpoint": checkpoint}
     used = [f"--{k}" for k, v in scaled.items() if v is not None]
     if used and source != "stream":
-        raise LamfastError(f"{' and '.join(used)} need(s) --source stream, not {source}")
+        raise LamfastError(f"{', '.join(used)} only apply to --source stream, not {source}")
     if source == "population":
         return world.population_moments()
     if rows is None:
