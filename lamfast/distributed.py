@@ -32,6 +32,8 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 
+import numpy as np
+
 from . import config
 from ._progress import Progress
 from .checkpoint import Checkpoint, fingerprint
@@ -111,6 +113,7 @@ def tree_moments(
     progress: bool | None = None,
     total_rows: float | None = None,
     source: str = "stream",
+    shift=None,
 ) -> Moments:
     """Merged moments of blocks ``0..n_blocks-1`` computed by ``chunk_fn``, in process or on Dask.
 
@@ -140,6 +143,10 @@ def tree_moments(
         Rows in the stream, for the progress bar.
     source : str
         ``Moments.source`` of the result.
+    shift : ndarray, optional
+        Added to the merged mean: for sources whose ``chunk_fn`` accumulates rows minus a fixed
+        shift (e.g. the first frame), which keeps large offsets exact (see
+        :func:`lamfast.moments.moments_from_rows`).
     """
     if task_blocks is None and client is None:
         # In process a task is only a unit of progress: small enough to honour the checkpoint
@@ -168,7 +175,10 @@ def tree_moments(
     if checkpoint is not None and checkpoint.saved_blocks != tree.n_blocks:
         # The final state too: re-running a finished command returns at once, same bits.
         checkpoint.save(tree)
-    return tree.result(source)
+    m = tree.result(source)
+    if shift is None:
+        return m
+    return Moments(m.count, m.mean + np.asarray(shift, dtype=np.float64), m.cov, m.blocks, source)
 
 
 def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_rows):
