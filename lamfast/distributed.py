@@ -287,7 +287,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
             n_workers=n,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never collides with another cluster
             silence_logs=logging.ERROR,
         ) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,

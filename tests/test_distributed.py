@@ -110,3 +110,28 @@ def test_missing_dask_says_how_to_install(monkeypatch):
 def test_workers_and_scheduler_are_exclusive():
     with pytest.raises(LamfastError, match="not both"):
         dist.stream_moments_dask(WORLDS[0], 1000, workers=1, scheduler="tcp://127.0.0.1:1")
+
+
+# ------------------------------------------------------------------ any block source (frames later)
+def _rows_chunk(X, block_rows, first, stop):
+    """A chunk function over rows in memory, shifted by the first row like moments_from_rows."""
+    from lamfast.moments import block_moments
+
+    return [
+        block_moments(X[k * block_rows : (k + 1) * block_rows] - X[0]) for k in range(first, stop)
+    ]
+
+
+def test_generic_chunk_function_with_shift_matches_moments_from_rows(client, rng):
+    import functools
+
+    from lamfast import moments_from_rows
+
+    X = 1e6 + rng.standard_normal((23 * 64 + 5, 4))
+    ref = moments_from_rows(X, block_rows=64)
+    fn = functools.partial(_rows_chunk, X, 64)
+    n_blocks = -(-X.shape[0] // 64)
+    layout = (("x", 4),)
+    for kw in ({}, {"client": client, "task_blocks": 4}):
+        got = dist.tree_moments(fn, n_blocks, layout, shift=X[0], source="rows", **kw)
+        assert_bitwise(got, ref)
