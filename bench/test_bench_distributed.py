@@ -63,6 +63,21 @@ def test_single_process(benchmark):
     _record(benchmark, 0)
 
 
+def test_single_process_free_blas(benchmark, monkeypatch):
+    # The same path with BLAS threads left to OpenBLAS (the pre-Dask behaviour): faster on an idle
+    # multi-core machine, but not bitwise reproducible across thread counts (lamfast/_blas.py).
+    import contextlib
+
+    import lamfast.simulate
+
+    monkeypatch.setattr(lamfast.simulate, "one_blas_thread", contextlib.nullcontext)
+    benchmark.group = f"stream {ROWS:.0e} rows, do=128"
+    stream_moments(WORLD, 2 * 4096)
+    m = benchmark.pedantic(stream_moments, args=(WORLD, ROWS), rounds=ROUNDS, iterations=1)
+    assert m.count == ROWS
+    _record(benchmark, 0)
+
+
 def test_dask(benchmark, client):
     c, workers = client
     benchmark.group = f"stream {ROWS:.0e} rows, do=128"
