@@ -174,6 +174,7 @@ def variant_options(f):
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
+    metavar="N",
     default=None,
     help="Stream on a local Dask cluster of N single-threaded processes (needs lamfast[dask]).",
 )

@@ -135,3 +135,41 @@ def test_generic_chunk_function_with_shift_matches_moments_from_rows(client, rng
     for kw in ({}, {"client": client, "task_blocks": 4}):
         got = dist.tree_moments(fn, n_blocks, layout, shift=X[0], source="rows", **kw)
         assert_bitwise(got, ref)
+
+
+def test_client_holds_a_bounded_window_of_results(monkeypatch):
+    # In-process workers (threads) so the chunk function can count task starts; the client must
+    # never have more than `window` tasks started but not yet merged.
+    import functools
+    import threading
+
+    world, rows, window = WORLDS[0], 40 * 100, 3
+    started, merged, worst = [], [], []
+    lock = threading.Lock()
+
+    def counting_chunk(first, stop):
+        with lock:
+            started.append(first)
+        return chunk_moments(world, first, stop, rows, 100)
+
+    push = dist._push_entries
+
+    def counting_push(tree, entries):
+        merged.append(1)
+        worst.append(len(started) - len(merged) + 1)
+        return push(tree, entries)
+
+    monkeypatch.setattr(dist, "_push_entries", counting_push)
+    with distributed.Client(
+        processes=False, n_workers=1, threads_per_worker=4, dashboard_address=":0"
+    ) as c:
+        got = dist.tree_moments(
+            functools.partial(counting_chunk),
+            40,
+            world.blocks,
+            client=c,
+            task_blocks=1,
+            window=window,
+        )
+    assert_bitwise(got, stream_moments(world, rows, block_rows=100))
+    assert len(merged) == 40 and max(worst) <= window
