@@ -15,6 +15,7 @@ restored afterwards, so the rest of the process keeps its BLAS threads.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 _CONTROLLER = None
 
@@ -29,8 +30,29 @@ def _controller():
     return _CONTROLLER
 
 
+_LOCK = threading.Lock()
+_DEPTH = 0
+_LIMITER = None
+
+
 @contextlib.contextmanager
 def one_blas_thread():
-    """Run the body with every loaded BLAS library limited to one thread."""
-    with _controller().limit(limits=1, user_api="blas"):
+    """Run the body with every loaded BLAS library limited to one thread.
+
+    Re-entrant and thread-safe: the limit is set by the first of overlapping bodies (nested, or
+    in concurrent threads of a threaded executor) and restored by the last, so no block ever
+    runs while another thread restores the old thread count.
+    """
+    global _DEPTH, _LIMITER
+    with _LOCK:
+        if _DEPTH == 0:
+            _LIMITER = _controller().limit(limits=1, user_api="blas")
+        _DEPTH += 1
+    try:
         yield
+    finally:
+        with _LOCK:
+            _DEPTH -= 1
+            if _DEPTH == 0:
+                _LIMITER.restore_original_limits()
+                _LIMITER = None

@@ -108,3 +108,19 @@ def test_nan_rows_are_named(rng):
     X[57, 1] = np.nan
     with pytest.raises(LamfastError, match="row 57"):
         moments_from_rows(X, block_rows=16)
+
+
+# ---------------------------------------------------------------------------------- BLAS threads
+def test_stream_bitwise_whatever_the_blas_threads():
+    # OpenBLAS rounds some entries differently with 1 and 2 threads (without lamfast/_blas.py
+    # this stream differs in the last bit); block kernels pin one thread, so the process's BLAS
+    # setting, or a Dask worker's, cannot change the result.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from lamfast import LinearWorld, stream_moments
+
+    world = LinearWorld(do=32, da=4, noise="gaussian", sigma=0.5, seed=3)
+    covs = []
+    for threads in (1, 2):
+        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+            covs.append(stream_moments(world, 10_000, block_rows=1000).cov)
+    np.testing.assert_array_equal(covs[0], covs[1])
