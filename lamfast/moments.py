@@ -280,8 +280,10 @@ def moments_from_rows(
 ) -> Moments:
     """Moments of the rows of ``X`` (n x p, any real dtype; accumulated in float64).
 
-    Rows are cut into blocks of ``block_rows`` and merged by :class:`MergeTree`, so the result
-    is the same bit for bit as streaming the same rows block by block.
+    Rows are shifted by the first row (exactness at large offsets), cut into blocks of
+    ``block_rows`` and merged by :class:`MergeTree`, so the result is the same bit for bit as
+    streaming the same shifted blocks with any executor
+    (``lamfast.distributed.tree_moments(..., shift=X[0])``).
 
     Examples
     --------
