@@ -114,17 +114,45 @@ class Checkpoint:
         os.unlink(probe)
 
     # ------------------------------------------------------------------ load
+    def check(self) -> None:
+        """Refuse, before any work, an existing file that cannot be resumed by this run.
+
+        Raises :class:`LamfastError` (one line) for a file that is not a lamfast checkpoint, is
+        truncated, or was written for another configuration. A missing file is fine.
+        """
+        if os.path.exists(self.path):
+            self._read()
+
     def load(self, tree: MergeTree) -> int:
         """Restore ``tree`` from the file if it exists; returns the number of blocks restored.
 
-        Raises :class:`LamfastError` (one line) for a file that is not a lamfast checkpoint, is
-        truncated, or was written for another configuration.
+        Raises like :meth:`check`.
         """
         self._remove_stale_temporaries()
         if not os.path.exists(self.path):
             return 0
         if tree.n_blocks:
             raise LamfastError("a checkpoint can only be loaded into an empty merge tree")
+        data = self._read()
+        damaged = f"checkpoint {self.path} is damaged; delete it to start over"
+        n_entries = int(data.get("n_entries", -1))
+        try:
+            for i in range(n_entries):
+                tree.push_subtree(
+                    int(data[f"entry{i}_blocks"]),
+                    float(data[f"entry{i}_count"]),
+                    np.array(data[f"entry{i}_mean"], dtype=np.float64),
+                    np.array(data[f"entry{i}_com"], dtype=np.float64),
+                )
+        except (KeyError, ValueError, LamfastError):
+            raise LamfastError(damaged) from None
+        if n_entries < 0 or tree.n_blocks != int(data["n_blocks"]):
+            raise LamfastError(damaged)
+        self.saved_blocks = tree.n_blocks
+        self._saved_at = time.monotonic()
+        return tree.n_blocks
+
+    def _read(self) -> dict:
         try:
             with np.load(self.path, allow_pickle=False) as f:
                 data = {key: f[key] for key in f.files}
@@ -145,23 +173,7 @@ class Checkpoint:
                 f"checkpoint {self.path} belongs to another configuration ({diff}); "
                 "use another --checkpoint path or delete it"
             )
-        damaged = f"checkpoint {self.path} is damaged; delete it to start over"
-        n_entries = int(data.get("n_entries", -1))
-        try:
-            for i in range(n_entries):
-                tree.push_subtree(
-                    int(data[f"entry{i}_blocks"]),
-                    float(data[f"entry{i}_count"]),
-                    np.array(data[f"entry{i}_mean"], dtype=np.float64),
-                    np.array(data[f"entry{i}_com"], dtype=np.float64),
-                )
-        except (KeyError, ValueError, LamfastError):
-            raise LamfastError(damaged) from None
-        if n_entries < 0 or tree.n_blocks != int(data["n_blocks"]):
-            raise LamfastError(damaged)
-        self.saved_blocks = tree.n_blocks
-        self._saved_at = time.monotonic()
-        return tree.n_blocks
+        return data
 
     def _remove_stale_temporaries(self) -> None:
         # A SIGKILL between creating the temporary file and renaming it leaves it behind.

@@ -318,6 +318,8 @@ def _stream_plan(world, rows, block_rows, checkpoint):
     chunk_fn = functools.partial(chunk_moments, world, rows=n, block_rows=block_rows)
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint(checkpoint, stream_fingerprint(world, n, block_rows))
+    if checkpoint is not None:
+        checkpoint.check()  # a foreign or damaged file fails now, not after a cluster starts
     return n, n_blocks, chunk_fn, checkpoint
 
 

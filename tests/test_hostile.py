@@ -154,6 +154,12 @@ CASES = [
         setup=_foreign_checkpoint,
     ),
     Case(
+        "checkpoint-other-configuration-on-dask",
+        [*STREAM, "--workers", "2", "--checkpoint", "{tmp}/ck.npz"],
+        r"belongs to another configuration",
+        setup=_foreign_checkpoint,
+    ),
+    Case(
         "checkpoint-garbage",
         [*STREAM, "--checkpoint", "{tmp}/ck.npz"],
         r"not a readable lamfast checkpoint",
