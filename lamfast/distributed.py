@@ -30,6 +30,7 @@ import contextlib
 import functools
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -196,6 +197,8 @@ def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_
     index_of = {}  # future -> task number
     done = {}  # task number -> entries, finished but waiting for an earlier task
     submitted = merged = 0
+    # Keys unique to this run: two runs sharing a cluster must never share a task result.
+    run = uuid.uuid4().hex[:12]
 
     def submit_more():
         nonlocal submitted
@@ -204,7 +207,12 @@ def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_
             if span is None:
                 return
             future = client.submit(
-                subtree_task, fn, span[0], span[1], pure=False, key=f"lamfast-subtree-{span[0]}"
+                subtree_task,
+                fn,
+                span[0],
+                span[1],
+                pure=False,
+                key=f"lamfast-subtree-{run}-{span[0]}",
             )
             index_of[future] = (submitted, span)
             queue.add(future)

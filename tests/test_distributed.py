@@ -193,3 +193,20 @@ def test_cli_workers_prints_the_single_process_fit(tmp_path):
         outs.append(out)
     assert outs[0] == outs[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]
+
+
+def test_concurrent_runs_on_one_cluster_do_not_mix(client):
+    # Two streams of different worlds at once on the same client: task keys are per run.
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = 20 * 300
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(
+                dist.stream_moments_dask, w, rows, client=client, block_rows=300, task_blocks=1
+            )
+            for w in WORLDS
+        ]
+        results = [f.result() for f in futures]
+    for w, got in zip(WORLDS, results, strict=True):
+        assert_bitwise(got, stream_moments(w, rows, block_rows=300))
