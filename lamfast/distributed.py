@@ -222,7 +222,14 @@ def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_
     try:
         for future in queue:
             number, span = index_of.pop(future)
-            done[number] = (span, future.result())
+            try:
+                entries = future.result()
+            except ImportError as e:  # a remote worker without lamfast (or its dependencies)
+                raise LamfastError(
+                    f"a Dask worker cannot import {e.name or 'lamfast'}: install lamfast "
+                    f"{_version()} on every worker"
+                ) from None
+            done[number] = (span, entries)
             future.release()
             while merged in done:
                 span, entries = done.pop(merged)
@@ -235,6 +242,12 @@ def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_
     finally:
         for future in list(index_of):
             future.cancel()
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 # ------------------------------------------------------------------------------------ clients

@@ -210,3 +210,14 @@ def test_concurrent_runs_on_one_cluster_do_not_mix(client):
         results = [f.result() for f in futures]
     for w, got in zip(WORLDS, results, strict=True):
         assert_bitwise(got, stream_moments(w, rows, block_rows=300))
+
+
+def _needs_a_missing_module(first, stop):
+    import lamfast_not_installed_here  # noqa: F401
+
+    return []
+
+
+def test_worker_without_lamfast_is_a_clear_error(client):
+    with pytest.raises(LamfastError, match="cannot import lamfast_not_installed_here"):
+        dist.tree_moments(_needs_a_missing_module, 3, (("x", 1),), client=client)
