@@ -16,13 +16,14 @@ for c in $(seq 1 "$cycles"); do
 done
 python - "$out" <<'PY'
 import glob, json, statistics, sys
-rows = {}
+rows, n = {}, 1e7
 for path in sorted(glob.glob(f"{sys.argv[1]}/*.json")):
     for b in json.load(open(path))["benchmarks"]:
         rows.setdefault(b["name"], []).append(b["stats"]["median"])
+        n = b["extra_info"].get("rows", 1e7)
 base = statistics.median(rows.get("test_single_process", [float("nan")]))
 for name, ts in rows.items():
     m = statistics.median(ts)
-    print(f"{name:28s} runs={len(ts)} median={m:8.2f} s  rows/s={1e7 / m:12,.0f}  "
+    print(f"{name:28s} runs={len(ts)} median={m:8.2f} s  rows/s={n / m:12,.0f}  "
           f"speed-up vs single={base / m:5.2f}  all={['%.1f' % t for t in ts]}")
 PY
