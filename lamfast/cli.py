@@ -246,6 +246,25 @@ def frame_options(f):
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=None,
+    help="Stream on a local Dask cluster of N single-threaded processes (needs lamfast[dask]).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Stream on an existing Dask cluster, e.g. tcp://10.0.0.1:8786.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Save progress to this .npz file; re-running the same command resumes from it.",
+)
 @click.pass_context
 def fit(
     ctx,
@@ -268,6 +287,9 @@ def fit(
     solver,
     as_json,
     progress,
+    workers,
+    scheduler,
+    checkpoint,
     **frame_kw,
 ):
     """Fit a linear LAM to a simulated world, or to FRAMES_PATH, and probe its latent.
@@ -297,6 +319,10 @@ def fit(
         ]
         if given:
             raise click.UsageError(f"--{given[0]} describes a simulated world, not frame files")
+        scaled = [n for n, v in (("workers", workers), ("scheduler", scheduler),
+                                 ("checkpoint", checkpoint)) if v is not None]  # fmt: skip
+        if scaled:
+            raise click.UsageError(f"--{scaled[0]} applies to simulated streams, not frame files")
         _fit_frames_cmd(frames_path, dz, variant, solver, seed, as_json, progress, **frame_kw)
         return
     given = [
@@ -317,6 +343,9 @@ def fit(
         rows=rows,
         solver=solver,
         progress=progress,
+        workers=workers,
+        scheduler=scheduler,
+        checkpoint=checkpoint,
     )
     if as_json:
         click.echo(json.dumps(result))

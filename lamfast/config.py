@@ -59,6 +59,25 @@ INDEPENDENCE_RTOL = _default("INDEPENDENCE_RTOL", 1e-10)
 # w = 1 - (1 - m)^BATCH_SIZE (DESIGN 1.1 item 4).
 BATCH_SIZE = _default("BATCH_SIZE", 128)
 
+# Checkpoints (--checkpoint) are written after this many new blocks or this many seconds,
+# whichever comes first. A do=128 stack is at most log2(blocks) entries of 264^2 float64 (0.5 MiB
+# each): at 256 blocks of 4096 rows (~1M rows, a few seconds of work) saving costs well under 1%.
+CHECKPOINT_BLOCKS = _default("CHECKPOINT_BLOCKS", 256)
+CHECKPOINT_SECONDS = _default("CHECKPOINT_SECONDS", 60.0)
+
+# Blocks per Dask task: a power of two, so that a task is one aligned subtree of the fixed merge
+# tree (lamfast.distributed). 16 blocks of 4096 rows at do=128 are ~0.3 s of work, far above
+# Dask's ~1 ms per-task overhead, and return one 0.5 MiB co-moment.
+DASK_TASK_BLOCKS = _default("DASK_TASK_BLOCKS", 16)
+
+# Tasks in flight per Dask worker. The client holds at most (workers * this) task results
+# (finished but not yet merged, because merging is in block order): bounded memory whatever the
+# stream length. 2 keeps every worker busy while the next result is merged.
+DASK_TASKS_PER_WORKER = _default("DASK_TASKS_PER_WORKER", 2)
+
+# Seconds to wait for a Dask scheduler given by --scheduler before giving up.
+DASK_CONNECT_TIMEOUT = _default("DASK_CONNECT_TIMEOUT", 10.0)
+
 # Seconds of work before a progress bar is shown on stderr.
 PROGRESS_AFTER_SECONDS = _default("PROGRESS_AFTER_SECONDS", 2.0)
 

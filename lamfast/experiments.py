@@ -85,11 +85,27 @@ LATENT_CHOICES = ("true", "surrogate", "act-surrogate")
 SOLVER_CHOICES = ("auto", "eig", "moment-gd", "sgd")
 
 
-def world_moments(world: LinearWorld, source: str = "population", rows=None, progress=None, draw=0):
+def world_moments(
+    world: LinearWorld,
+    source: str = "population",
+    rows=None,
+    progress=None,
+    draw: int = 0,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    checkpoint=None,
+):
     """Moments of a world from one of the simulated sources.
 
     ``draw`` selects an independent Wishart draw (the stream source is keyed by the world's seed).
+    ``workers`` / ``scheduler`` run the stream on Dask and ``checkpoint`` makes it resumable
+    (``lamfast.distributed``); all three give the same bits as the plain stream.
     """
+    scaled = {"workers": workers, "scheduler": scheduler, "checkpoint": checkpoint}
+    used = [f"--{k}" for k, v in scaled.items() if v is not None]
+    if used and source != "stream":
+        raise LamfastError(f"{', '.join(used)} only apply to --source stream, not {source}")
     if source == "population":
         return world.population_moments()
     if rows is None:
@@ -97,6 +113,21 @@ def world_moments(world: LinearWorld, source: str = "population", rows=None, pro
     if source == "wishart":
         return wishart_moments(world, rows, draw=draw)
     if source == "stream":
+        if workers is not None or scheduler is not None:
+            from .distributed import stream_moments_dask
+
+            return stream_moments_dask(
+                world,
+                rows,
+                workers=workers,
+                scheduler=scheduler,
+                checkpoint=checkpoint,
+                progress=progress,
+            )
+        if checkpoint is not None:
+            from .distributed import stream_moments_checkpointed
+
+            return stream_moments_checkpointed(world, rows, checkpoint, progress=progress)
         return stream_moments(world, rows, progress=progress)
     raise LamfastError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
 
@@ -109,6 +140,10 @@ def run_fit(
     rows=None,
     solver: str = "eig",
     progress=None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    checkpoint=None,
 ) -> dict:
     """Simulate (or compute) moments, fit a LAM, probe it; one JSON-ready dict.
 
@@ -123,7 +158,9 @@ def run_fit(
     variant = variant if isinstance(variant, Variant) else Variant(**variant)
     if not isinstance(dz, int) or not 1 <= dz <= world.do:
         raise LamfastError(f"dz must be an integer in [1, do={world.do}], got {dz!r}")
-    moments = world_moments(world, source, rows, progress)
+    moments = world_moments(
+        world, source, rows, progress, workers=workers, scheduler=scheduler, checkpoint=checkpoint
+    )
     lam = fit(moments, dz, variant, solver=solver, seed=world.seed, world=world)
     metrics = probe_metrics(lam, moments, world=world)
     return {

@@ -223,6 +223,7 @@ def moments_from_transitions(
     if step < 1:
         raise LamfastError(f"block_rows must be >= 1, got {block_rows!r}")
     tree = MergeTree(tuple(blocks))
+    shift = None
     for start in range(0, n, step):
         stop = min(start + step, n)
         for name, x in arrays.items():
@@ -238,8 +239,14 @@ def moments_from_transitions(
                 x = arrays[name][start:stop]
                 joint[:, col : col + x.shape[1]] = x
                 col += x.shape[1]
+        if shift is None:
+            # Shift by the first joint row, exactly as moments_from_rows does (precision at large
+            # offsets), so both give the same bits for the same rows.
+            shift = joint[0].copy()
+        joint -= shift
         tree.push(*block_moments(joint))
-    return tree.result("rows")
+    m = tree.result("rows")
+    return Moments(m.count, m.mean + shift, m.cov, m.blocks, "rows")
 
 
 def moments_from_world(

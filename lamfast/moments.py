@@ -215,12 +215,41 @@ class MergeTree:
 
     def push(self, count: float, mean: np.ndarray, comoment: np.ndarray) -> None:
         """Add the moments of the next block (the arrays are taken over, not copied)."""
-        entry = [1, float(count), mean, comoment]
+        self.push_subtree(1, count, mean, comoment)
+
+    def push_subtree(
+        self, n_blocks: int, count: float, mean: np.ndarray, comoment: np.ndarray
+    ) -> None:
+        """Add the merged moments of the next ``n_blocks`` blocks, already merged by this tree.
+
+        ``n_blocks`` must be a power of two that divides the number of blocks pushed so far:
+        then every partial result on the stack covers at least ``n_blocks`` blocks, so pushing
+        those blocks one by one would have built exactly this subtree before touching the stack.
+        The moments must come from a :class:`MergeTree` fed with the same blocks (one stack entry,
+        see :meth:`entries`), and the result is then bitwise identical to pushing them one by one.
+        This is how distributed executors hand back the work of a task (``lamfast.distributed``).
+        """
+        n_blocks = int(n_blocks)
+        if n_blocks < 1 or n_blocks & (n_blocks - 1) or self.n_blocks % n_blocks:
+            raise LamfastError(
+                f"a subtree of {n_blocks} blocks cannot follow {self.n_blocks} blocks in the "
+                "merge tree (it must be a power of two dividing the blocks pushed so far)"
+            )
+        entry = [n_blocks, float(count), mean, comoment]
         while self.stack and self.stack[-1][0] == entry[0]:
             left = self.stack.pop()
             entry = _merge_entries(left, entry)
         self.stack.append(entry)
-        self.n_blocks += 1
+        self.n_blocks += n_blocks
+
+    def entries(self) -> list[tuple[int, float, np.ndarray, np.ndarray]]:
+        """The partial results ``(n_blocks, count, mean, comoment)``, oldest first.
+
+        Feeding them to :meth:`push_subtree` of a tree that has seen ``m`` blocks, with
+        ``self.n_blocks <= lowbit(m)``, continues that tree exactly (the basis of Dask tasks and
+        checkpoints).
+        """
+        return [(int(e[0]), float(e[1]), e[2], e[3]) for e in self.stack]
 
     def result(self, source: str = "rows") -> Moments:
         """Merged moments of every block pushed so far."""
@@ -241,10 +270,13 @@ def _merge_entries(left, right):
 
 def block_moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Count, mean and centred co-moment of one block of rows, in float64."""
+    from ._blas import one_blas_thread
+
     X = np.ascontiguousarray(X, dtype=np.float64)
     mean = np.empty(X.shape[1])
     com = np.empty((X.shape[1], X.shape[1]))
-    _block_moments(X, mean, com)
+    with one_blas_thread():  # bitwise identical whatever the BLAS threads (_blas.py)
+        _block_moments(X, mean, com)
     return float(X.shape[0]), mean, com
 
 
@@ -255,8 +287,10 @@ def moments_from_rows(
 ) -> Moments:
     """Moments of the rows of ``X`` (n x p, any real dtype; accumulated in float64).
 
-    Rows are cut into blocks of ``block_rows`` and merged by :class:`MergeTree`, so the result
-    is the same bit for bit as streaming the same rows block by block.
+    Rows are shifted by the first row (exactness at large offsets), cut into blocks of
+    ``block_rows`` and merged by :class:`MergeTree`, so the result is the same bit for bit as
+    streaming the same shifted blocks with any executor
+    (``lamfast.distributed.tree_moments(..., shift=X[0])``).
 
     Examples
     --------
@@ -279,10 +313,18 @@ def moments_from_rows(
         raise LamfastError(f"layout {list(blocks)} does not match {X.shape[1]} columns")
     step = int(block_rows or config.BLOCK_ROWS)
     tree = MergeTree(blocks)
+    # Accumulate the rows shifted by the first row. Moments are shift-invariant, but float64
+    # block means near a large offset (1e6) carry absolute rounding of ~1e-10, which the merge's
+    # mean differences then amplify into the co-moment (relative error ~1e-8 at spread 1e-3).
+    # Shifted rows are small, and x - x0 is exact when x and x0 are within a factor of 2
+    # (Sterbenz), so every mean and difference keeps full relative precision; the shift is added
+    # back to the mean once at the end (tests/test_robust.py::test_large_offset).
+    shift = np.asarray(X[0], dtype=np.float64)
     for start in range(0, X.shape[0], step):
         chunk = X[start : start + step]
         if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
             bad = start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
             raise LamfastError(f"row {bad} contains NaN or inf")
-        tree.push(*block_moments(chunk))
-    return tree.result("rows")
+        tree.push(*block_moments(np.subtract(chunk, shift, dtype=np.float64)))
+    m = tree.result("rows")
+    return Moments(m.count, m.mean + shift, m.cov, m.blocks, "rows")

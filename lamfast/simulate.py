@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import config
+from ._blas import one_blas_thread
 from ._jit import njit
 from ._progress import Progress
 from .errors import LamfastError
@@ -69,14 +70,16 @@ def chunk_moments(
     p = Lt.shape[1]
     x = np.empty((block_rows, p))
     out = []
-    for k in range(first, stop):
-        m = min(block_rows, rows - k * block_rows)
-        xb = x[:m]
-        _simulate_block(block_generator(world.seed, k), Lt, world.n_gauss, world.n_uniform, m, xb)
-        mean = np.empty(p)
-        com = np.empty((p, p))
-        _block_moments(xb, mean, com)
-        out.append((float(m), mean, com))
+    with one_blas_thread():  # bitwise identical whatever the process's BLAS threads (_blas.py)
+        for k in range(first, stop):
+            m = min(block_rows, rows - k * block_rows)
+            xb = x[:m]
+            gen = block_generator(world.seed, k)
+            _simulate_block(gen, Lt, world.n_gauss, world.n_uniform, m, xb)
+            mean = np.empty(p)
+            com = np.empty((p, p))
+            _block_moments(xb, mean, com)
+            out.append((float(m), mean, com))
     return out
 
 

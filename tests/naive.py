@@ -298,3 +298,21 @@ def lam_minibatch_loss(o, o_next, a, k1, k2, mask, A, B, C, D, E=None, h=None, b
         r = (z @ E.T + h - a)[mask]
         loss += np.sum(r**2) / (a.shape[1] * (mask.sum() if batch else n))
     return float(loss)
+
+
+# ------------------------------------------------------------------------------ exact references
+def moments_two_pass(X) -> tuple[float, np.ndarray, np.ndarray]:
+    """(count, mean, covariance with 1/n), two-pass in float64 with exactly rounded means.
+
+    ``math.fsum`` makes each column mean the correctly rounded mean of the float64 data, so the
+    centring ``X - mean`` is exact near a large offset (Sterbenz) and the only rounding left is
+    in the products and their sum. ``np.cov`` computes the mean by plain summation instead, whose
+    error (~1e-8 at offset 1e6, n = 2e5) would swamp a 1e-10 comparison.
+    """
+    import math
+
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    mean = np.array([math.fsum(col) for col in X.T]) / n
+    Xc = X - mean
+    return float(n), mean, Xc.T @ Xc / n

@@ -1,0 +1,58 @@
+"""One BLAS thread inside block kernels: the bitwise-determinism guard (DESIGN 3.2).
+
+OpenBLAS splits a matrix product among its threads, and the split changes which micro-kernel
+(and so which rounding) computes some entries: the same block gives co-moments that differ in the
+last bit with 1 and with 2 BLAS threads (measured: 5.6e-17 on a do=32 stream). Dask workers run
+with one BLAS thread (Dask sets ``OPENBLAS_NUM_THREADS=1``), so a single process must too, or
+"bitwise identical for any number of workers" fails. Parallelism comes from running blocks side by
+side (Dask workers), never from inside one block's product. On this shared 2-core machine one BLAS
+thread per block was also the faster choice (busy-waiting BLAS threads oversubscribe the cores).
+
+The limit is applied around each unit of work with ``threadpoolctl`` (about 20 us per call) and
+restored afterwards, so the rest of the process keeps its BLAS threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+_CONTROLLER = None
+
+
+def _controller():
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls this BLAS: load it first)
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+_LOCK = threading.Lock()
+_DEPTH = 0
+_LIMITER = None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Run the body with every loaded BLAS library limited to one thread.
+
+    Re-entrant and thread-safe: the limit is set by the first of overlapping bodies (nested, or
+    in concurrent threads of a threaded executor) and restored by the last, so no block ever
+    runs while another thread restores the old thread count.
+    """
+    global _DEPTH, _LIMITER
+    with _LOCK:
+        if _DEPTH == 0:
+            _LIMITER = _controller().limit(limits=1, user_api="blas")
+        _DEPTH += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _DEPTH -= 1
+            if _DEPTH == 0:
+                _LIMITER.restore_original_limits()
+                _LIMITER = None

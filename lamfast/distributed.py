@@ -1,0 +1,445 @@
+"""Dask execution of streamed moments: blocks are tasks, merged by the same fixed tree (DESIGN 3.4).
+
+How bitwise determinism survives distribution
+---------------------------------------------
+:class:`~lamfast.moments.MergeTree` merges block moments like a binary counter. A run of blocks
+``[a, b)`` with ``b - a <= lowbit(a)`` (the largest power of two dividing ``a``; any length when
+``a = 0``) never merges with anything outside the run until the run's own subtrees are complete:
+every partial result on the global stack at block ``a`` covers at least ``lowbit(a)`` blocks. So
+a task that pushes blocks ``a..b-1`` into a fresh local tree ends with exactly the stack entries
+the global tree would have built for them, and the client adds them with
+:meth:`MergeTree.push_subtree`. :func:`task_ranges` cuts the stream into such runs (at most
+``task_blocks`` long, a power of two). The client merges task results in block order, whatever
+order they finish in, hence the same floating-point operations on the same operands as the
+single-process :func:`lamfast.simulate.stream_moments`: the result is identical bit for bit for
+any number of workers (tests/test_distributed.py).
+
+Memory on the client is bounded: at most ``window`` tasks are in flight or finished-but-unmerged
+(each returns one co-moment per stack entry, ``p^2`` floats), plus the tree's ``log2(blocks)``
+stack.
+
+The executor is generic: :func:`tree_moments` takes any picklable ``chunk_fn(first, stop)``
+returning the ``(count, mean, co-moment)`` of blocks ``first..stop-1`` (the contract of
+:func:`lamfast.simulate.chunk_moments`), so sources of real frames can run on Dask, with
+checkpoints, by supplying their own chunk function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from . import config
+from ._progress import Progress
+from .checkpoint import Checkpoint, fingerprint
+from .errors import LamfastError
+from .moments import MergeTree, Moments
+from .simulate import _check_rows, chunk_moments
+from .world import LinearWorld
+
+INSTALL_HINT = "pip install 'lamfast[dask]'"
+
+
+# ------------------------------------------------------------------------------------ tasks
+def task_ranges(start: int, n_blocks: int, task_blocks: int) -> Iterator[tuple[int, int]]:
+    """Cut blocks ``start..n_blocks-1`` into runs ``[a, b)`` that are aligned merge subtrees.
+
+    Each run has ``b - a <= min(task_blocks, lowbit(a))``, so its local merge tree is a piece of
+    the global one (module docstring). After a resume at an odd block the runs start short and
+    double until they reach ``task_blocks``.
+
+    Examples
+    --------
+    >>> list(task_ranges(0, 11, 4))
+    [(0, 4), (4, 8), (8, 11)]
+    >>> list(task_ranges(5, 16, 8))
+    [(5, 6), (6, 8), (8, 16)]
+    """
+    _check_task_blocks(task_blocks)
+    a = int(start)
+    while a < n_blocks:
+        size = task_blocks if a == 0 else min(task_blocks, a & -a)
+        b = min(a + size, n_blocks)
+        yield a, b
+        a = b
+
+
+def _check_task_blocks(task_blocks) -> int:
+    t = int(task_blocks)
+    if t < 1 or t & (t - 1):
+        raise LamfastError(f"task_blocks must be a power of two >= 1, got {task_blocks!r}")
+    return t
+
+
+def subtree_task(
+    chunk_fn: Callable, first: int, stop: int
+) -> list[tuple[int, float, object, object]]:
+    """The work of one task: blocks ``first..stop-1`` merged into a local tree; its entries.
+
+    Runs on a Dask worker (or in process). Blocks are computed ``config.CHUNK_BLOCKS`` at a time
+    so a long task never holds more than that many block co-moments at once.
+    """
+    tree = MergeTree(())
+    step = max(int(config.CHUNK_BLOCKS), 1)
+    for lo in range(first, stop, step):
+        for count, mean, com in chunk_fn(lo, min(lo + step, stop)):
+            tree.push(count, mean, com)
+    return tree.entries()
+
+
+def _push_entries(tree: MergeTree, entries) -> float:
+    rows = 0.0
+    for n_blocks, count, mean, com in entries:
+        tree.push_subtree(n_blocks, count, mean, com)
+        rows += count
+    return rows
+
+
+# ------------------------------------------------------------------------------------ executor
+def tree_moments(
+    chunk_fn: Callable,
+    n_blocks: int,
+    blocks,
+    *,
+    client=None,
+    task_blocks: int | None = None,
+    window: int | None = None,
+    checkpoint: Checkpoint | None = None,
+    progress: bool | None = None,
+    total_rows: float | None = None,
+    source: str = "stream",
+    shift=None,
+) -> Moments:
+    """Merged moments of blocks ``0..n_blocks-1`` computed by ``chunk_fn``, in process or on Dask.
+
+    Parameters
+    ----------
+    chunk_fn : callable
+        ``chunk_fn(first, stop)`` returns a list of ``(count, mean, co-moment)``, one per block;
+        picklable when ``client`` is given (e.g. a :func:`functools.partial` of a module-level
+        function).
+    n_blocks : int
+        Number of blocks of the stream.
+    blocks : tuple of (name, size)
+        Joint layout of the result.
+    client : distributed.Client, optional
+        Run tasks on this Dask client; in process when None.
+    task_blocks : int, optional
+        Blocks per task, a power of two (default ``config.DASK_TASK_BLOCKS``). No effect on
+        the result.
+    window : int, optional
+        Tasks in flight or awaiting their turn to merge (default
+        ``config.DASK_TASKS_PER_WORKER`` per worker thread). Bounds client memory.
+    checkpoint : Checkpoint, optional
+        Resume from it if its file exists, and save to it periodically and at the end.
+    progress : bool, optional
+        Progress bar on stderr.
+    total_rows : float, optional
+        Rows in the stream, for the progress bar.
+    source : str
+        ``Moments.source`` of the result.
+    shift : ndarray, optional
+        Added to the merged mean: for sources whose ``chunk_fn`` accumulates rows minus a fixed
+        shift (e.g. the first frame), which keeps large offsets exact (see
+        :func:`lamfast.moments.moments_from_rows`).
+    """
+    if task_blocks is None and client is None:
+        # In process a task is only a unit of progress: small enough to honour the checkpoint
+        # interval (the largest power of two <= it), at most CHUNK_BLOCKS.
+        limit = min(int(config.CHUNK_BLOCKS), checkpoint.every_blocks if checkpoint else 1 << 30)
+        task_blocks = 1 << (max(limit, 1).bit_length() - 1)
+    task_blocks = _check_task_blocks(task_blocks or config.DASK_TASK_BLOCKS)
+    tree = MergeTree(blocks)
+    if checkpoint is not None:
+        checkpoint.load(tree)
+        if tree.n_blocks > n_blocks:
+            raise LamfastError("checkpoint holds more blocks than the stream has")
+    ranges = task_ranges(tree.n_blocks, n_blocks, task_blocks)
+    with Progress(total=total_rows or n_blocks, label=source, enabled=progress) as bar:
+        bar.done = sum(entry[1] for entry in tree.stack) if total_rows else tree.n_blocks
+        if client is None:
+            for first, stop in ranges:
+                rows = _push_entries(tree, subtree_task(chunk_fn, first, stop))
+                bar.update(rows if total_rows else stop - first)
+                if checkpoint is not None:
+                    checkpoint.maybe_save(tree)
+        else:
+            _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_rows)
+    if tree.n_blocks != n_blocks:  # pragma: no cover - guards the task bookkeeping
+        raise LamfastError(f"merged {tree.n_blocks} of {n_blocks} blocks")
+    if checkpoint is not None and checkpoint.saved_blocks != tree.n_blocks:
+        # The final state too: re-running a finished command returns at once, same bits.
+        checkpoint.save(tree)
+    m = tree.result(source)
+    if shift is None:
+        return m
+    return Moments(m.count, m.mean + np.asarray(shift, dtype=np.float64), m.cov, m.blocks, source)
+
+
+def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_rows):
+    distributed = _import_distributed()
+    if window is None:
+        threads = sum(client.nthreads().values()) or 1
+        window = max(2, int(config.DASK_TASKS_PER_WORKER) * threads)
+    window = int(window)
+    if window < 1:
+        raise LamfastError(f"window must be >= 1, got {window}")
+    # Ship the chunk function (it holds the world and its source map) once, not once per task.
+    fn = client.scatter(chunk_fn, broadcast=True, hash=False)
+    ranges = iter(ranges)
+    queue = distributed.as_completed(loop=client.loop)
+    index_of = {}  # future -> task number
+    done = {}  # task number -> entries, finished but waiting for an earlier task
+    submitted = merged = 0
+    # Keys unique to this run: two runs sharing a cluster must never share a task result.
+    run = uuid.uuid4().hex[:12]
+
+    def submit_more():
+        nonlocal submitted
+        while submitted - merged < window:
+            span = next(ranges, None)
+            if span is None:
+                return
+            future = client.submit(
+                subtree_task,
+                fn,
+                span[0],
+                span[1],
+                pure=False,
+                key=f"lamfast-subtree-{run}-{span[0]}",
+            )
+            index_of[future] = (submitted, span)
+            queue.add(future)
+            submitted += 1
+
+    submit_more()
+    try:
+        for future in queue:
+            number, span = index_of.pop(future)
+            try:
+                entries = future.result()
+            except ImportError as e:  # a remote worker without lamfast (or its dependencies)
+                raise LamfastError(
+                    f"a Dask worker cannot import {e.name or 'lamfast'}: install lamfast "
+                    f"{_version()} on every worker"
+                ) from None
+            done[number] = (span, entries)
+            future.release()
+            while merged in done:
+                span, entries = done.pop(merged)
+                rows = _push_entries(tree, entries)
+                bar.update(rows if total_rows else span[1] - span[0])
+                merged += 1
+                if checkpoint is not None:
+                    checkpoint.maybe_save(tree)
+            submit_more()
+    finally:
+        for future in list(index_of):
+            future.cancel()
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ------------------------------------------------------------------------------------ clients
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise LamfastError(f"Dask is not installed; run: {INSTALL_HINT}") from None
+    return distributed
+
+
+def _check_address(address) -> None:
+    """Refuse a malformed scheduler address before Dask tries (and retries) to connect."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(str(address))
+        if scheme not in ("tcp", "tls", "ws", "wss", "ucx"):
+            raise ValueError(f"unsupported protocol {scheme!r}")
+        parse_host_port(location)
+    except (ValueError, TypeError) as e:
+        raise LamfastError(
+            f"bad Dask scheduler address {address!r} ({e}); expected e.g. tcp://10.0.0.1:8786"
+        ) from None
+
+
+@contextlib.contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None):
+    """A Dask client: on a new ``LocalCluster`` of ``workers`` processes, or on ``scheduler``.
+
+    Each local worker is a process with one thread (Dask then pins BLAS to one thread too), so
+    ``workers`` is the number of cores used. The cluster is shut down on exit.
+    """
+    if workers is not None and scheduler is not None:
+        raise LamfastError("give either --workers or --scheduler, not both")
+    distributed = _import_distributed()
+    if scheduler is not None:
+        _check_address(scheduler)
+        try:
+            client = distributed.Client(
+                scheduler, timeout=config.DASK_CONNECT_TIMEOUT, set_as_default=False
+            )
+        except (OSError, TimeoutError, ValueError) as e:
+            raise LamfastError(
+                f"cannot reach the Dask scheduler at {scheduler!r} "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no reply'})"
+            ) from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = (os.cpu_count() or 1) if workers is None else int(workers)
+    if n < 1:
+        raise LamfastError(f"workers must be >= 1, got {workers!r}")
+    with (
+        distributed.LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # any free port: never collides with another cluster
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+# ------------------------------------------------------------------------------------ streams
+def stream_fingerprint(world: LinearWorld, rows: int, block_rows: int) -> str:
+    """What defines a simulated stream: world, rows, block_rows, layout, lamfast version."""
+    return fingerprint(
+        source="stream",
+        world=world.to_dict(),
+        rows=int(rows),
+        block_rows=int(block_rows),
+        layout=[[name, size] for name, size in world.blocks],
+    )
+
+
+def _stream_plan(world, rows, block_rows, checkpoint):
+    if not isinstance(world, LinearWorld):
+        raise LamfastError(f"world must be a LinearWorld, got {type(world).__name__}")
+    n = _check_rows(rows)
+    block_rows = int(block_rows or config.BLOCK_ROWS)
+    if block_rows < 2:
+        raise LamfastError(f"block_rows must be >= 2, got {block_rows}")
+    n_blocks = -(-n // block_rows)
+    chunk_fn = functools.partial(chunk_moments, world, rows=n, block_rows=block_rows)
+    if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint(checkpoint, stream_fingerprint(world, n, block_rows))
+    if checkpoint is not None:
+        checkpoint.check()  # a foreign or damaged file fails now, not after a cluster starts
+    return n, n_blocks, chunk_fn, checkpoint
+
+
+def stream_moments_dask(
+    world: LinearWorld,
+    rows,
+    client=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    *,
+    block_rows: int | None = None,
+    task_blocks: int | None = None,
+    window: int | None = None,
+    checkpoint=None,
+    progress: bool | None = None,
+) -> Moments:
+    """Streamed moments of a world computed on Dask; bitwise equal to ``stream_moments``.
+
+    Parameters
+    ----------
+    world : LinearWorld
+    rows : int
+        Rows in the stream (``1e7`` accepted if whole).
+    client : distributed.Client, optional
+        An existing client. Otherwise a cluster is made for the call: ``scheduler`` (an address
+        such as ``tcp://10.0.0.1:8786``) or a ``LocalCluster`` of ``workers`` single-threaded
+        processes (default: one per CPU).
+    block_rows : int, optional
+        Rows per block (default ``config.BLOCK_ROWS``); part of the stream's definition.
+    task_blocks : int, optional
+        Blocks per task, a power of two; no effect on the result.
+    window : int, optional
+        Bound on tasks in flight or awaiting merge (client memory).
+    checkpoint : str, PathLike or Checkpoint, optional
+        Resume from and periodically save to this ``.npz`` file (see ``lamfast.checkpoint``).
+    progress : bool, optional
+        Progress bar on stderr.
+
+    Examples
+    --------
+    >>> from lamfast import LinearWorld, stream_moments
+    >>> w = LinearWorld(do=8, da=2, seed=1)
+    >>> m = stream_moments_dask(w, 20_000, workers=2, block_rows=1000)  # doctest: +SKIP
+    >>> bool((m.cov == stream_moments(w, 20_000, block_rows=1000).cov).all())  # doctest: +SKIP
+    True
+    """
+    n, n_blocks, chunk_fn, checkpoint = _stream_plan(world, rows, block_rows, checkpoint)
+    run = functools.partial(
+        tree_moments,
+        chunk_fn,
+        n_blocks,
+        world.blocks,
+        task_blocks=task_blocks,
+        window=window,
+        checkpoint=checkpoint,
+        progress=progress,
+        total_rows=n,
+        source="stream",
+    )
+    if client is not None:
+        if workers is not None or scheduler is not None:
+            raise LamfastError("give a client, or workers/scheduler, not both")
+        return run(client=client)
+    with dask_client(workers, scheduler) as own:
+        return run(client=own)
+
+
+def stream_moments_checkpointed(
+    world: LinearWorld,
+    rows,
+    checkpoint,
+    *,
+    block_rows: int | None = None,
+    progress: bool | None = None,
+) -> Moments:
+    """Streamed moments in this process, resumable: bitwise equal to ``stream_moments``.
+
+    Saves the merge-tree state to ``checkpoint`` (a ``.npz`` path) every
+    ``config.CHECKPOINT_BLOCKS`` blocks or ``config.CHECKPOINT_SECONDS`` seconds and at the end;
+    if the file exists (same configuration), continues from it. A killed run, re-run, gives the
+    same bits as an uninterrupted one.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from lamfast import LinearWorld, stream_moments
+    >>> w = LinearWorld(do=8, da=2, seed=1)
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.npz")
+    >>> m = stream_moments_checkpointed(w, 20_000, path, block_rows=1000)
+    >>> bool((m.cov == stream_moments(w, 20_000, block_rows=1000).cov).all())
+    True
+    """
+    n, n_blocks, chunk_fn, checkpoint = _stream_plan(world, rows, block_rows, checkpoint)
+    return tree_moments(
+        chunk_fn,
+        n_blocks,
+        world.blocks,
+        checkpoint=checkpoint,
+        progress=progress,
+        total_rows=n,
+        source="stream",
+    )

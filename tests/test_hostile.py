@@ -1,0 +1,242 @@
+"""Hostile-input catalogue: every bad input fails with exit code 2 and one clear line.
+
+Each case in ``CASES`` is a command line (``{tmp}`` is the test's scratch directory), a regular
+expression the one-line message must match (it names the problem), and optionally a ``setup``
+that prepares files in ``{tmp}`` first. For every case the test checks:
+
+* exit status 2;
+* stderr is exactly one line, ``Error: <message>``, and stdout is empty;
+* no traceback anywhere;
+* the scratch directory is unchanged: no partial output, no temporary file left behind.
+
+To add a case (frame files, ``reproduce``, ``sweep`` ...), append a ``Case`` to ``CASES``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lamfast import LinearWorld, config
+from lamfast.cli import cli
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: list[str]
+    match: str  # regular expression, searched case-insensitively in the message
+    setup: object = None  # callable(tmp: Path) -> None, prepares files before the run
+    env: dict = field(default_factory=dict)  # config tunables set for the run
+
+
+STREAM = ["fit", "--do", "8", "--da", "2", "--source", "stream", "--rows", "5000"]
+
+
+# ------------------------------------------------------------------------------ file set-ups
+def _foreign_checkpoint(tmp: Path) -> None:
+    """A finished checkpoint of the same world with 6000 rows (the cases ask for 5000)."""
+    from lamfast.distributed import stream_moments_checkpointed
+
+    stream_moments_checkpointed(LinearWorld(do=8, da=2), 6000, tmp / "ck.npz")
+
+
+def _garbage_checkpoint(tmp: Path) -> None:
+    (tmp / "ck.npz").write_bytes(b"\x00garbage, not a zip archive")
+
+
+def _truncated_checkpoint(tmp: Path) -> None:
+    _foreign_checkpoint(tmp)
+    data = (tmp / "ck.npz").read_bytes()
+    (tmp / "ck.npz").write_bytes(data[: len(data) // 3])
+
+
+def _npz_without_fingerprint(tmp: Path) -> None:
+    with open(tmp / "ck.npz", "wb") as f:
+        np.savez(f, mean=np.zeros(3))
+
+
+def _regular_file(tmp: Path) -> None:
+    (tmp / "afile").write_text("I am a file, not a directory\n")
+
+
+def _subdirectory(tmp: Path) -> None:
+    (tmp / "sub").mkdir()
+
+
+CASES = [
+    # --- world flags
+    Case("do-zero", ["fit", "--do", "0"], r"\bdo\b.*positive integer"),
+    Case("da-above-do", ["fit", "--do", "4", "--da", "8"], r"da \(8\) must not exceed do"),
+    Case("db-above-do", ["fit", "--do", "4", "--da", "2", "--noise", "exo", "--db", "9"], r"db"),
+    Case("noise-unknown", ["fit", "--noise", "purple"], r"--noise"),
+    Case("sigma-negative", ["fit", "--sigma", "-1"], r"sigma.*>= 0"),
+    Case("sigma-nan", ["fit", "--sigma", "nan"], r"sigma"),
+    Case("sigma-inf", ["fit", "--sigma", "inf"], r"sigma"),
+    Case("sigma-text", ["fit", "--sigma", "lots"], r"--sigma"),
+    Case("chi-above-one", ["fit", "--chi", "1.5"], r"chi must be in \[0, 1\]"),
+    Case("chi-negative", ["fit", "--chi", "-0.1"], r"chi must be in \[0, 1\]"),
+    Case("seed-negative", ["fit", "--seed", "-3"], r"seed"),
+    # --- model flags
+    Case("dz-zero", ["fit", "--dz", "0"], r"dz must be an integer in \[1, do=128\]"),
+    Case(
+        "dz-above-do", ["fit", "--do", "16", "--dz", "17"], r"dz must be an integer in \[1, do=16"
+    ),
+    Case("dz-text", ["fit", "--dz", "eight"], r"--dz"),
+    Case("kappa-negative", ["fit", "--kappa", "-0.1"], r"kappa"),
+    Case("label-fraction-above-one", ["fit", "--label-fraction", "1.5"], r"label_fraction"),
+    Case("label-fraction-negative", ["fit", "--label-fraction", "-0.2"], r"label_fraction"),
+    Case("solver-unknown", ["fit", "--solver", "adam"], r"--solver"),
+    Case("decoder-unknown", ["fit", "--decoder", "mlp"], r"--decoder"),
+    # --- sources and rows
+    Case("source-unknown", ["fit", "--source", "tape"], r"--source"),
+    Case("rows-text", ["fit", "--source", "stream", "--rows", "many"], r"--rows"),
+    Case("rows-fraction", ["fit", "--source", "stream", "--rows", "1.5"], r"--rows.*whole"),
+    Case("rows-one", ["fit", "--source", "stream", "--rows", "1"], r"--rows.*>= 2"),
+    Case("rows-inf", ["fit", "--source", "wishart", "--rows", "inf"], r"--rows"),
+    Case("wishart-uniform", ["fit", "--noise", "uniform", "--source", "wishart"], r"wishart"),
+    # --- Dask
+    Case("workers-zero", [*STREAM, "--workers", "0"], r"--workers"),
+    Case("workers-not-stream", ["fit", "--workers", "2"], r"--workers only apply to --source"),
+    Case(
+        "workers-and-scheduler",
+        [*STREAM, "--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"],
+        r"either --workers or --scheduler",
+    ),
+    Case("scheduler-malformed", [*STREAM, "--scheduler", "nowhere"], r"bad Dask scheduler address"),
+    Case("scheduler-protocol", [*STREAM, "--scheduler", "inproc://x"], r"unsupported protocol"),
+    Case(
+        "scheduler-unreachable",
+        [*STREAM, "--scheduler", "tcp://127.0.0.1:9"],
+        r"cannot reach the Dask scheduler",
+        env={"DASK_CONNECT_TIMEOUT": 0.5},
+    ),
+    # --- checkpoints (the only file fit writes)
+    Case(
+        "checkpoint-not-stream",
+        ["fit", "--source", "wishart", "--checkpoint", "{tmp}/ck.npz"],
+        r"--checkpoint only apply to --source stream",
+    ),
+    Case(
+        "checkpoint-missing-directory",
+        [*STREAM, "--checkpoint", "{tmp}/no/such/dir/ck.npz"],
+        r"does not exist",
+    ),
+    Case(
+        "checkpoint-under-a-file",
+        [*STREAM, "--checkpoint", "{tmp}/afile/ck.npz"],
+        r"not a directory",
+        setup=_regular_file,
+    ),
+    Case(
+        "checkpoint-is-a-directory",
+        [*STREAM, "--checkpoint", "{tmp}/sub"],
+        r"is a directory",
+        setup=_subdirectory,
+    ),
+    Case(
+        "checkpoint-unwritable",
+        [*STREAM, "--checkpoint", "/proc/lamfast-ck.npz"],
+        r"cannot write a checkpoint in /proc",
+    ),
+    Case(
+        "checkpoint-other-configuration",
+        [*STREAM, "--checkpoint", "{tmp}/ck.npz"],
+        r"belongs to another configuration \(rows 6000 != 5000\)",
+        setup=_foreign_checkpoint,
+    ),
+    Case(
+        "checkpoint-other-configuration-on-dask",
+        [*STREAM, "--workers", "2", "--checkpoint", "{tmp}/ck.npz"],
+        r"belongs to another configuration",
+        setup=_foreign_checkpoint,
+    ),
+    Case(
+        "checkpoint-garbage",
+        [*STREAM, "--checkpoint", "{tmp}/ck.npz"],
+        r"not a readable lamfast checkpoint",
+        setup=_garbage_checkpoint,
+    ),
+    Case(
+        "checkpoint-truncated",
+        [*STREAM, "--checkpoint", "{tmp}/ck.npz"],
+        r"not a readable lamfast checkpoint",
+        setup=_truncated_checkpoint,
+    ),
+    Case(
+        "checkpoint-foreign-npz",
+        [*STREAM, "--checkpoint", "{tmp}/ck.npz"],
+        r"not a lamfast checkpoint",
+        setup=_npz_without_fingerprint,
+    ),
+    # --- the command line itself
+    Case("command-unknown", ["fitt"], r"No such command 'fitt'"),
+    Case("option-unknown", ["fit", "--frobnicate"], r"No such option"),
+    Case("info-extra-argument", ["info", "extra"], r"unexpected extra argument"),
+]
+
+
+def _snapshot(tmp: Path) -> list[str]:
+    return sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_input(case, tmp_path, monkeypatch):
+    if case.id == "checkpoint-unwritable" and not os.path.isdir("/proc"):
+        pytest.skip("needs a directory nobody can write: /proc")
+    if case.setup is not None:
+        case.setup(tmp_path)
+    for name, value in case.env.items():
+        monkeypatch.setattr(config, name, value)
+    before = _snapshot(tmp_path)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)  # not an escaped exception
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert re.search(case.match, lines[0], re.IGNORECASE), lines[0]
+    assert "Traceback" not in result.output
+    assert _snapshot(tmp_path) == before
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 25
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_missing_dask_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    result = CliRunner().invoke(cli, [*STREAM, "--workers", "2"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "Error: Dask is not installed; run: pip install 'lamfast[dask]'"
+    )
+
+
+def test_real_process_one_line_exit_2(tmp_path):
+    # One case through the real entry point: what a user's shell sees.
+    _foreign_checkpoint(tmp_path)
+    before = _snapshot(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from lamfast.cli import main; main()", *STREAM]
+        + ["--checkpoint", str(tmp_path / "ck.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "another configuration" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _snapshot(tmp_path) == before
