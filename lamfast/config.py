@@ -5,6 +5,8 @@ Each constant states why it has the value it has.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 _DEFAULTS: dict[str, object] = {}
@@ -23,6 +25,11 @@ BLOCK_ROWS = _default("BLOCK_ROWS", 4096)
 # Blocks handed to one kernel call. Purely a work-size knob: results are bitwise identical for any
 # value (tests/test_simulate.py::test_stream_bitwise_across_chunks).
 CHUNK_BLOCKS = _default("CHUNK_BLOCKS", 16)
+
+# Threads over blocks in the simulated stream (0 = all cores). Blocks are independent and each
+# one's moments are computed the same way on any thread, so this never changes a result
+# (tests/test_perf_paths.py::test_stream_bitwise_across_threads). LAMFAST_THREADS overrides it.
+STREAM_THREADS = _default("STREAM_THREADS", int(os.environ.get("LAMFAST_THREADS", "0") or 0))
 
 # Dense LAPACK subset driver up to this dimension, ARPACK above it (when k is small).
 EIGH_DENSE_MAX = _default("EIGH_DENSE_MAX", 1024)
