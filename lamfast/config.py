@@ -34,6 +34,23 @@ STREAM_THREADS = _default("STREAM_THREADS", int(os.environ.get("LAMFAST_THREADS"
 # Dense LAPACK subset driver up to this dimension, ARPACK above it (when k is small).
 EIGH_DENSE_MAX = _default("EIGH_DENSE_MAX", 1024)
 
+# top_eigh(method="auto") uses the block-Krylov solver when d >= EIGH_KRYLOV_MIN_D and
+# k <= d / EIGH_KRYLOV_MAX_K_FRACTION, LAPACK's subset driver otherwise. Crossover measured with
+# `python -m bench.eigen_policy` on the benchmark machine; see bench/results/eigen_policy.json.
+EIGH_KRYLOV_MIN_D = _default("EIGH_KRYLOV_MIN_D", 512)
+EIGH_KRYLOV_MAX_K_FRACTION = _default("EIGH_KRYLOV_MAX_K_FRACTION", 16)
+# Block size k + max(k, oversample) and basis size in blocks of the Krylov solver.
+EIGH_KRYLOV_OVERSAMPLE = _default("EIGH_KRYLOV_OVERSAMPLE", 16)
+# 12 blocks: on the hard sampled d = 4096 spectrum (bench/results) 12 and 20 blocks needed the
+# same ~50 block products, and the smaller basis halves the orthogonalisation cost.
+EIGH_KRYLOV_MAX_BLOCKS = _default("EIGH_KRYLOV_MAX_BLOCKS", 12)
+# Rayleigh-Ritz convergence checks every this many block products (each costs an eigh of the
+# projected matrix, up to 384 x 384).
+EIGH_KRYLOV_CHECK_EVERY = _default("EIGH_KRYLOV_CHECK_EVERY", 6)
+# Residual rule of the Krylov solver: ||C v - lambda v|| <= EIGH_TOL * ||C|| (the target;
+# LAPACK's own residuals are ~ d eps ||C||, 1e-13 at d = 4096).
+EIGH_TOL = _default("EIGH_TOL", 1e-9)
+
 # Two eigenvalues are "tied" when they differ by less than TIE_RTOL * lambda_max. LAPACK's
 # symmetric eigensolvers are backward stable: eigenvalue errors are O(d * eps * ||C||), about
 # 3e-14 at d = 128. 1e-9 is five orders above that and far below any sampling gap (O(1/sqrt(n))

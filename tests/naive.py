@@ -17,7 +17,9 @@ def world_rows(world, rows: int, block_rows: int) -> np.ndarray:
     out = []
     for k, start in enumerate(range(0, rows, block_rows)):
         m = min(block_rows, rows - start)
-        g = np.random.Generator(np.random.PCG64(np.random.SeedSequence(world.seed, spawn_key=(1, k))))
+        g = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence(world.seed, spawn_key=(1, k)))
+        )
         extra = {"none": 0, "exo": world.db, "gaussian": world.do, "uniform": 0}[world.noise]
         s = g.standard_normal((m, world.do + world.da + extra))
         o = s[:, : world.do]
