@@ -154,3 +154,100 @@ def test_stream_bad_options():
         simulate.stream_moments(world, 100, kernel="fast")
     with pytest.raises(LamfastError, match="threads"):
         simulate.stream_moments(world, 100, threads=-1)
+
+
+# ----------------------------------------------------------------------------- eigensolver
+def _spectrum_matrix(rng, d, spectrum):
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    return (Q * spectrum) @ Q.T
+
+
+def _hard_spectrum(rng, d):
+    """A world-like spectrum: 8 action eigenvalues above a tightly packed noise bulk."""
+    bulk = np.sort(0.25 + 0.02 * rng.standard_normal(d - 8))[::-1]
+    return np.concatenate([1.25 + 0.01 * np.arange(8)[::-1], bulk])
+
+
+@pytest.mark.parametrize("d,k", [(320, 16), (400, 5), (600, 1)])
+def test_krylov_matches_dense(rng, d, k):
+    """Eigenvalues, subspaces and the residual rule of the Krylov solver against LAPACK."""
+    spectrum = _hard_spectrum(rng, d)
+    C = _spectrum_matrix(rng, d, spectrum)
+    w, V = top_eigh(C, k, method="krylov")
+    w_ref, V_ref = naive.top_eigh(C, k)
+    norm = np.linalg.norm(C, 2)
+    # The rule it promises: ||C v - w v|| <= 1e-9 ||C|| for every pair.
+    assert np.linalg.norm(C @ V - V * w, axis=0).max() <= 1e-9 * norm
+    # A residual eta bounds the eigenvalue error by eta (Weyl/Bauer-Fike, symmetric C) and, for
+    # an isolated eigenvalue with gap g, the angle by eta / g (Davis-Kahan); LAPACK's own error
+    # is ~ d eps ||C||.
+    assert np.allclose(w, w_ref, rtol=0, atol=1e-9 * norm + d * EPS * norm)
+    gaps = np.abs(np.diff(np.sort(spectrum)[::-1][: k + 1]))
+    for i in range(k):
+        gap = min(gaps[i], gaps[i - 1] if i else np.inf)
+        cos = abs(V[:, i] @ V_ref[:, i])
+        assert np.sqrt(max(0.0, 1 - cos**2)) <= 1e-9 * norm / gap + 1e-8
+    assert np.allclose(V.T @ V, np.eye(k), rtol=0, atol=1e-12)
+
+
+def test_krylov_warm_start_and_low_rank(rng):
+    """Warm start from a previous fit; an exactly low-rank matrix exhausts the Krylov space."""
+    d = 300
+    G = rng.standard_normal((d, 12))
+    C = G @ G.T  # rank 12: the Krylov space is exhausted after one block
+    w, V = top_eigh(C, 16, method="krylov")
+    w_ref, _ = naive.top_eigh(C, 16)
+    norm = np.linalg.norm(C, 2)
+    assert np.allclose(w, w_ref, rtol=0, atol=1e-9 * norm)
+    assert np.linalg.norm(C @ V - V * w, axis=0).max() <= 1e-9 * norm
+    w2, V2 = top_eigh(C + 1e-3 * np.eye(d), 16, method="krylov", v0=V)
+    assert np.allclose(w2, w_ref + 1e-3, rtol=0, atol=1e-9 * norm)
+    with pytest.raises(LamfastError, match="v0"):
+        top_eigh(C, 4, method="krylov", v0=np.full((d, 4), np.nan))
+
+
+def test_krylov_deterministic_and_sign_rule(rng):
+    C = _spectrum_matrix(rng, 200, _hard_spectrum(rng, 200))
+    w1, V1 = top_eigh(C, 6, method="krylov")
+    w2, V2 = top_eigh(C, 6, method="krylov")
+    assert np.array_equal(w1, w2) and np.array_equal(V1, V2)
+    idx = np.argmax(np.abs(V1), axis=0)
+    assert np.all(V1[idx, np.arange(6)] > 0)
+
+
+def test_auto_policy_follows_config(rng, monkeypatch):
+    """auto picks krylov above the measured crossover, LAPACK below (config thresholds)."""
+    from lamfast import config, eigen
+
+    calls = []
+    real = eigen._krylov_top
+    monkeypatch.setattr(eigen, "_krylov_top", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    C = _spectrum_matrix(rng, 256, _hard_spectrum(rng, 256))
+    monkeypatch.setattr(config, "EIGH_KRYLOV_MIN_D", 1000)
+    top_eigh(C, 4)
+    assert not calls
+    monkeypatch.setattr(config, "EIGH_KRYLOV_MIN_D", 100)
+    w, _ = top_eigh(C, 4)
+    assert calls
+    assert np.allclose(w, naive.top_eigh(C, 4)[0], rtol=0, atol=1e-9 * np.linalg.norm(C, 2))
+
+
+def test_kernels_are_cacheable():
+    """Every numba kernel writes to the on-disk cache (cold start: a second process loads the
+    compiled code instead of compiling). Closures, dynamic globals or ctypes pointers would
+    silently turn numba's cache into a NullCache."""
+    import lamfast
+    from lamfast import _jit, benchmarks, moments
+
+    if not _jit.CACHE:
+        pytest.skip("LAMFAST_CACHE=0")
+    kernels = [
+        obj
+        for mod in (moments, simulate, benchmarks)
+        for obj in vars(mod).values()
+        if type(obj).__name__ == "CPUDispatcher"
+    ]
+    assert len(kernels) >= 5
+    for kernel in kernels:
+        assert type(kernel._cache).__name__ == "FunctionCache", kernel
+    assert lamfast
