@@ -315,3 +315,176 @@ def cold_start(repeat: int = 3) -> dict:
         out["fit, empty numba cache"] = run(fit)
         out["fit, cached"] = statistics.median(run(fit) for _ in range(repeat))
     return out
+
+
+# ----------------------------------------------------------------------------------- the table
+def run_bench(quick: bool = False, log=None) -> dict:
+    """Every benchmark of the table, in one run; ``quick`` shrinks sizes (a smoke run).
+
+    Returns a JSON-ready dict: ``environment``, ``limits`` and a list of ``rows``, each with
+    ``section``, ``case``, ``method``, ``seconds`` (median), ``rate`` and the ratios.
+    """
+    say = log or (lambda msg: None)
+    repeat = 3 if quick else 5
+    out: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": quick}
+    out["environment"] = environment()
+    rows: list[dict] = []
+    # ---- stream
+    say("stream ...")
+    for do, n in ((128, 65_536 if quick else 524_288), (1024, 8192 if quick else 32_768)):
+        case = stream_case(do, n)
+        r, p, br = case["r"], case["p"], case["block_rows"]
+        limits = machine_limits(r, br, repeat)
+        if do == 128:
+            out["limits"] = limits
+        t_limit = n * r / limits["rng_normals_per_s"] + n * r * (r + 1) / limits["syrk_flops_per_s"]
+        t_hw = n * r / limits["rng_normals_per_s"] + n * r * (r + 1) / limits["peak_flops_per_s"]
+        times = {}
+        for name, fn in case["fns"].items():
+            slow = name.startswith("sklearn") or name.endswith("rows kernel")
+            reps = max(2, repeat - 2) if slow or do > 128 else repeat
+            times[name] = median_time(fn, reps)
+            say(f"  do={do} {name}: {times[name]:.3f} s")
+        base = times["lamfast"]
+        for name, t in times.items():
+            row = {
+                "section": "stream",
+                "case": f"do={do} exo [o,delta,a,b] p={p} r={r}, {n:,} rows",
+                "method": name,
+                "seconds": t,
+                "rate": n / t,
+                "unit": "rows/s",
+                "lamfast_speedup": t / base,
+            }
+            if name == "lamfast":
+                row["fraction_of_library_limit"] = t_limit / t
+                row["fraction_of_hardware_limit"] = t_hw / t
+            rows.append(row)
+    # ---- wishart vs stream at n = 1e9
+    say("wishart ...")
+    from .simulate import wishart_moments
+
+    world = LinearWorld(do=128, da=8, db=8, noise="exo", sigma=2.0, seed=0)
+    t_w = median_time(lambda: wishart_moments(world, 10**9), 7)
+    stream_rate = next(
+        x["rate"] for x in rows if x["method"] == "lamfast" and x["case"].startswith("do=128")
+    )
+    for name, t in (("lamfast wishart", t_w), ("lamfast stream (extrapolated)", 1e9 / stream_rate)):
+        rows.append(
+            {
+                "section": "wishart",
+                "case": "do=128 exo, moments of n=1e9 rows",
+                "method": name,
+                "seconds": t,
+                "rate": 1e9 / t,
+                "unit": "rows/s",
+                "lamfast_speedup": t / t_w,
+            }
+        )
+    # ---- eigen
+    d = 1024 if quick else 4096
+    for kind in ("sampled", "population"):
+        say(f"eigen {kind} d={d} ...")
+        case = eigen_case(d, 16, kind)
+        times, resid = {}, {}
+        for name, fn in case["fns"].items():
+            dense = name in ("np.linalg.eigh", "scipy eigh subset")
+            times[name] = median_time(fn, 1 if (dense and not quick) else repeat - 1)
+            w, V = fn()
+            if name == "np.linalg.eigh":
+                w, V = w[::-1][:16], V[:, ::-1][:, :16]
+            resid[name] = residual(case["C"], np.asarray(w), np.asarray(V))
+            say(f"  {name}: {times[name]:.3f} s, residual {resid[name]:.1e}")
+        base = times["lamfast krylov"]
+        for name, t in times.items():
+            rows.append(
+                {
+                    "section": "eigen",
+                    "case": f"d={d} k=16 {kind} spectrum",
+                    "method": name,
+                    "seconds": t,
+                    "rate": None,
+                    "unit": "",
+                    "lamfast_speedup": t / base,
+                    "residual": resid[name],
+                }
+            )
+    # ---- cold start
+    say("cold start ...")
+    for name, t in cold_start(repeat).items():
+        rows.append(
+            {
+                "section": "cold start",
+                "case": "subprocess wall time",
+                "method": name,
+                "seconds": t,
+                "rate": None,
+                "unit": "",
+                "lamfast_speedup": None,
+            }
+        )
+    out["rows"] = rows
+    return out
+
+
+def format_table(result: dict, markdown: bool = False) -> str:
+    """The benchmark table (plain text, or Markdown for the README)."""
+    env = result["environment"]
+    lim = result.get("limits", {})
+    head = ["section", "case", "method", "median s", "rate", "lamfast ×", "notes"]
+    body = []
+    for row in result["rows"]:
+        notes = []
+        if "fraction_of_library_limit" in row:
+            notes.append(
+                f"{row['fraction_of_library_limit']:.2f} of library limit, "
+                f"{row['fraction_of_hardware_limit']:.2f} of hardware limit"
+            )
+        if row.get("residual") is not None:
+            notes.append(f"residual {row['residual']:.1e}·‖C‖")
+        speed = row["lamfast_speedup"]
+        body.append(
+            [
+                row["section"],
+                row["case"],
+                row["method"],
+                f"{row['seconds']:.4g}",
+                f"{row['rate']:.3g} {row['unit']}" if row["rate"] else "",
+                f"{speed:.3g}" if speed is not None else "",
+                "; ".join(notes),
+            ]
+        )
+    pools = env.get("threadpools")
+    pools = (
+        "; ".join(
+            f"{p['internal_api']} {p['version']} {p['architecture']} threads={p['num_threads']}"
+            for p in pools
+        )
+        if isinstance(pools, list)
+        else str(pools)
+    )
+    foot = [
+        f"date {result['date']}{' (quick)' if result.get('quick') else ''}; "
+        f"cpu {env['cpu']} x{env['cpus']}",
+        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; "
+        f"threadpools: {pools}; numba threading layer {env['numba_threading_layer']} "
+        f"(threads {env['numba_num_threads']}); stream threads {env['stream_threads']}",
+    ]
+    if lim:
+        foot.append(
+            f"limits (measured this run, {lim['cores']} cores): RNG {lim['rng_normals_per_s']:.3g} "
+            f"normals/s (numpy fill, 1 core: {lim['numpy_rng_normals_per_s_1core']:.3g}); "
+            f"SYRK {lim['syrk_flops_per_s'] / 1e9:.3g} GF/s; hardware peak "
+            f"{lim['peak_flops_per_s'] / 1e9:.3g} GF/s ({lim['flops_per_cycle']} flop/cycle "
+            f"x {lim['cpu_ghz_estimated']:.2f} GHz x {lim['cores']})"
+        )
+    foot.append("'lamfast ×' = method time / lamfast time (>1: lamfast is faster).")
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines) + "\n\n" + "\n".join(f"- {f}" for f in foot) + "\n"
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*cells) for cells in body]
+    return "\n".join(lines) + "\n\n" + "\n".join(foot)

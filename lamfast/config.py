@@ -47,6 +47,11 @@ EIGH_KRYLOV_MAX_BLOCKS = _default("EIGH_KRYLOV_MAX_BLOCKS", 12)
 # Rayleigh-Ritz convergence checks every this many block products (each costs an eigh of the
 # projected matrix, up to 384 x 384).
 EIGH_KRYLOV_CHECK_EVERY = _default("EIGH_KRYLOV_CHECK_EVERY", 6)
+# Dense LAPACK (dense, subset) runs on one BLAS thread up to this dimension: on the shared 2-core
+# benchmark machine a 384 x 384 eigh took 7 ms on one OpenBLAS thread and 0.5 s on two (threads
+# spin while another process holds the second core; see bench/results/eigen_policy.json).
+EIGH_LAPACK_ONE_THREAD_MAX_D = _default("EIGH_LAPACK_ONE_THREAD_MAX_D", 1024)
+
 # Residual rule of the Krylov solver: ||C v - lambda v|| <= EIGH_TOL * ||C|| (the target;
 # LAPACK's own residuals are ~ d eps ||C||, 1e-13 at d = 4096).
 EIGH_TOL = _default("EIGH_TOL", 1e-9)

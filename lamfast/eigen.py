@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
 from . import config
+from ._blas import parallel_matmul, single_threaded_blas
 from .errors import LamfastError
 
 METHODS = ("auto", "dense", "subset", "arpack", "krylov")
@@ -53,10 +56,10 @@ def _krylov_top(
     basis block with ``C`` is computed exactly once and kept, so the projected matrix
     ``T = K^T C K`` is exact (no three-term-recurrence assumption) and the Ritz residuals
     ``C u - theta u`` come for free. When the basis is full it restarts from the best Ritz
-    vectors (half the basis) and their products (a thick restart). Stops when every wanted residual satisfies
-    ``||C v - lambda v|| <= tol * ||C||`` with ``||C||`` bounded below by the largest Ritz value
-    magnitude, so the returned pairs meet the rule for the true norm. Returns None when
-    ``max_matvecs`` block products did not suffice (the caller falls back to LAPACK).
+    vectors (half the basis) and their products (a thick restart). Stops when every wanted
+    residual satisfies ``||C v - lambda v|| <= tol * ||C||`` with ``||C||`` bounded below by the
+    largest Ritz value magnitude, so the returned pairs meet the rule for the true norm. Returns
+    None when ``max_matvecs`` block products did not suffice (the caller falls back to LAPACK).
     """
     d = C.shape[0]
     b = block
@@ -70,51 +73,52 @@ def _krylov_top(
     K = np.empty((d, max_basis))
     CK = np.empty((d, max_basis))
     T = np.zeros((max_basis, max_basis))
-    K[:, :b] = _orthonormalise(start, K[:, :0], rng)
-    cols, done, matvecs, steps = b, 0, 0, 0  # basis columns; columns whose C-product is known
-    while True:
-        # C times the newest block, and its column of T (exact: every block is multiplied once).
-        Z = C @ K[:, done:cols]
-        matvecs += 1
-        steps += 1
-        CK[:, done:cols] = Z
-        H = K[:, :cols].T @ Z
-        T[:cols, done:cols] = H
-        T[done:cols, :cols] = H.T
-        done = cols
-        full = cols + b > max_basis
-        if full or steps % check_every == 0 or (max_matvecs and matvecs >= max_matvecs):
-            Tc = 0.5 * (T[:cols, :cols] + T[:cols, :cols].T)
-            keep = min(cols, max(b, k, restart))
-            theta, Y = scipy.linalg.eigh(Tc, subset_by_index=[cols - keep, cols - 1])
-            theta, Y = theta[::-1], Y[:, ::-1]
-            norm = max(abs(theta[0]), float(np.abs(np.diag(Tc)).max()), 1e-300)
-            U = K[:, :cols] @ Y[:, :k]
-            R = CK[:, :cols] @ Y[:, :k] - U * theta[:k]
-            if stats is not None:
-                stats.update(block_products=matvecs, basis=cols)
-            if np.linalg.norm(R, axis=0).max() <= tol * norm:
-                return theta[:k], U
-            if max_matvecs and matvecs >= max_matvecs:
-                return None
-            if full:
-                # Thick restart (Wu & Simon; Stewart's Krylov-Schur): C K = K T + Q B E^T with Q
-                # the next block, so the kept Ritz vectors U = K Y satisfy C U = U Theta + Q (...):
-                # continuing from Q keeps the Krylov structure. (Continuing from the residuals
-                # of converged Ritz vectors instead would feed rounding noise into the basis.)
-                new = _orthonormalise(Z, K[:, :cols], rng)
-                Yr = Y[:, :restart]
-                K[:, :restart] = K[:, :cols] @ Yr
-                CK[:, :restart] = CK[:, :cols] @ Yr
-                T[:, :] = 0.0
-                T[:restart, :restart] = np.diag(theta[:restart])
-                cols = done = restart
-                K[:, cols : cols + b] = new
-                cols += b
-                continue
-        new = _orthonormalise(Z, K[:, :cols], rng)
-        K[:, cols : cols + b] = new
-        cols += b
+    with single_threaded_blas():
+        K[:, :b] = _orthonormalise(start, K[:, :0], rng)
+        cols, done, matvecs, steps = b, 0, 0, 0  # basis columns; columns with a known C-product
+        while True:
+            # C times the newest block, and its column of T (every block is multiplied once).
+            Z = parallel_matmul(C, K[:, done:cols])
+            matvecs += 1
+            steps += 1
+            CK[:, done:cols] = Z
+            H = K[:, :cols].T @ Z
+            T[:cols, done:cols] = H
+            T[done:cols, :cols] = H.T
+            done = cols
+            full = cols + b > max_basis
+            if full or steps % check_every == 0 or (max_matvecs and matvecs >= max_matvecs):
+                Tc = 0.5 * (T[:cols, :cols] + T[:cols, :cols].T)
+                keep = min(cols, max(b, k, restart))
+                theta, Y = scipy.linalg.eigh(Tc, subset_by_index=[cols - keep, cols - 1])
+                theta, Y = theta[::-1], Y[:, ::-1]
+                norm = max(abs(theta[0]), float(np.abs(np.diag(Tc)).max()), 1e-300)
+                U = K[:, :cols] @ Y[:, :k]
+                R = CK[:, :cols] @ Y[:, :k] - U * theta[:k]
+                if stats is not None:
+                    stats.update(block_products=matvecs, basis=cols)
+                if np.linalg.norm(R, axis=0).max() <= tol * norm:
+                    return theta[:k], U
+                if max_matvecs and matvecs >= max_matvecs:
+                    return None
+                if full:
+                    # Thick restart (Wu & Simon; Stewart's Krylov-Schur): C K = K T + Q B E^T
+                    # with Q the next block, so the kept Ritz vectors U = K Y satisfy
+                    # C U = U Theta + Q (...): continuing from Q keeps the Krylov structure.
+                    # (Continuing from the residuals of converged Ritz vectors instead would
+                    # feed rounding noise into the basis.)
+                    new = _orthonormalise(Z, K[:, :cols], rng)
+                    Yr = Y[:, :restart]
+                    K[:, :restart] = K[:, :cols] @ Yr
+                    CK[:, :restart] = CK[:, :cols] @ Yr
+                    T[:, :] = 0.0
+                    T[:restart, :restart] = np.diag(theta[:restart])
+                    cols = done = restart
+                    K[:, cols : cols + b] = new
+                    cols += b
+                    continue
+            K[:, cols : cols + b] = _orthonormalise(Z, K[:, :cols], rng)
+            cols += b
 
 
 def top_eigh(
@@ -201,11 +205,14 @@ def top_eigh(
             w, V = got
     if method == "arpack" and k >= d - 1:
         method = "subset"  # ARPACK needs k < d - 1
+    one_thread = single_threaded_blas if d <= config.EIGH_LAPACK_ONE_THREAD_MAX_D else nullcontext
     if method == "dense":
-        w, V = np.linalg.eigh(C)
+        with one_thread():
+            w, V = np.linalg.eigh(C)
         w, V = w[::-1][:k], V[:, ::-1][:, :k]
     elif method == "subset":
-        w, V = scipy.linalg.eigh(C, subset_by_index=[d - k, d - 1], driver="evr")
+        with one_thread():
+            w, V = scipy.linalg.eigh(C, subset_by_index=[d - k, d - 1], driver="evr")
         w, V = w[::-1], V[:, ::-1]
     elif method == "arpack":
         start = np.full(d, 1.0 / np.sqrt(d))  # fixed start vector: deterministic results

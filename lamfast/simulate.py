@@ -10,7 +10,6 @@ result is bitwise identical whatever the chunking. The last block may be short.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import config
+from ._blas import single_threaded_blas
 from ._jit import njit
 from ._progress import Progress
 from .errors import LamfastError
@@ -225,7 +225,6 @@ def _rows_block(world: LinearWorld, Lt: np.ndarray, x: np.ndarray, k: int, m: in
 # ------------------------------------------------------------------------------- threads
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
-_BLAS = None
 
 
 def _threads(threads: int | None) -> int:
@@ -244,20 +243,10 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-@contextlib.contextmanager
 def _single_threaded_blas():
     """BLAS on one thread while blocks run: the block threads are the parallelism, and a fixed
     BLAS thread count keeps each block's SYRK the same bits whatever ``threads`` is."""
-    global _BLAS
-    try:
-        import threadpoolctl
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        yield
-        return
-    if _BLAS is None:
-        _BLAS = threadpoolctl.ThreadpoolController()
-    with _BLAS.limit(limits=1, user_api="blas"):
-        yield
+    return single_threaded_blas()
 
 
 def _iter_blocks(world, first, stop, rows, block_rows, threads, kernel):
