@@ -25,6 +25,7 @@ def _case(do):
         "lamfast",
         "lamfast rows kernel",
         "numpy pipeline",
+        "numpy pipeline, BLAS 1 thread",
         "sklearn IncrementalPCA.partial_fit",
         "sklearn PCA(covariance_eigh)",
     ],
@@ -36,8 +37,9 @@ def test_stream(bench, do, method):
     b = bench.benchmark
     b.group = f"stream do={do} exo, {case['rows']} rows"
     rounds = 2 if method.startswith("sklearn") or do > 128 else 5
-    bench(case["fns"][method], rounds=rounds)
-    n, r = case["rows"], case["r"]
+    fn, n = case["fns"][method]
+    bench(fn, rounds=rounds)
+    r = case["r"]
     lim = case["limits"]
     t = b.stats.stats.median
     t_limit = n * r / lim["rng_normals_per_s"] + n * r * (r + 1) / lim["syrk_flops_per_s"]

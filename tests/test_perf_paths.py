@@ -251,3 +251,41 @@ def test_kernels_are_cacheable():
     for kernel in kernels:
         assert type(kernel._cache).__name__ == "FunctionCache", kernel
     assert lamfast
+
+
+def test_bench_table_formats():
+    """The benchmark table renders (text and Markdown) from a result record; no timing."""
+    from lamfast.benchmarks import environment, format_table
+
+    result = {
+        "date": "2026-01-01 00:00 UTC",
+        "quick": True,
+        "environment": environment(),
+        "rows": [
+            {
+                "section": "stream",
+                "case": "do=128",
+                "method": "lamfast (8 rows)",
+                "seconds": 0.5,
+                "rate": 16.0,
+                "unit": "rows/s",
+                "lamfast_speedup": 1.0,
+                "fraction_of_library_limit": 0.7,
+                "fraction_of_hardware_limit": 0.3,
+            },
+            {
+                "section": "eigen",
+                "case": "d=64",
+                "method": "scipy eigsh",
+                "seconds": 0.1,
+                "rate": None,
+                "unit": "",
+                "lamfast_speedup": 2.0,
+                "residual": 1e-12,
+            },
+        ],
+    }
+    text = format_table(result)
+    md = format_table(result, markdown=True)
+    assert "0.70 of library limit" in text and "OPENBLAS_CORETYPE=" in text
+    assert md.startswith("| section |") and "| eigen | d=64 | scipy eigsh |" in md
