@@ -219,6 +219,8 @@ def stream_case(do: int, rows: int, block_rows: int | None = None) -> dict:
     block_rows = int(block_rows or config.BLOCK_ROWS)
     world = LinearWorld(do=do, da=8, db=8, noise="exo", sigma=2.0, seed=0)
     few = max(block_rows, rows // 4 // block_rows * block_rows)
+    # scikit-learn's IncrementalPCA does an SVD per batch (~100x slower): fewer whole blocks.
+    fewest = max(block_rows, rows // 16 // block_rows * block_rows)
 
     def numpy_one_thread():
         with single_threaded_blas():
@@ -247,10 +249,10 @@ def stream_case(do: int, rows: int, block_rows: int | None = None) -> dict:
 
         def ipca():
             est = IncrementalPCA(n_components=world.da)
-            for start in range(0, few, block_rows):
+            for start in range(0, fewest, block_rows):
                 est.partial_fit(delta[start : start + block_rows])
 
-        fns["sklearn IncrementalPCA.partial_fit"] = (ipca, few)
+        fns["sklearn IncrementalPCA.partial_fit"] = (ipca, fewest)
         fns["sklearn PCA(covariance_eigh)"] = (
             lambda: PCA(n_components=world.da, svd_solver="covariance_eigh").fit(delta),
             few,
@@ -322,6 +324,8 @@ def cold_start(repeat: int = 3) -> dict:
     processes: the first call with an empty numba cache, then cached calls."""
     exe = [sys.executable, "-c"]
     fit = "from lamfast.cli import main; main(['fit', '--source', 'population'])"
+    # The stream source runs the numba kernels (source draw, Chan merge): compile versus cache.
+    stream = "from lamfast.cli import main; main(['fit', '--source', 'stream', '--rows', '1e5'])"
     out = {}
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
@@ -335,6 +339,10 @@ def cold_start(repeat: int = 3) -> dict:
         out["import lamfast"] = statistics.median(run("import lamfast") for _ in range(repeat))
         out["fit, empty numba cache"] = run(fit)
         out["fit, cached"] = statistics.median(run(fit) for _ in range(repeat))
+        out["fit --source stream --rows 1e5, empty numba cache"] = run(stream)
+        out["fit --source stream --rows 1e5, cached"] = statistics.median(
+            run(stream) for _ in range(repeat)
+        )
     return out
 
 
@@ -362,8 +370,9 @@ def run_bench(quick: bool = False, log=None) -> dict:
         t_hw = n * r / limits["rng_normals_per_s"] + n * r * (r + 1) / limits["peak_flops_per_s"]
         times = {}
         for name, (fn, _) in case["fns"].items():
-            reps = repeat if name == "lamfast" else max(2, repeat - 2)
-            times[name] = median_time(fn, reps)
+            sk = name.startswith("sklearn")
+            reps = repeat if name == "lamfast" else 2 if sk else max(2, repeat - 2)
+            times[name] = median_time(fn, reps, warmup=0 if sk else 1)
             say(f"  do={do} {name}: {times[name]:.3f} s")
         base = n / times["lamfast"]
         for name, t in times.items():
@@ -412,7 +421,9 @@ def run_bench(quick: bool = False, log=None) -> dict:
         times, resid = {}, {}
         for name, fn in case["fns"].items():
             dense = name in ("np.linalg.eigh", "scipy eigh subset")
-            times[name] = median_time(fn, 1 if (dense and not quick) else repeat - 1)
+            times[name] = median_time(
+                fn, 1 if (dense and not quick) else repeat - 1, warmup=0 if dense else 1
+            )
             w, V = fn()
             if name == "np.linalg.eigh":
                 w, V = w[::-1][:16], V[:, ::-1][:, :16]
