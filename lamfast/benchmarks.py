@@ -294,6 +294,13 @@ def eigen_matrix(d: int, kind: str, seed: int = 0, n: int = 10**6) -> np.ndarray
     return 0.5 * (C + C.T)
 
 
+def _one_thread(fn, *args, **kwargs):
+    from ._blas import single_threaded_blas
+
+    with single_threaded_blas():
+        return fn(*args, **kwargs)
+
+
 def eigen_case(d: int, k: int, kind: str) -> dict:
     """Top-k eigenpairs by lamfast and by numpy, scipy subset and ARPACK."""
     import scipy.linalg
@@ -307,7 +314,11 @@ def eigen_case(d: int, k: int, kind: str) -> dict:
         "lamfast krylov": lambda: top_eigh(C, k, method="krylov"),
         "lamfast auto": lambda: top_eigh(C, k),
         "np.linalg.eigh": lambda: np.linalg.eigh(C),
+        "np.linalg.eigh, BLAS 1 thread": lambda: _one_thread(np.linalg.eigh, C),
         "scipy eigh subset": lambda: scipy.linalg.eigh(C, subset_by_index=[d - k, d - 1]),
+        "scipy eigh subset, BLAS 1 thread": lambda: _one_thread(
+            scipy.linalg.eigh, C, subset_by_index=[d - k, d - 1]
+        ),
         "scipy eigsh": lambda: scipy.sparse.linalg.eigsh(C, k=k, which="LA", v0=v0),
     }
     return {"C": C, "d": d, "k": k, "kind": kind, "fns": fns}
@@ -420,12 +431,12 @@ def run_bench(quick: bool = False, log=None) -> dict:
         case = eigen_case(d, 16, kind)
         times, resid = {}, {}
         for name, fn in case["fns"].items():
-            dense = name in ("np.linalg.eigh", "scipy eigh subset")
+            dense = name.startswith(("np.linalg.eigh", "scipy eigh subset"))
             times[name] = median_time(
                 fn, 1 if (dense and not quick) else repeat - 1, warmup=0 if dense else 1
             )
             w, V = fn()
-            if name == "np.linalg.eigh":
+            if name.startswith("np.linalg.eigh"):
                 w, V = w[::-1][:16], V[:, ::-1][:, :16]
             resid[name] = residual(case["C"], np.asarray(w), np.asarray(V))
             say(f"  {name}: {times[name]:.3f} s, residual {resid[name]:.1e}")

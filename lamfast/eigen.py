@@ -34,7 +34,7 @@ def _orthonormalise(Z: np.ndarray, K: np.ndarray, rng: np.random.Generator) -> n
     scale = np.linalg.norm(Z, axis=0)
     for _ in range(2):
         if K.shape[1]:
-            Z = Z - K @ (K.T @ Z)
+            Z = Z - parallel_matmul(K, parallel_matmul(K.T, Z))
     Q, R = np.linalg.qr(Z)
     weak = np.abs(np.diag(R)) <= 1e-10 * max(float(scale.max(initial=0.0)), 1e-300)
     if weak.any():
@@ -81,7 +81,7 @@ def _krylov_top(
             matvecs += 1
             steps += 1
             CK[:, done:cols] = Z
-            H = K[:, :cols].T @ Z
+            H = parallel_matmul(K[:, :cols].T, Z)
             T[:cols, done:cols] = H
             T[done:cols, :cols] = H.T
             done = cols
