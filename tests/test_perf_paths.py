@@ -289,3 +289,12 @@ def test_bench_table_formats():
     md = format_table(result, markdown=True)
     assert "0.70 of library limit" in text and "OPENBLAS_CORETYPE=" in text
     assert md.startswith("| section |") and "| eigen | d=64 | scipy eigsh |" in md
+
+
+def test_symmetrise_matches_numpy(rng):
+    from lamfast.eigen import _symmetrise
+
+    C = rng.standard_normal((300, 300))
+    out = np.empty_like(C)
+    _symmetrise(C, out)
+    assert np.array_equal(out, 0.5 * (C + C.T))
