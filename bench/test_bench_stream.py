@@ -27,6 +27,7 @@ def _case(do):
         "numpy pipeline",
         "numpy pipeline, BLAS 1 thread",
         "sklearn IncrementalPCA.partial_fit",
+        "sklearn IncrementalPCA, generating its rows",
         "sklearn PCA(covariance_eigh)",
     ],
 )
