@@ -15,7 +15,10 @@ restored afterwards, so the rest of the process keeps its BLAS threads.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+
+import numpy as np
 
 _CONTROLLER = None
 
@@ -56,3 +59,42 @@ def one_blas_thread():
             if _DEPTH == 0:
                 _LIMITER.restore_original_limits()
                 _LIMITER = None
+
+
+def single_threaded_blas():
+    """Alias of :func:`one_blas_thread` (the eigensolver and the threaded stream use it)."""
+    return one_blas_thread()
+
+
+def _pool():
+    global _POOL
+    with _LOCK:
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="lamfast-blas")
+        return _POOL
+
+
+_POOL = None
+
+
+def parallel_matmul(A, B):
+    """``A @ B`` with the rows of ``A`` split over all cores, one single-threaded BLAS call each.
+
+    Call it inside :func:`single_threaded_blas`. Each output row is computed by one GEMM call
+    whatever the split, on the same kernel, so the result does not depend on the core count in
+    practice; the threads are ours, so nothing spins while another process holds a core.
+    """
+    cores = os.cpu_count() or 1
+    n = A.shape[0]
+    if cores == 1 or n < 256:
+        return A @ B
+    out = np.empty((n, B.shape[1]))
+    edges = np.linspace(0, n, cores + 1).astype(int)
+
+    def part(i):
+        np.matmul(A[edges[i] : edges[i + 1]], B, out=out[edges[i] : edges[i + 1]])
+
+    list(_pool().map(part, range(cores)))
+    return out

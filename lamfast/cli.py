@@ -730,6 +730,44 @@ def info(as_json):
         click.echo(f"{key:<22} {value}")
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("--quick", is_flag=True, help="Small sizes: a smoke run of every benchmark.")
+@click.option(
+    "--markdown",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the table as Markdown (for the README).",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write raw results."
+)
+def bench(quick, markdown, json_path):
+    """Side-by-side benchmark table: stream, Wishart, eigensolver, cold start.
+
+    Medians of several runs, baselines (numpy, scikit-learn, LAPACK, ARPACK) in the same run,
+    machine limits measured in the same run.
+
+    \b
+    Example:
+      lamfast bench --quick
+    """
+    import os
+    import tempfile
+
+    from .benchmarks import format_table, run_bench
+
+    result = run_bench(quick=quick, log=lambda msg: click.echo(msg, err=True))
+    click.echo(format_table(result))
+    for path, text in (
+        (markdown, format_table(result, markdown=True) if markdown else None),
+        (json_path, json.dumps(result, indent=1) if json_path else None),
+    ):
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
+                f.write(text)
+            os.replace(f.name, path)
+
+
 def main(argv=None):
     """Console-script entry point."""
     cli.main(args=argv, prog_name="lamfast")

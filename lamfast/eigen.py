@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import scipy.linalg
-import scipy.sparse.linalg
 
 from . import config
+from ._blas import parallel_matmul, single_threaded_blas
+from ._jit import njit
 from .errors import LamfastError
 
-METHODS = ("auto", "dense", "subset", "arpack")
+METHODS = ("auto", "dense", "subset", "arpack", "krylov")
+
+
+@njit
+def _symmetrise(C, out):
+    """``out = (C + C^T) / 2`` in 64 x 64 tiles (cache-friendly; the same bits as numpy's
+    ``0.5 * (C + C.T)``, since IEEE addition is commutative)."""
+    d = C.shape[0]
+    for i0 in range(0, d, 64):
+        for j0 in range(0, i0 + 1, 64):
+            for i in range(i0, min(i0 + 64, d)):
+                for j in range(j0, min(j0 + 64, i + 1)):
+                    v = 0.5 * (C[i, j] + C[j, i])
+                    out[i, j] = v
+                    out[j, i] = v
 
 
 def _sign_rule(V: np.ndarray) -> np.ndarray:
@@ -22,7 +39,105 @@ def _sign_rule(V: np.ndarray) -> np.ndarray:
     return V * signs
 
 
-def top_eigh(C, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def _orthonormalise(Z: np.ndarray, K: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Columns spanning ``Z`` orthogonalised against the orthonormal ``K`` (two passes).
+
+    Classical Gram-Schmidt twice ("twice is enough", Giraud et al.), then a QR of the block.
+    Directions that vanish (the Krylov space is exhausted, e.g. a low-rank C) are replaced by
+    random ones, orthogonalised the same way, so the basis stays orthonormal and full.
+    """
+    scale = np.linalg.norm(Z, axis=0)
+    for _ in range(2):
+        if K.shape[1]:
+            Z = Z - parallel_matmul(K, parallel_matmul(K.T, Z))
+    Q, R = np.linalg.qr(Z)
+    weak = np.abs(np.diag(R)) <= 1e-10 * max(float(scale.max(initial=0.0)), 1e-300)
+    if weak.any():
+        fill = rng.standard_normal((Z.shape[0], int(weak.sum())))
+        basis = np.hstack([K, Q[:, ~weak]])
+        for _ in range(2):
+            fill = fill - basis @ (basis.T @ fill)
+        Q[:, weak] = np.linalg.qr(fill)[0]
+    return Q
+
+
+def _krylov_top(
+    C, k, *, block, max_basis, tol, v0=None, max_matvecs=None, check_every=3, stats=None
+):
+    """Top-``k`` eigenpairs by restarted block Krylov with Rayleigh-Ritz.
+
+    The basis ``K`` grows by one block ``C Q_j`` (orthonormalised) per step; the product of every
+    basis block with ``C`` is computed exactly once and kept, so the projected matrix
+    ``T = K^T C K`` is exact (no three-term-recurrence assumption) and the Ritz residuals
+    ``C u - theta u`` come for free. When the basis is full it restarts from the best Ritz
+    vectors (half the basis) and their products (a thick restart). Stops when every wanted
+    residual satisfies ``||C v - lambda v|| <= tol * ||C||`` with ``||C||`` bounded below by the
+    largest Ritz value magnitude, so the returned pairs meet the rule for the true norm. Returns
+    None when ``max_matvecs`` block products did not suffice (the caller falls back to LAPACK).
+    """
+    d = C.shape[0]
+    b = block
+    # A thick restart keeps half the basis: the Ritz vectors next to the wanted ones carry most
+    # of what the basis learnt about the (often tightly clustered) part of the spectrum below.
+    restart = max(b, (max_basis // b // 2) * b)
+    rng = np.random.default_rng(0)  # fixed: the result is a deterministic function of C
+    start = rng.standard_normal((d, b))
+    if v0 is not None:
+        start[:, : v0.shape[1]] = v0[:, :b]
+    K = np.empty((d, max_basis))
+    CK = np.empty((d, max_basis))
+    T = np.zeros((max_basis, max_basis))
+    with single_threaded_blas():
+        K[:, :b] = _orthonormalise(start, K[:, :0], rng)
+        cols, done, matvecs, steps = b, 0, 0, 0  # basis columns; columns with a known C-product
+        while True:
+            # C times the newest block, and its column of T (every block is multiplied once).
+            Z = parallel_matmul(C, K[:, done:cols])
+            matvecs += 1
+            steps += 1
+            CK[:, done:cols] = Z
+            H = parallel_matmul(K[:, :cols].T, Z)
+            T[:cols, done:cols] = H
+            T[done:cols, :cols] = H.T
+            done = cols
+            full = cols + b > max_basis
+            if full or steps % check_every == 0 or (max_matvecs and matvecs >= max_matvecs):
+                Tc = 0.5 * (T[:cols, :cols] + T[:cols, :cols].T)
+                keep = min(cols, max(b, k, restart))
+                theta, Y = scipy.linalg.eigh(Tc, subset_by_index=[cols - keep, cols - 1])
+                theta, Y = theta[::-1], Y[:, ::-1]
+                norm = max(abs(theta[0]), float(np.abs(np.diag(Tc)).max()), 1e-300)
+                U = K[:, :cols] @ Y[:, :k]
+                R = CK[:, :cols] @ Y[:, :k] - U * theta[:k]
+                if stats is not None:
+                    stats.update(block_products=matvecs, basis=cols)
+                if np.linalg.norm(R, axis=0).max() <= tol * norm:
+                    return theta[:k], U
+                if max_matvecs and matvecs >= max_matvecs:
+                    return None
+                if full:
+                    # Thick restart (Wu & Simon; Stewart's Krylov-Schur): C K = K T + Q B E^T
+                    # with Q the next block, so the kept Ritz vectors U = K Y satisfy
+                    # C U = U Theta + Q (...): continuing from Q keeps the Krylov structure.
+                    # (Continuing from the residuals of converged Ritz vectors instead would
+                    # feed rounding noise into the basis.)
+                    new = _orthonormalise(Z, K[:, :cols], rng)
+                    Yr = Y[:, :restart]
+                    K[:, :restart] = K[:, :cols] @ Yr
+                    CK[:, :restart] = CK[:, :cols] @ Yr
+                    T[:, :] = 0.0
+                    T[:restart, :restart] = np.diag(theta[:restart])
+                    cols = done = restart
+                    K[:, cols : cols + b] = new
+                    cols += b
+                    continue
+            K[:, cols : cols + b] = _orthonormalise(Z, K[:, :cols], rng)
+            cols += b
+
+
+def top_eigh(
+    C, k: int, method: str = "auto", *, v0=None, tol: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` eigenpairs of a symmetric matrix, eigenvalues in descending order.
 
     Parameters
@@ -34,7 +149,17 @@ def top_eigh(C, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     method : {"auto", "dense", "subset", "arpack"}
         ``dense``: full LAPACK ``syevd``; ``subset``: LAPACK's subset driver (``syevr`` with an
         index range); ``arpack``: ``scipy.sparse.linalg.eigsh`` with a fixed start vector;
-        ``auto``: ``subset`` up to ``config.EIGH_DENSE_MAX``, ARPACK above when ``k`` is small.
+        ``krylov``: restarted block Krylov with Rayleigh-Ritz on BLAS-3 products, stopped by the
+        residual rule ``||C v - lambda v|| <= tol ||C||`` (falls back to ``subset`` if it does
+        not converge within the cost of a dense solve);
+        ``auto``: ``krylov`` when ``d >= config.EIGH_KRYLOV_MIN_D`` and
+        ``k <= d / config.EIGH_KRYLOV_MAX_K_FRACTION``, else ``subset`` (thresholds measured,
+        see ``config``).
+    v0 : array_like, shape (d, j), optional
+        Warm start for ``krylov`` (e.g. the eigenvectors of a previous fit): the first columns of
+        the starting block. Other methods ignore it.
+    tol : float, optional
+        Residual tolerance of ``krylov`` relative to ``||C||`` (default ``config.EIGH_TOL``).
 
     Returns
     -------
@@ -59,26 +184,67 @@ def top_eigh(C, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         raise LamfastError("matrix contains NaN or inf")
     if method not in METHODS:
         raise LamfastError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    C = 0.5 * (C + C.T)
+    if d >= 256:
+        sym = np.empty_like(C)
+        _symmetrise(C, sym)
+        C = sym
+    else:
+        C = 0.5 * (C + C.T)
     if method == "auto":
-        method = "subset" if (d <= config.EIGH_DENSE_MAX or 4 * k > d) else "arpack"
+        krylov = d >= config.EIGH_KRYLOV_MIN_D and k * config.EIGH_KRYLOV_MAX_K_FRACTION <= d
+        method = "krylov" if krylov else "subset"
+    if method == "krylov":
+        block = min(d, k + max(k, config.EIGH_KRYLOV_OVERSAMPLE))
+        if 3 * block > d:
+            method = "subset"  # a Krylov basis of a few blocks would be the whole space
+    if method == "krylov":
+        start = None
+        if v0 is not None:
+            start = np.asarray(v0, dtype=np.float64).reshape(d, -1)
+            if not np.isfinite(start).all():
+                raise LamfastError("v0 contains NaN or inf")
+        # Budget: stop (and use LAPACK) before the block products cost more than a dense solve
+        # (~ 9 d^3 flops for syevr with vectors; each block product costs 2 d^2 * block).
+        budget = max(4, int(9 * d / (2 * block)))
+        got = _krylov_top(
+            C,
+            k,
+            block=block,
+            max_basis=max(
+                2 * block, min(d // 2, config.EIGH_KRYLOV_MAX_BLOCKS * block) // block * block
+            ),
+            tol=config.EIGH_TOL if tol is None else float(tol),
+            v0=start,
+            max_matvecs=budget,
+            check_every=config.EIGH_KRYLOV_CHECK_EVERY,
+        )
+        if got is None:
+            method = "subset"
+        else:
+            w, V = got
     if method == "arpack" and k >= d - 1:
         method = "subset"  # ARPACK needs k < d - 1
+    one_thread = single_threaded_blas if d <= config.EIGH_LAPACK_ONE_THREAD_MAX_D else nullcontext
     if method == "dense":
-        w, V = np.linalg.eigh(C)
+        with one_thread():
+            w, V = np.linalg.eigh(C)
         w, V = w[::-1][:k], V[:, ::-1][:, :k]
     elif method == "subset":
-        w, V = scipy.linalg.eigh(C, subset_by_index=[d - k, d - 1], driver="evr")
+        with one_thread():
+            w, V = scipy.linalg.eigh(C, subset_by_index=[d - k, d - 1], driver="evr")
         if w.shape[0] < k:
             # syevr's index range can return fewer pairs than asked inside a large cluster of
             # equal eigenvalues (e.g. sigma^2 I + X X^T); the full driver never does.
             return top_eigh(C, k, method="dense")
         w, V = w[::-1], V[:, ::-1]
-    else:
-        v0 = np.full(d, 1.0 / np.sqrt(d))  # fixed start vector: deterministic results
+    elif method == "arpack":
+        # Imported here: scipy.sparse costs ~0.2 s at start-up (lamfast fit's cold start).
+        from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+        start = np.full(d, 1.0 / np.sqrt(d))  # fixed start vector: deterministic results
         try:
-            w, V = scipy.sparse.linalg.eigsh(C, k=k, which="LA", v0=v0, tol=0.0)
-        except scipy.sparse.linalg.ArpackNoConvergence:
+            w, V = eigsh(C, k=k, which="LA", v0=start, tol=0.0)
+        except ArpackNoConvergence:
             return top_eigh(C, k, method="subset")
         order = np.argsort(w)[::-1]
         w, V = w[order], V[:, order]
