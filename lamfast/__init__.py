@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from .eigen import top_eigh
 from .errors import LamfastError
+from .experiments import RunOptions, reproduce
 from .frames import FrameSource, frame_moments
 from .inputs import moments_from_transitions, moments_from_world
 from .lam import LinearLAM, NotFittedError, Variant, fit
@@ -34,6 +35,8 @@ from .world import LinearWorld
 __version__ = "0.1.0"
 
 __all__ = [
+    "RunOptions",
+    "reproduce",
     "FrameSource",
     "LamfastError",
     "LinearLAM",

@@ -638,13 +638,15 @@ def reproduce(
     """Regenerate the paper's simulation panels: CSV + PNG per panel and one report.md.
 
     PANEL is any of fig3-left fig3-middle fig3-right fig4-left fig4-middle fig4-right (default:
-    all six). Files of this run that already exist in --out are an error unless --force; other
+    all six), or gridworld (the linear grid-world study on simulated frame files; run only when
+    named). Files of this run that already exist in --out are an error unless --force; other
     files there are left alone.
 
     \b
     Example:
       lamfast reproduce --out lamfast-out
       lamfast reproduce fig3-right --source wishart --rows 1e6 --out small
+      lamfast reproduce gridworld --out grid
     """
     from .experiments import RunOptions
     from .experiments import reproduce as run_reproduce
@@ -667,8 +669,9 @@ def reproduce(
         click.echo(f"{name:<12} {n:4d} rows")
     if not result["figures"]:
         click.echo("figures skipped" + ("" if not plot else ": matplotlib is not installed"))
+    checks = f"{passed} of {computed} claim checks hold; " if computed else ""
     click.echo(
-        f"{passed} of {computed} claim checks hold; wrote {len(result['files'])} files to "
+        f"{checks}wrote {len(result['files'])} files to "
         f"{result['out']} in {result['seconds']:.1f} s (see report.md)"
     )
 

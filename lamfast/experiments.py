@@ -406,6 +406,11 @@ class RunOptions:
         Noise of fig4-middle: the paper's text (gaussian) or the authors' script (uniform).
     label_weighting : {"batch", "paper"}
         Weighting drawn as the main lines of fig4-right (both are always computed).
+
+    Examples
+    --------
+    >>> RunOptions(source="wishart", rows=10**6).rows
+    1000000
     """
 
     solver: str = "auto"
@@ -436,17 +441,24 @@ class RunOptions:
             )
 
 
+# Panels run only when named: the grid-world study (lamfast.gridworld) simulates frame files and
+# fits them through lamfast.frames, the path users' own data take.
+EXTRA_PANELS = ("gridworld",)
+
+
 def panel_names(names: Iterable[str] | None = None) -> list[str]:
-    """Validated panel names in the paper's order (all panels when ``names`` is empty)."""
+    """Validated panel names in the paper's order (the six simulation panels when empty)."""
     names = list(names or ())
     if not names:
         return list(PANELS)
-    unknown = [n for n in names if n not in PANELS]
+    known = (*PANELS, *EXTRA_PANELS)
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise LamfastError(
-            f"unknown panel {unknown[0]!r}; choose from {', '.join(PANELS)} (or none for all)"
+            f"unknown panel {unknown[0]!r}; choose from {', '.join(known)} (or none for the six "
+            "simulation panels)"
         )
-    return [n for n in PANELS if n in set(names)]
+    return [n for n in known if n in set(names)]
 
 
 WORLD_FIELDS = ("do", "da", "db", "noise", "sigma", "chi", "seed")
@@ -852,7 +864,8 @@ def plots_available() -> bool:
 
 def output_files(names: Sequence[str]) -> list[str]:
     """Files ``reproduce`` writes for these panels: one CSV and PNG each, and ``report.md``."""
-    return [f"{n}.{ext}" for n in names for ext in ("csv", "png")] + ["report.md"]
+    files = [f"{n}.{ext}" for n in names if n in PANELS for ext in ("csv", "png")]
+    return files + [f"{n}.csv" for n in names if n in EXTRA_PANELS] + ["report.md"]
 
 
 def reproduce(
@@ -886,16 +899,26 @@ def reproduce(
     dict
         ``files`` written, ``rows`` per panel, ``seconds``, ``figures`` (bool), ``checks``
         (passed, total).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> r = reproduce(["fig3-right"], out, RunOptions(quick=True), jobs=1, plot=False)
+    >>> r["files"], r["checks"][0] == r["checks"][1]
+    (['fig3-right.csv', 'report.md'], True)
     """
     from . import plots, report
 
     start = time.perf_counter()
     options = options or RunOptions()
-    names = panel_names(panels)
+    requested = panel_names(panels)
+    names = [n for n in requested if n in PANELS]
+    extras = [n for n in requested if n in EXTRA_PANELS]
     outdir = Path(out)
     if outdir.exists() and not outdir.is_dir():
         raise LamfastError(f"--out {outdir} exists and is not a folder")
-    existing = [f for f in output_files(names) if (outdir / f).exists()]
+    existing = [f for f in output_files(requested) if (outdir / f).exists()]
     if existing and not force:
         raise LamfastError(
             f"{outdir} already holds {', '.join(existing[:3])}"
@@ -939,12 +962,23 @@ def reproduce(
         jobs=jobs if jobs is not None else default_jobs(),
         cpu_seconds=cpu_seconds,
     )
+    rows_extra = {}
+    if "gridworld" in extras:
+        from .gridworld import gridworld_panel
+
+        grid_rows, grid_md = gridworld_panel(seed=options.seed)
+        columns = list(grid_rows[0])
+        atomic_write_text(outdir / "gridworld.csv", csv_text(grid_rows, columns))
+        written.append("gridworld.csv")
+        rows_extra["gridworld"] = len(grid_rows)
+        text = (text if names else "# lamfast reproduce: report\n") + "\n" + grid_md + "\n"
     atomic_write_text(outdir / "report.md", text)
     written.append("report.md")
+    by_panel_rows = {n: len(by_panel[n]) for n in names}
     return {
         "out": str(outdir),
         "files": written,
-        "rows": {n: len(by_panel[n]) for n in names},
+        "rows": {**by_panel_rows, **rows_extra},
         "points": len(points),
         "seconds": time.perf_counter() - start,
         "figures": have_plots,

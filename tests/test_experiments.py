@@ -332,3 +332,20 @@ def test_sweep_cli_and_bad_grid(tmp_path):
     res = runner.invoke(cli, ["sweep", str(grid), "--out", str(tmp_path / "s.csv")])
     assert res.exit_code == 2 and "not valid TOML" in res.output
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_reproduce_gridworld_panel(tmp_path):
+    """`lamfast reproduce gridworld` runs the grid-world study through the frame-file path."""
+    from click.testing import CliRunner
+
+    from lamfast.cli import cli
+
+    out = tmp_path / "grid"
+    r = CliRunner().invoke(cli, ["reproduce", "gridworld", "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    rows = (out / "gridworld.csv").read_text().splitlines()
+    assert rows[0].startswith("noise,") and len(rows) == 25
+    report = (out / "report.md").read_text()
+    assert "Grid world" in report and "| noise | policy |" in report
+    again = CliRunner().invoke(cli, ["reproduce", "gridworld", "--out", str(out)])
+    assert again.exit_code == 2 and "--force" in again.stderr
