@@ -14,6 +14,7 @@ To add a case (frame files, ``reproduce``, ``sweep`` ...), append a ``Case`` to 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -192,6 +193,8 @@ def _snapshot(tmp: Path) -> list[str]:
 def test_hostile_input(case, tmp_path, monkeypatch):
     if case.id == "checkpoint-unwritable" and not os.path.isdir("/proc"):
         pytest.skip("needs a directory nobody can write: /proc")
+    if "--scheduler" in case.args and importlib.util.find_spec("distributed") is None:
+        pytest.skip("scheduler-address checks need the dask extra (missing-dask has its own case)")
     if case.setup is not None:
         case.setup(tmp_path)
     for name, value in case.env.items():
