@@ -131,6 +131,14 @@ class MomentObjective:
         # The paper's worlds have E[o o^T] = I exactly (population moments): then (A - I) Moo,
         # the only do^3 product of a step, is (A - I) itself. Exact test, no tolerance.
         self.Moo_is_eye = bool(np.array_equal(self.Mx[:do, :do], np.eye(do)))
+        # With Moo = I the kernel needs the conditional second moment of delta given o,
+        # Sig = Mdd - Mdo Mdo^T (and its trace): see _value_grad_kernel.
+        if self.Moo_is_eye and config.GD_KERNEL_EYE:
+            Mdo = self.Mx[do:, :do]
+            self.Sig = np.ascontiguousarray(self.Mx[do:, do:] - Mdo @ Mdo.T)
+        else:
+            self.Sig = np.zeros((1, 1))
+        self.trSig = float(np.trace(self.Sig))
         # Constant blocks, contiguous once (the step reuses them thousands of times).
         self.Mdo = np.ascontiguousarray(self.Mx[do:, :do])
         self.Mo_ = np.ascontiguousarray(self.Mx[:do, :])
@@ -363,8 +371,8 @@ def _without_labels(obj: MomentObjective) -> MomentObjective:
 # ------------------------------------------------------------------------------ numba kernels
 @njit
 def _value_grad_kernel(
-    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa,
-    do, dz, da,
+    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, moo_eye, learned, free, k2, w, Sxx, Sax,
+    trSaa, do, dz, da,
 ):  # fmt: skip
     """:meth:`MomentObjective.value_grad` as one kernel (same formulas, same layout of theta).
 
@@ -391,12 +399,41 @@ def _value_grad_kernel(
     if free:
         S[:, :] = theta[oC : oC + dz * do].reshape(dz, do) + D
         W[:, :do] = S
-    WM = np.dot(W, Mx)
-    WMo = np.ascontiguousarray(WM[:, :do])
-    WMd = np.ascontiguousarray(WM[:, do:])
+    # Sig is only passed (do x do) when config.GD_KERNEL_EYE is on; otherwise the general path.
+    fast_eye = moo_eye and Sig.shape[0] == do
+    if fast_eye:
+        # Moo = I: W Mx = [S + D Mdo, W Mx[:, do:]] skips the identity block (3 instead of 4
+        # dz x do x do products).
+        WMo = np.dot(D, Mdo)
+        if free:
+            WMo += S
+        WMd = np.dot(W, Md_.T)
+        WM = np.empty((dz, 2 * do))
+        WM[:, :do] = WMo
+        WM[:, do:] = WMd
+    else:
+        WM = np.dot(W, Mx)
+        WMo = np.ascontiguousarray(WM[:, :do])
+        WMd = np.ascontiguousarray(WM[:, do:])
     Z = np.dot(WM, W.T)
     Bt = np.ascontiguousarray(B.T)
-    if learned:
+    if learned and fast_eye:
+        # Moo = I, with Amd = (A - I) - Mdo:  R0 Mx = [Amd, Amd Mdo^T - Sig] where
+        # Sig = Mdd - Mdo Mdo^T, so B^T R0 Mx = [Q, Q Mdo^T - B^T Sig] with Q = B^T Amd, and
+        # tr(R0 Mx R0^T) = ||Amd||^2 + tr Sig (one product fewer and no cancellation of
+        # ||A - I||^2 against 2 tr((A - I) Mdo^T)).
+        At = theta[oA : oA + do * do].reshape(do, do).copy()
+        for i in range(do):
+            At[i, i] -= 1.0
+        Amd = At - Mdo
+        AtMoo = At
+        V = np.ascontiguousarray(np.dot(At, WMo.T) - WMd.T)
+        Q = np.dot(Bt, Amd)
+        BtR0M = np.empty((dz, 2 * do))
+        BtR0M[:, :do] = Q
+        BtR0M[:, do:] = np.dot(Q, Mdo.T) - np.dot(Bt, Sig)
+        tr_r0 = np.sum(Amd * Amd) + trSig
+    elif learned:
         At = theta[oA : oA + do * do].reshape(do, do).copy()
         for i in range(do):
             At[i, i] -= 1.0
@@ -463,8 +500,8 @@ def _value_grad_kernel(
 
 @njit
 def _adam_kernel(
-    theta, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da,
-    steps, lr, decay, b1, b2, eps, rtol, gtol, window, hist,
+    theta, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa,
+    do, dz, da, steps, lr, decay, b1, b2, eps, rtol, gtol, window, hist,
 ):  # fmt: skip
     """Deterministic Adam (PyTorch's update) with the stopping rule of :func:`_adam`.
 
@@ -477,8 +514,8 @@ def _adam_kernel(
     tiny = 1e-300
     for t in range(1, steps + 1):
         total = _value_grad_kernel(
-            theta, grad, Mx, Mo_, Md_, Mdo, trMdd, moo_eye, learned, free, k2, w, Sxx, Sax,
-            trSaa, do, dz, da,
+            theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, moo_eye, learned, free, k2, w, Sxx,
+            Sax, trSaa, do, dz, da,
         )  # fmt: skip
         hist[t - 1] = total
         gn = np.sqrt(np.sum(grad * grad))
@@ -518,8 +555,8 @@ def _adam_fast(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
     sup = obj.w > 0
     hist = np.empty(max(steps, 1))
     done, reason = _adam_kernel(
-        theta, obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Moo_is_eye, obj.learned,
-        obj.free, obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
+        theta, obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Sig, obj.trSig, obj.Moo_is_eye,
+        obj.learned, obj.free, obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
         obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1), int(steps), float(lr),
         float(decay), float(betas[0]), float(betas[1]), float(eps), float(rtol), float(gtol),
         int(config.GD_WINDOW), hist,
@@ -605,6 +642,100 @@ def _gd(obj, theta, steps, lr, rtol, gtol, trace):
     return theta
 
 
+def _profiled_decoder(obj) -> bool:
+    """True when the polish may eliminate ``A`` in closed form (:func:`_polish_profiled`).
+
+    Learned decoder, no augmentation (``kappa = 0``), free encoder: the loss depends on ``A`` only
+    through the reconstruction least squares, and ``C`` only through ``A + B S`` (the flat
+    direction). With ``kappa > 0`` the penalty ``||A - I||^2`` couples ``A`` to ``S``.
+    """
+    return obj.learned and obj.free and obj.k2 == 0.0
+
+
+def _optimal_A(obj, B, C, D, K):
+    """Closed-form decoder ``A`` for fixed ``B, C, D`` (kappa = 0).
+
+    The reconstruction residual is ``R x`` with ``R = [A + B S - I, B D - I]``; stationarity in
+    ``A`` reads ``(A + B S - I) Moo + (B D - I) Mdo = 0`` (``Mdo = E[delta o^T]``), so
+    ``A = I - B S + (I - B D) K`` with ``K = Mdo Moo^{-1}`` (``K = Mdo`` when ``Moo = I``).
+    """
+    S = C + D
+    A = (K - B @ (D @ K)) - B @ S
+    A[np.diag_indices_from(A)] += 1.0
+    return A
+
+
+def _polish_profiled(obj, theta, maxiter, gtol, trace):
+    """L-BFGS over ``(B, D)`` only, with ``A`` profiled out and ``C`` held (see _profiled_decoder).
+
+    For fixed ``B, C, D`` the optimal ``A`` is closed-form (:func:`_optimal_A`); by the envelope
+    theorem the gradient of the profiled loss in ``(B, D)`` is the full gradient at that ``A``.
+    At that ``A`` the gradient in ``C`` (``B^T (R Mx)_o``) vanishes identically, so ``C`` is left
+    where Adam put it: the flat direction (the ``o``-content of ``z``) is not polished, only the
+    directions that change the loss are. The full-space polish spends thousands of iterations
+    (up to its cap, near chi = 0.9) pushing that flat, ill-conditioned direction to 1e-10 without
+    changing the loss or the surrogate latent.
+    """
+    do, dz = obj.do, obj.dz
+    Moo = obj.Mx[:do, :do]
+    K = obj.Mdo if obj.Moo_is_eye else np.linalg.solve(Moo, obj.Mdo.T).T  # Mdo Moo^-1
+    work = theta.copy()
+    p = obj.unpack(work)
+    C = p["C"].copy()
+    nB = do * dz
+    empty = np.zeros((1, 1))
+    sup = obj.w > 0
+    consts = (
+        obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Sig, obj.trSig, obj.Moo_is_eye,
+        obj.learned, obj.free,
+        obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
+        obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
+    )  # fmt: skip
+    extra = [] if not sup else [("E", obj.da * dz)]
+    nE = obj.da * dz if sup else 0
+    g = np.empty_like(work)
+    gv = obj.unpack(g)
+
+    def load(x):
+        p["B"][...] = x[:nB].reshape(do, dz)
+        p["D"][...] = x[nB : 2 * nB].reshape(dz, do)
+        if extra:
+            p["E"][...] = x[2 * nB :].reshape(obj.da, dz)
+        p["A"][...] = _optimal_A(obj, p["B"], C, p["D"], K)
+
+    def fun(x):
+        load(x)
+        if config.GD_KERNEL:
+            total = _value_grad_kernel(work, g, *consts)
+        else:
+            total = obj.value_grad(work, g)[0]
+        out = np.empty_like(x)
+        out[:nB] = gv["B"].ravel()
+        out[nB : 2 * nB] = gv["D"].ravel()
+        if extra:
+            out[2 * nB :] = gv["E"].ravel()
+        return total, out
+
+    x0 = np.concatenate([p["B"].ravel(), p["D"].ravel()] + ([p["E"].ravel()] if extra else []))
+    assert x0.size == 2 * nB + nE
+    res = scipy.optimize.minimize(
+        fun,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        options={
+            "maxiter": int(maxiter),
+            "maxcor": 30,
+            "ftol": 0.0,
+            "gtol": gtol,
+            "maxfun": 2 * int(maxiter),
+        },
+    )
+    trace.polish_iters = int(res.nit)
+    load(np.asarray(res.x))
+    return work
+
+
 def _polish(obj, theta, maxiter, gtol, trace):
     """L-BFGS from the optimiser's end point to machine-precision stationarity.
 
@@ -618,7 +749,8 @@ def _polish(obj, theta, maxiter, gtol, trace):
         empty = np.zeros((1, 1))
         sup = obj.w > 0
         consts = (
-            obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Moo_is_eye, obj.learned, obj.free,
+            obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Sig, obj.trSig, obj.Moo_is_eye,
+            obj.learned, obj.free,
             obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
             obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
         )  # fmt: skip
@@ -762,7 +894,10 @@ def moment_gd_fit(
         lr = config.GD_LR if lr is None else float(lr)
         theta = _gd(obj, theta, steps, lr, rtol, gtol, trace)
     if polish:
-        theta = _polish(obj, theta, config.GD_POLISH_MAXITER, stationary, trace)
+        if config.GD_POLISH_PROFILED and _profiled_decoder(obj):
+            theta = _polish_profiled(obj, theta, config.GD_POLISH_MAXITER, stationary, trace)
+        else:
+            theta = _polish(obj, theta, config.GD_POLISH_MAXITER, stationary, trace)
     total, _, g = obj.value_grad(theta)
     if not np.isfinite(total):
         raise LamfastError("moment-gd diverged; lower the learning rate")

@@ -176,6 +176,8 @@ def test_kernel_matches_numpy(variant, monkeypatch, rng):
     runs = []
     for kernel in (True, False):
         monkeypatch.setattr(config, "GD_KERNEL", kernel)
+        # the kernel's E[o o^T] = I path (GD_KERNEL_EYE) against the general numpy formulas
+        monkeypatch.setattr(config, "GD_KERNEL_EYE", kernel)
         runs.append(moment_gd_fit(m, 3, variant, seed=1, mode="paper", steps=40, noise_aware=False))
     for name in "ABCD":
         np.testing.assert_allclose(getattr(runs[0], name), getattr(runs[1], name), atol=1e-10)
@@ -229,3 +231,43 @@ def test_grad_variance_is_the_minibatch_variance(variant):
         ]
     )
     assert abs(pred.sum() / grads.var(axis=0).sum() - 1) < 0.2
+
+
+@pytest.mark.parametrize("finite", [False, True], ids=["population", "sample"])
+def test_profiled_polish(finite, monkeypatch):
+    """Learned decoder, free encoder, kappa = 0, polish with A profiled out (C held).
+
+    The profiled polish must (i) leave C exactly where Adam put it (the flat o-content), (ii) end
+    at a stationary point of the full objective, (iii) at the optimal loss, which is closed-form:
+    with K = Mdo Moo^-1 the residual of delta given o has second moment Sig = Mdd - K Mdo^T, and
+    the best rank-dz reconstruction leaves the sum of its smallest eigenvalues, divided by do.
+    Tolerance 1e-9: the polish stops at ~1e-10 relative gradient, and the loss error is
+    second order in it."""
+    from lamfast import config
+    from lamfast.gd import _optimal_A
+
+    world = LinearWorld(do=24, da=4, noise="gaussian", sigma=0.3, chi=0.5, seed=3)
+    if finite:
+        X = simulate_rows(world, 0, 4000)
+        m = moments_from_rows(X, world.blocks)
+    else:
+        m = world.population_moments()
+    v, dz, do = Variant("learned", "free", 0.0), 3, 24
+    monkeypatch.setattr(config, "GD_POLISH_PROFILED", True)
+    monkeypatch.setattr(config, "GD_KERNEL_EYE", True)
+    got = moment_gd_fit(m, dz, v, seed=2)
+    adam = moment_gd_fit(m, dz, v, seed=2, polish=False)
+    assert np.array_equal(got.C, adam.C)
+    assert got.converged_, got.notes
+    Mx = m.select(["o", "delta"]).second_moment()
+    K = np.linalg.solve(Mx[:do, :do], Mx[:do, do:]).T
+    Sig = Mx[do:, do:] - K @ Mx[:do, do:]
+    best = np.sum(np.linalg.eigvalsh(Sig)[: do - dz]) / do
+    assert abs(got.loss - best) <= 1e-9
+    # the closed-form A zeroes the A-gradient for any B, C, D
+    obj = MomentObjective(m, dz, v)
+    theta = obj.pack(paper_init(do, dz, 4, v, 7))
+    p = obj.unpack(theta)
+    p["A"][...] = _optimal_A(obj, p["B"], p["C"], p["D"], K)
+    gA = obj.unpack(obj.value_grad(theta)[2])["A"]
+    assert np.max(np.abs(gA)) <= 1e-12
