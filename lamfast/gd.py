@@ -567,6 +567,33 @@ def _adam_fast(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
     return theta
 
 
+class _StoppingRule:
+    """The Adam/GD stopping rule: the gradient norm falls below ``gtol`` times its first value,
+    or the total loss changes by less than ``rtol`` (relative) over ``config.GD_WINDOW`` steps."""
+
+    def __init__(self, rtol, gtol):
+        self.rtol, self.gtol = rtol, gtol
+        self.window = config.GD_WINDOW
+        self.hist = []
+        self.g0 = None
+
+    def __call__(self, total, g, t, trace) -> bool:
+        gn = float(np.sqrt(g @ g))
+        if self.g0 is None:
+            self.g0 = max(gn, np.finfo(float).tiny)
+        self.hist.append(total)
+        if gn <= self.gtol * self.g0:
+            trace.steps, trace.converged, trace.reason = t - 1, True, "gradient norm"
+            return True
+        if len(self.hist) > self.window:
+            old = self.hist[-self.window - 1]
+            scale = max(abs(total), abs(old), np.finfo(float).tiny)
+            if abs(old - total) <= self.rtol * scale:
+                trace.steps, trace.converged, trace.reason = t - 1, True, "relative loss change"
+                return True
+        return False
+
+
 def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace, noise=None):
     """Deterministic Adam (PyTorch's update, bias-corrected) with a geometric lr decay.
 
@@ -581,23 +608,11 @@ def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace, noise=
     v = np.zeros_like(theta)
     g = np.empty_like(theta)
     decay = (lr_final / lr) ** (1.0 / max(steps - 1, 1)) if lr_final else 1.0
-    window = config.GD_WINDOW
-    hist = []
-    g0 = None
+    stop = _StoppingRule(rtol, gtol)
     for t in range(1, steps + 1):
         total, _, g = obj.value_grad(theta, g)
-        gn = float(np.sqrt(g @ g))
-        if g0 is None:
-            g0 = max(gn, np.finfo(float).tiny)
-        hist.append(total)
-        if gn <= gtol * g0:
-            trace.steps, trace.converged, trace.reason = t - 1, True, "gradient norm"
+        if stop(total, g, t, trace):
             return theta
-        if len(hist) > window:
-            old = hist[-window - 1]
-            if abs(old - total) <= rtol * max(abs(total), abs(old), np.finfo(float).tiny):
-                trace.steps, trace.converged, trace.reason = t - 1, True, "relative loss change"
-                return theta
         m *= b1
         m += (1 - b1) * g
         v *= b2
@@ -618,25 +633,13 @@ def _adam(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace, noise=
 def _gd(obj, theta, steps, lr, rtol, gtol, trace):
     """Plain gradient descent with a fixed step ``lr``; same stopping rule as :func:`_adam`."""
     g = np.empty_like(theta)
-    window = config.GD_WINDOW
-    hist = []
-    g0 = None
+    stop = _StoppingRule(rtol, gtol)
     for t in range(1, steps + 1):
         total, _, g = obj.value_grad(theta, g)
         if not np.isfinite(total):
             raise LamfastError(f"moment-gd diverged (plain GD, lr = {lr}); lower the lr")
-        gn = float(np.sqrt(g @ g))
-        if g0 is None:
-            g0 = max(gn, np.finfo(float).tiny)
-        hist.append(total)
-        if gn <= gtol * g0:
-            trace.steps, trace.converged, trace.reason = t - 1, True, "gradient norm"
+        if stop(total, g, t, trace):
             return theta
-        if len(hist) > window:
-            old = hist[-window - 1]
-            if abs(old - total) <= rtol * max(abs(total), abs(old), np.finfo(float).tiny):
-                trace.steps, trace.converged, trace.reason = t - 1, True, "relative loss change"
-                return theta
         theta -= lr * g
     trace.steps, trace.reason = steps, "step limit"
     return theta
