@@ -721,22 +721,22 @@ def _polish_profiled(obj, theta, maxiter, gtol, trace):
 
     x0 = np.concatenate([p["B"].ravel(), p["D"].ravel()] + ([p["E"].ravel()] if extra else []))
     assert x0.size == 2 * nB + nE
-    res = scipy.optimize.minimize(
-        fun,
-        x0,
-        jac=True,
-        method="L-BFGS-B",
-        options={
-            "maxiter": int(maxiter),
-            "maxcor": 30,
-            "ftol": 0.0,
-            "gtol": gtol,
-            "maxfun": 2 * int(maxiter),
-        },
-    )
+    res = _lbfgs(fun, x0, maxiter, gtol)
     trace.polish_iters = int(res.nit)
     load(np.asarray(res.x))
     return work
+
+
+def _lbfgs(fun, x0, maxiter, gtol):
+    """The one L-BFGS call of both polishes: stop on the gradient only (``ftol = 0``)."""
+    options = {
+        "maxiter": int(maxiter),
+        "maxcor": 30,
+        "ftol": 0.0,
+        "gtol": gtol,
+        "maxfun": 2 * int(maxiter),
+    }
+    return scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", options=options)
 
 
 def _polish(obj, theta, maxiter, gtol, trace):
@@ -769,19 +769,7 @@ def _polish(obj, theta, maxiter, gtol, trace):
             total, _, gg = obj.value_grad(x, g)
             return total, gg.copy()
 
-    res = scipy.optimize.minimize(
-        fun,
-        theta,
-        jac=True,
-        method="L-BFGS-B",
-        options={
-            "maxiter": int(maxiter),
-            "maxcor": 30,
-            "ftol": 0.0,
-            "gtol": gtol,
-            "maxfun": 2 * int(maxiter),
-        },
-    )
+    res = _lbfgs(fun, theta, maxiter, gtol)
     trace.polish_iters = int(res.nit)
     return np.asarray(res.x)
 
