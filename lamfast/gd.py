@@ -370,15 +370,9 @@ def _without_labels(obj: MomentObjective) -> MomentObjective:
 
 # ------------------------------------------------------------------------------ numba kernels
 @njit
-def _value_grad_kernel(
-    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, moo_eye, learned, free, k2, w, Sxx, Sax,
-    trSaa, do, dz, da,
-):  # fmt: skip
-    """:meth:`MomentObjective.value_grad` as one kernel (same formulas, same layout of theta).
-
-    The Adam loop calls it thousands of times: in a kernel a step costs its matrix products and
-    nothing else (tests/test_gd.py::test_kernel_matches_numpy guards the equality).
-    """
+def _theta_offsets(do, dz, da, learned, free, supervised):
+    """Offsets of A, B, C, D, E, h in the flat parameter vector ``theta`` (A only with a learned
+    decoder, C only with a free encoder, E and h only when supervised); shared with lamfast.sgd."""
     off = 0
     oA = off
     if learned:
@@ -391,6 +385,22 @@ def _value_grad_kernel(
     oD = off
     off += dz * do
     oE = off
+    if supervised:
+        off += da * dz
+    return oA, oB, oC, oD, oE, off
+
+
+@njit
+def _value_grad_kernel(
+    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, moo_eye, learned, free, k2, w, Sxx, Sax,
+    trSaa, do, dz, da,
+):  # fmt: skip
+    """:meth:`MomentObjective.value_grad` as one kernel (same formulas, same layout of theta).
+
+    The Adam loop calls it thousands of times: in a kernel a step costs its matrix products and
+    nothing else (tests/test_gd.py::test_kernel_matches_numpy guards the equality).
+    """
+    oA, oB, oC, oD, oE, _ = _theta_offsets(do, dz, da, learned, free, False)
     B = theta[oB : oB + do * dz].reshape(do, dz)
     D = theta[oD : oD + dz * do].reshape(dz, do)
     W = np.zeros((dz, 2 * do))

@@ -25,7 +25,7 @@ import numpy as np
 from . import config
 from ._jit import njit
 from .errors import LamfastError
-from .gd import paper_init
+from .gd import _theta_offsets, paper_init
 from .lam import LinearLAM, Variant, recon_loss
 from .moments import Moments
 from .probes import _noise_target, latent_map, probe_metrics
@@ -111,22 +111,7 @@ def _sgd_kernel(
     grad = np.zeros_like(theta)
     mom = np.zeros_like(theta)
     vel = np.zeros_like(theta)
-    # offsets into theta
-    off = 0
-    oA = off
-    if learned:
-        off += do * do
-    oB = off
-    off += do * dz
-    oC = off
-    if free:
-        off += dz * do
-    oD = off
-    off += dz * do
-    oE = off
-    if supervised:
-        off += da * dz
-    oh = off
+    oA, oB, oC, oD, oE, oh = _theta_offsets(do, dz, da, learned, free, supervised)
     for t in range(1, steps + 1):
         _draw_rows(gen, n, do, da, X, P, Y, chi, sigma, code, rows)
         o = np.ascontiguousarray(rows[:, :do])
