@@ -55,9 +55,12 @@ def _jsonable(value):
 def _differences(mine: dict, theirs: dict) -> str:
     """The first few fields that differ, as ``key file-value != run-value``."""
     out = []
-    for key in sorted(set(mine) | set(theirs)):
+    # "source" first: a file of another kind of stream is the likeliest mix-up, and says most
+    for key in sorted(set(mine) | set(theirs), key=lambda k: (k != "source", k)):
         if mine.get(key) != theirs.get(key):
-            out.append(f"{key} {theirs.get(key)!r} != {mine.get(key)!r}")
+            was, now = repr(theirs.get(key)), repr(mine.get(key))
+            # long values (the file list of a frame dataset) would swamp the one-line error
+            out.append(f"{key} differ" if len(was) + len(now) > 80 else f"{key} {was} != {now}")
     return "; ".join(out[:3]) or "unknown difference"
 
 

@@ -251,19 +251,22 @@ def frame_options(f):
     type=click.IntRange(min=1),
     metavar="N",
     default=None,
-    help="Stream on a local Dask cluster of N single-threaded processes (needs lamfast[dask]).",
+    help="Compute the moments (stream or frame files) on a local Dask cluster of N "
+    "single-threaded processes (needs lamfast[dask]).",
 )
 @click.option(
     "--scheduler",
     metavar="ADDRESS",
     default=None,
-    help="Stream on an existing Dask cluster, e.g. tcp://10.0.0.1:8786.",
+    help="Compute the moments on an existing Dask cluster, e.g. tcp://10.0.0.1:8786 (its "
+    "workers must see FRAMES_PATH at the same path).",
 )
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Save progress to this .npz file; re-running the same command resumes from it.",
+    help="Save progress to this .npz file; re-running the same command resumes from it "
+    "(with --noop-action also NAME.noop.npz).",
 )
 @click.pass_context
 def fit(
@@ -319,11 +322,10 @@ def fit(
         ]
         if given:
             raise click.UsageError(f"--{given[0]} describes a simulated world, not frame files")
-        scaled = [n for n, v in (("workers", workers), ("scheduler", scheduler),
-                                 ("checkpoint", checkpoint)) if v is not None]  # fmt: skip
-        if scaled:
-            raise click.UsageError(f"--{scaled[0]} applies to simulated streams, not frame files")
-        _fit_frames_cmd(frames_path, dz, variant, solver, seed, as_json, progress, **frame_kw)
+        scale = dict(workers=workers, scheduler=scheduler, checkpoint=checkpoint)
+        _fit_frames_cmd(
+            frames_path, dz, variant, solver, seed, as_json, progress, **scale, **frame_kw
+        )
         return
     given = [
         n
@@ -355,12 +357,15 @@ def fit(
 
 def _fit_frames_cmd(
     path, dz, variant, solver, seed, as_json, progress, *, actions, n_actions, crop, downsample,
-    scale, chunk_frames, clean_basis, noop_action, clean_k, accuracy, out,
+    scale, chunk_frames, clean_basis, noop_action, clean_k, accuracy, out, workers, scheduler,
+    checkpoint,
 ):  # fmt: skip
-    from .frames import Preprocess, fit_frames, save_lam
+    from .frames import Preprocess, check_output, fit_frames, save_lam
 
     if clean_basis is not None and noop_action is not None:
         raise click.UsageError("give --clean-basis or --noop-action, not both")
+    if out is not None:
+        check_output(out)  # before the fit, which may take hours
     result, lam = fit_frames(
         path,
         dz,
@@ -376,6 +381,9 @@ def _fit_frames_cmd(
         clean_k=clean_k,
         accuracy=accuracy,
         progress=progress,
+        workers=workers,
+        scheduler=scheduler,
+        checkpoint=checkpoint,
     )
     if out is not None:
         result["out"] = str(save_lam(lam, out))

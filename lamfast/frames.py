@@ -598,9 +598,9 @@ class FrameSource:
                 else:
                     yield from self._trajectories(seg, bar)
 
-    def _pairs(self, seg: _Segment, bar):
+    def _pairs(self, seg: _Segment, bar, start: int = 0):
         T, cf = len(seg.o), self.chunk_frames
-        for s in range(0, T, cf):
+        for s in range(start, T, cf):
             e = min(T, s + cf)
             o, o2 = self._frames(seg.o, s, e), self._frames(seg.o_next, s, e)
             acts = None
@@ -610,26 +610,35 @@ class FrameSource:
             bar.update(e - s)
             yield o, o2, acts
 
-    def _trajectories(self, seg: _Segment, bar):
+    @staticmethod
+    def _boundary(seg: _Segment, s: int, e: int) -> np.ndarray:
+        """``boundary[i]``: frame ``s + i`` starts an episode, so no transition ends there.
+
+        Stateless (reads ``dones[s - 1]`` itself), so a read can start at any frame.
+        """
+        if seg.starts is not None:
+            b = np.asarray(seg.starts.read(s, e), dtype=bool).copy()
+        elif seg.dones is not None:
+            d = np.asarray(seg.dones.read(max(s - 1, 0), e - 1), dtype=bool)
+            b = np.concatenate([[True], d]) if s == 0 else d.copy()
+        else:
+            b = np.zeros(e - s, dtype=bool)
+        if s == 0:
+            b[0] = True  # there is no transition into frame 0
+        return b
+
+    def _trajectories(self, seg: _Segment, bar, start: int = 0):
         T, cf = len(seg.frames), self.chunk_frames
         n_act = len(seg.actions) if seg.actions is not None else 0
         carry_frame = carry_act = None
-        carry_done = True  # there is no transition into frame 0
-        for s in range(0, T, cf):
+        if start > 0:  # an indexed read starting mid-file: frame and action before it
+            carry_frame = self._frames(seg.frames, start - 1, start)[0]
+            if seg.actions is not None:
+                carry_act = seg.actions.read(start - 1, start)
+        for s in range(start, T, cf):
             e = min(T, s + cf)
             F = self._frames(seg.frames, s, e)
-            # boundary[i]: frame s + i starts an episode, so transition s+i-1 -> s+i is invalid
-            if seg.starts is not None:
-                boundary = np.asarray(seg.starts.read(s, e), dtype=bool).copy()
-                if s == 0:
-                    boundary[0] = True
-            elif seg.dones is not None:
-                d = np.asarray(seg.dones.read(s, e), dtype=bool)
-                boundary = np.concatenate([[carry_done], d[:-1]])
-                carry_done = bool(d[-1])
-            else:
-                boundary = np.zeros(e - s, dtype=bool)
-                boundary[0] = s == 0
+            boundary = self._boundary(seg, s, e)
             if carry_frame is None:
                 carry_frame = F[0]  # only read when boundary[0] is True (s == 0)
             prev = np.concatenate([carry_frame[None, :], F[:-1]])
@@ -650,6 +659,115 @@ class FrameSource:
             elif valid.any():
                 yield prev[valid], F[valid], acts
 
+    # ------------------------------------------------------------------ indexed reads
+    def index(self, noop_action: int | None = None, stride: int | None = None) -> TransitionIndex:
+        """Where the transitions are, so that any range of them can be read directly.
+
+        Reads only the episode flags (and, with ``noop_action``, the action ids): counts the
+        valid transitions (those with action ``noop_action``) ending in each run of ``stride``
+        frames. Used by executors that compute blocks out of order (Dask, resumed runs).
+        """
+        stride = int(stride or config.FRAME_CHUNK)
+        if stride < 1:
+            raise LamfastError("stride must be >= 1")
+        if noop_action is not None:
+            self._check_noop(noop_action)
+        counts, offsets = [], [0]
+        for seg in self.segments:
+            T = len(seg.first)
+            per = []
+            for s in range(0, T, stride):
+                e = min(T, s + stride)
+                if seg.kind == "pairs":
+                    sel = np.ones(e - s, dtype=bool)
+                    if noop_action is not None:
+                        sel &= np.asarray(seg.actions.read(s, e)).astype(np.int64) == noop_action
+                else:
+                    sel = ~self._boundary(seg, s, e)
+                    if noop_action is not None:
+                        # transition ending at frame j carries actions[j - 1]; j = 0 is invalid
+                        a = np.asarray(seg.actions.read(max(s - 1, 0), e - 1)).astype(np.int64)
+                        if s == 0:
+                            a = np.concatenate([[-1], a])
+                        sel &= a == noop_action
+                per.append(int(np.count_nonzero(sel)))
+            counts.append(np.concatenate([[0], np.cumsum(per, dtype=np.int64)]))
+            offsets.append(offsets[-1] + int(counts[-1][-1]))
+        return TransitionIndex(stride, np.asarray(offsets, dtype=np.int64), tuple(counts))
+
+    def read_range(self, index: TransitionIndex, first: int, stop: int, noop_action=None):
+        """Yield chunks ``(o, o_next, actions)`` of transitions ``first..stop-1`` of ``index``.
+
+        The same rows, in the same order, as :meth:`transitions` (filtered to ``noop_action``
+        when the index was built with it) yields for that range.
+        """
+        need = int(min(stop, index.total)) - int(first)
+        if need <= 0:
+            return
+        seg_i, start, skip = index.locate(first)
+        bar = Progress(total=0, enabled=False)
+        for seg in self.segments[seg_i:]:
+            if seg.kind == "pairs":
+                chunks = self._pairs(seg, bar, start)
+            else:
+                chunks = self._trajectories(seg, bar, start)
+            for o, o2, acts in chunks:
+                if noop_action is not None:
+                    sel = acts.astype(np.int64) == noop_action
+                    o, o2, acts = o[sel], o2[sel], acts[sel]
+                n = o.shape[0]
+                if skip >= n:
+                    skip -= n
+                    continue
+                hi = min(n, skip + need)
+                yield o[skip:hi], o2[skip:hi], (None if acts is None else acts[skip:hi])
+                need -= hi - skip
+                skip = 0
+                if need == 0:
+                    return
+            start = 0
+        raise LamfastError(f"{self.path}: fewer transitions than indexed (files changed?)")
+
+    def spec(self) -> dict:
+        """Constructor arguments that reopen this source (on a Dask worker) without a scan."""
+        return {
+            "path": str(self.path),
+            "preprocess": self.preprocess,
+            "actions": self.action_kind or "none",
+            "n_actions": self.n_actions,
+            "chunk_frames": self.chunk_frames,
+        }
+
+    def files(self) -> list[list]:
+        """``[path, size, mtime_ns]`` of every file of the dataset (a checkpoint's identity)."""
+        paths = [self.path] if self.path.is_file() else sorted(self.path.rglob("*"))
+        out = []
+        for f in paths:
+            if f.is_file():
+                st = f.stat()
+                out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        return out
+
+    def shift(self) -> np.ndarray:
+        """The first frame: subtracted from the ``o`` rows before accumulating, added back to the
+        mean, so a large common offset costs no precision (as in ``moments_from_rows``)."""
+        return self._frames(self.segments[0].first, 0, 1)[0]
+
+    def joint_rows(self, o, o2, acts, shift) -> np.ndarray:
+        """Rows ``[o - shift, o_next - o, (a)]`` of the joint layout (:attr:`blocks`)."""
+        cols = [o - shift, o2 - o]
+        if self.da:
+            cols.append(self.action_rows(acts))
+        return np.hstack(cols)
+
+    def _check_noop(self, noop_action) -> None:
+        if self.action_kind != "discrete":
+            raise LamfastError("--noop-action needs discrete actions")
+        if not 0 <= noop_action < self.n_actions:
+            raise LamfastError(
+                f"noop action {noop_action} is not an action id (0..{self.n_actions - 1})"
+            )
+
     # ------------------------------------------------------------------ moments
     def moments(
         self,
@@ -657,51 +775,143 @@ class FrameSource:
         block_rows: int | None = None,
         noop_action: int | None = None,
         progress: bool | None = None,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        client=None,
+        checkpoint=None,
     ) -> Moments | tuple[Moments, Moments | None]:
         """Moments of ``[o, delta, (a)]`` over every valid transition.
 
         With ``noop_action`` also returns the moments of ``delta`` over the transitions whose
         (discrete) action is ``noop_action`` (None when there are none).
+
+        ``workers`` / ``scheduler`` / ``client`` compute the blocks on Dask and ``checkpoint``
+        (a ``.npz`` path) makes the run resumable; both read block ranges through
+        :meth:`index` and give the same bits as the single sequential pass
+        (``lamfast.distributed.frame_moments_tree``).
         """
         block_rows = int(block_rows or config.BLOCK_ROWS)
         if block_rows < 1:
             raise LamfastError("block_rows must be >= 1")
         if noop_action is not None:
-            if self.action_kind != "discrete":
-                raise LamfastError("--noop-action needs discrete actions")
-            if not 0 <= noop_action < self.n_actions:
-                raise LamfastError(
-                    f"noop action {noop_action} is not an action id (0..{self.n_actions - 1})"
-                )
+            self._check_noop(noop_action)
+        if any(x is not None for x in (workers, scheduler, client, checkpoint)):
+            from .distributed import frame_moments_tree
+
+            return frame_moments_tree(
+                self,
+                block_rows=block_rows,
+                noop_action=noop_action,
+                progress=progress,
+                workers=workers,
+                scheduler=scheduler,
+                client=client,
+                checkpoint=checkpoint,
+            )
         acc = _BlockAccumulator(self.blocks, block_rows)
         noop = (
             _BlockAccumulator((("delta", self.do),), block_rows)
             if noop_action is not None
             else None
         )
+        shift = self.shift()
         for o, o2, acts in self.transitions(progress=progress):
-            delta = o2 - o
-            cols = [o, delta]
-            if self.da:
-                cols.append(self.action_rows(acts))
-            acc.add(np.hstack(cols))
+            acc.add(self.joint_rows(o, o2, acts, shift))
             if noop is not None:
                 sel = acts.astype(np.int64) == noop_action
                 if sel.any():
-                    noop.add(delta[sel])
+                    noop.add(o2[sel] - o[sel])
         if acc.tree.n_blocks == 0 and acc.fill == 0:
             raise LamfastError(f"{self.path}: no transitions (every frame starts an episode?)")
         m = acc.result("frames")
+        m = Moments(m.count, m.mean + self.full_shift(shift), m.cov, m.blocks, m.source)
         if noop is None:
             return m
         return m, (noop.result("frames") if noop.tree.n_blocks or noop.fill else None)
 
+    def full_shift(self, shift: np.ndarray) -> np.ndarray:
+        """``shift`` padded to the joint layout (only the ``o`` block is shifted)."""
+        return np.concatenate([shift, np.zeros(self.do + self.da)])
+
+
+@dataclasses.dataclass(frozen=True)
+class TransitionIndex:
+    """Selected transitions of a :class:`FrameSource` counted per run of ``stride`` frames.
+
+    ``offsets[i]`` is the global number of the first transition of segment ``i`` (the last
+    entry is the total); ``counts[i][c]`` the number of segment ``i``'s transitions ending
+    before frame ``c * stride`` (pair ``c * stride`` for pairs data).
+    """
+
+    stride: int
+    offsets: np.ndarray
+    counts: tuple
+
+    @property
+    def total(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, g: int) -> tuple[int, int, int]:
+        """``(segment, start frame, transitions to skip from there)`` of transition ``g``."""
+        if not 0 <= g < self.total:
+            raise IndexError(f"transition {g} outside 0..{self.total - 1}")
+        seg = int(np.searchsorted(self.offsets, g, side="right")) - 1
+        local = g - int(self.offsets[seg])
+        cum = self.counts[seg]
+        c = int(np.searchsorted(cum, local, side="right")) - 1
+        return seg, c * self.stride, local - int(cum[c])
+
+
+class FrameChunks:
+    """``chunk_fn(first, stop)`` of frame blocks, for :func:`lamfast.distributed.tree_moments`.
+
+    Block ``k`` holds transitions ``k * block_rows ...`` of ``index`` (so the blocks are those
+    of :meth:`FrameSource.moments`). Pickles to the source's constructor arguments and the
+    index, and reopens the files on first use in each process (files must be readable at the
+    same path on every Dask worker).
+    """
+
+    def __init__(self, source: FrameSource, index: TransitionIndex, block_rows: int, noop_action):
+        self.spec = source.spec()
+        self.index, self.block_rows, self.noop_action = index, int(block_rows), noop_action
+        self.blocks = source.blocks if noop_action is None else (("delta", source.do),)
+        self.shift = None if noop_action is not None else source.shift()
+        self._source = source
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_source"] = None  # open files and memory maps stay behind
+        return state
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.index.total // self.block_rows)
+
+    def __call__(self, first: int, stop: int) -> list:
+        if self._source is None:
+            spec = dict(self.spec)
+            self._source = FrameSource(spec.pop("path"), **spec)
+        src = self._source
+        out = []
+        acc = _BlockAccumulator(self.blocks, self.block_rows, sink=out.append)
+        rows = src.read_range(
+            self.index, first * self.block_rows, stop * self.block_rows, self.noop_action
+        )
+        for o, o2, acts in rows:
+            acc.add(o2 - o if self.shift is None else src.joint_rows(o, o2, acts, self.shift))
+        acc.flush()
+        return out
+
 
 class _BlockAccumulator:
-    """Cut a stream of row chunks into fixed blocks of ``block_rows`` rows and merge them."""
+    """Cut a stream of row chunks into fixed blocks of ``block_rows`` rows and merge them.
 
-    def __init__(self, blocks: Blocks, block_rows: int):
+    Each block's ``(count, mean, co-moment)`` goes to ``sink`` (default: a :class:`MergeTree`).
+    """
+
+    def __init__(self, blocks: Blocks, block_rows: int, sink=None):
         self.tree = MergeTree(blocks)
+        self.sink = sink or (lambda block: self.tree.push(*block))
         self.p = sum(s for _, s in blocks)
         self.buf = np.empty((block_rows, self.p))
         self.fill = 0
@@ -715,13 +925,16 @@ class _BlockAccumulator:
             self.fill += k
             i += k
             if self.fill == cap:
-                self.tree.push(*block_moments(self.buf))
+                self.sink(block_moments(self.buf))
                 self.fill = 0
 
-    def result(self, source: str) -> Moments:
+    def flush(self):
         if self.fill:
-            self.tree.push(*block_moments(self.buf[: self.fill]))
+            self.sink(block_moments(self.buf[: self.fill]))
             self.fill = 0
+
+    def result(self, source: str) -> Moments:
+        self.flush()
         return self.tree.result(source)
 
 
@@ -861,6 +1074,9 @@ def fit_frames(
     clean_k: int | None = None,
     accuracy: bool = True,
     progress=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    checkpoint=None,
 ) -> tuple[dict, object]:
     """Fit a linear LAM to recorded frames and probe its latent.
 
@@ -877,7 +1093,11 @@ def fit_frames(
     noop_action : int, optional
         Estimate the noise basis as the top ``clean_k`` directions of no-op frame differences.
     accuracy : bool
-        For discrete actions, run a second pass for the argmax accuracy of the action probe.
+        For discrete actions, run a second pass for the argmax accuracy of the action probe
+        (always in this process).
+    workers, scheduler, checkpoint
+        Compute the moments on Dask and / or resumably (see :meth:`FrameSource.moments`); the
+        result is the same bit for bit.
 
     Returns
     -------
@@ -897,13 +1117,14 @@ def fit_frames(
         raise LamfastError(f"dz must be an integer in [1, do={do}], got {dz!r}")
     if clean_basis is not None and noop_action is not None:
         raise LamfastError("give either a clean basis or a noop action, not both")
+    scale = dict(workers=workers, scheduler=scheduler, checkpoint=checkpoint, progress=progress)
     if noop_action is not None:
-        m, noop = source.moments(block_rows=block_rows, noop_action=noop_action, progress=progress)
+        m, noop = source.moments(block_rows=block_rows, noop_action=noop_action, **scale)
         if noop is None:
             raise LamfastError(f"no transitions with the noop action {noop_action}")
         U = noise_basis_from_noop(noop, int(clean_k or 1))
     else:
-        m = source.moments(block_rows=block_rows, progress=progress)
+        m = source.moments(block_rows=block_rows, **scale)
         U = None
         if clean_basis is not None:
             if isinstance(clean_basis, str | os.PathLike):
@@ -992,10 +1213,27 @@ def load_basis(path) -> np.ndarray:
 
 
 # ============================================================================ save / load / encode
-def _atomic_target(out: Path):
+def check_output(out) -> Path:
+    """Refuse, before any work, an output file that cannot be written (one-line error)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    folder = out.parent
+    if out.is_dir():
+        raise LamfastError(f"output {out} is a directory")
+    if not folder.is_dir():
+        what = "is not a directory" if folder.exists() else "does not exist"
+        raise LamfastError(f"output directory {folder} {what}")
+    _, tmp = _atomic_target(out)
+    tmp.unlink()
+    return out
+
+
+def _atomic_target(out: Path):
+    """``out`` and a fresh temporary file beside it (renamed over ``out`` when complete)."""
+    out = Path(out)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise LamfastError(f"cannot write {out}: {e.strerror or e}") from None
     os.close(fd)
     return out, Path(tmp)
 

@@ -26,3 +26,19 @@ def seed() -> int:
 @pytest.fixture
 def rng(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def fit_json(args: list[str]) -> dict:
+    """``lamfast <args> --json`` through click's runner: the printed object without ``seconds``
+    (the one field that differs between two runs of the same fit)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lamfast.cli import cli
+
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    out.pop("seconds")
+    return out

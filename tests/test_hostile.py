@@ -73,6 +73,56 @@ def _subdirectory(tmp: Path) -> None:
     (tmp / "sub").mkdir()
 
 
+def _frames(tmp: Path, frames=None, name="f.npy", **kw) -> None:
+    frames = np.random.default_rng(0).standard_normal((40, 6)) if frames is None else frames
+    np.save(tmp / name, frames, **kw)
+
+
+def _frames_with(value, row):
+    def setup(tmp: Path) -> None:
+        frames = np.random.default_rng(0).standard_normal((40, 6))
+        frames[row, 3] = value
+        _frames(tmp, frames)
+
+    return setup
+
+
+def _truncated_frames(tmp: Path) -> None:
+    _frames(tmp)
+    data = (tmp / "f.npy").read_bytes()
+    (tmp / "f.npy").write_bytes(data[:-64])
+
+
+def _frames_of_a_stream_checkpoint(tmp: Path) -> None:
+    """Frames, and at --checkpoint a file left by a simulated stream (a reused file name)."""
+    _frames(tmp)
+    _foreign_checkpoint(tmp)
+
+
+def _fig_csv_exists(tmp: Path) -> None:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "fig3-middle.csv").write_text("a finished run\n")
+
+
+def _grid(text: str):
+    def setup(tmp: Path) -> None:
+        (tmp / "grid.toml").write_text(text)
+
+    return setup
+
+
+def _nonempty_directory(tmp: Path) -> None:
+    (tmp / "data").mkdir()
+    (tmp / "data" / "keep.txt").write_text("someone's file\n")
+
+
+def _not_a_fit(tmp: Path) -> None:
+    _frames(tmp)
+    np.savez(tmp / "junk.npz", weights=np.zeros(3))
+
+
+FRAMES = ["fit", "{tmp}/f.npy", "--dz", "2"]
+
 CASES = [
     # --- world flags
     Case("do-zero", ["fit", "--do", "0"], r"\bdo\b.*positive integer"),
@@ -178,6 +228,124 @@ CASES = [
         r"not a lamfast checkpoint",
         setup=_npz_without_fingerprint,
     ),
+    # --- frame files
+    Case("frames-nan", FRAMES, r"f\.npy: frame 17 contains NaN or inf", _frames_with(np.nan, 17)),
+    Case("frames-inf", FRAMES, r"f\.npy: frame 3 contains NaN or inf", _frames_with(-np.inf, 3)),
+    Case("frames-1d", FRAMES, r"frames need shape T x d", lambda t: _frames(t, np.zeros(9))),
+    Case("frames-empty-file", FRAMES, r"not a readable \.npy", lambda t: (t / "f.npy").touch()),
+    Case("frames-truncated-npy", FRAMES, r"f\.npy: file is truncated", _truncated_frames),
+    Case(
+        "frames-string-dtype",
+        FRAMES,
+        r"dtype <U1 is not a real numeric type",
+        lambda t: _frames(t, np.array([["a", "b"], ["c", "d"]])),
+    ),
+    Case(
+        "frames-object-dtype",
+        FRAMES,
+        r"dtype object is not a real numeric type",
+        lambda t: _frames(t, np.array([[1, None]] * 3, dtype=object), allow_pickle=True),
+    ),
+    Case(
+        "frames-one-frame",
+        FRAMES,
+        r"no transitions",
+        lambda t: _frames(t, np.zeros((1, 4))),
+    ),
+    Case(
+        "frames-unsupported-type",
+        ["fit", "{tmp}/afile", "--dz", "2"],
+        r"unsupported file type",
+        setup=_regular_file,
+    ),
+    Case(
+        "frames-dz-above-do", [*FRAMES[:3], "7"], r"dz must be an integer in \[1, do=6\]", _frames
+    ),
+    Case(
+        "frames-world-flag",
+        [*FRAMES, "--sigma", "1"],
+        r"--sigma describes a simulated world",
+        _frames,
+    ),  # fmt: skip
+    Case(
+        "frames-labels-without-actions",
+        [*FRAMES, "--label-fraction", "0.5"],
+        r"needs actions in the data",
+        _frames,
+    ),  # fmt: skip
+    Case(
+        "frames-noop-without-actions",
+        [*FRAMES, "--noop-action", "1"],
+        r"--noop-action needs discrete actions",
+        _frames,
+    ),  # fmt: skip
+    Case(
+        "frames-crop-too-large",
+        [*FRAMES, "--crop", "0:9,0:9"],
+        r"crop|frames shaped",
+        lambda t: _frames(t, np.zeros((5, 4, 4))),
+    ),  # fmt: skip
+    Case(
+        "frames-out-unwritable",
+        [*FRAMES, "--out", "/proc/lamfast-fit.npz"],
+        r"cannot write /proc/lamfast-fit\.npz",
+        _frames,
+    ),
+    Case(
+        "frames-out-missing-directory",
+        [*FRAMES, "--out", "{tmp}/no/fit.npz"],
+        r"output directory .*/no does not exist",
+        _frames,
+    ),
+    Case(
+        "frames-checkpoint-other-configuration",
+        [*FRAMES, "--checkpoint", "{tmp}/ck.npz"],
+        r"belongs to another configuration \(.*source 'stream' != 'frames'",
+        _frames_of_a_stream_checkpoint,
+    ),
+    Case(
+        "frames-workers-zero",
+        [*FRAMES, "--workers", "0"],
+        r"--workers",
+        _frames,
+    ),
+    Case(
+        "encode-not-a-fit",
+        ["encode", "{tmp}/junk.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"junk\.npz",
+        _not_a_fit,
+    ),
+    # --- reproduce, sweep, simulate
+    Case("reproduce-unknown-panel", ["reproduce", "fig9", "--out", "{tmp}/out"], r"fig9"),
+    Case(
+        "reproduce-existing-output",
+        ["reproduce", "fig3-middle", "--quick", "--out", "{tmp}/out"],
+        r"already holds fig3-middle\.csv; pass --force",
+        _fig_csv_exists,
+    ),
+    Case(
+        "reproduce-out-is-a-file", ["reproduce", "--out", "{tmp}/afile"], r"afile", _regular_file
+    ),  # fmt: skip
+    Case(
+        "sweep-malformed-toml",
+        ["sweep", "{tmp}/grid.toml", "--out", "{tmp}/s.csv"],
+        r"grid\.toml",
+        _grid("[grid\nsigma = [1, 2\n"),
+    ),  # fmt: skip
+    Case(
+        "sweep-unknown-key",
+        ["sweep", "{tmp}/grid.toml", "--out", "{tmp}/s.csv"],
+        r"frobnicate",
+        _grid("frobnicate = 3\n"),
+    ),  # fmt: skip
+    Case("sweep-missing-file", ["sweep", "{tmp}/none.toml", "--out", "{tmp}/s.csv"], r"none\.toml"),
+    Case(
+        "simulate-into-a-used-directory",
+        ["simulate", "linear", "--rows", "100", "--out", "{tmp}/data"],
+        r"data",
+        _nonempty_directory,
+    ),
+    Case("simulate-rows-zero", ["simulate", "linear", "--rows", "0", "--out", "{tmp}/d"], r"rows"),
     # --- the command line itself
     Case("command-unknown", ["fitt"], r"No such command 'fitt'"),
     Case("option-unknown", ["fit", "--frobnicate"], r"No such option"),

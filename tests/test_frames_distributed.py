@@ -1,0 +1,268 @@
+"""Frame files on Dask and with checkpoints: indexed block reads, bitwise equal to one pass.
+
+The sequential pass (``FrameSource.moments`` without executor arguments) is the reference: it
+reads every transition once, in order. The indexed path reads block ranges directly (through
+``FrameSource.index``) and merges them with the same tree, so it must give the same bits for
+any task size, read chunk, index stride, worker count or resume point.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from lamfast import LamfastError
+from lamfast import distributed as dist
+from lamfast.frames import FrameChunks, FrameSource, Preprocess, fit_frames
+from lamfast.moments import MergeTree
+
+from . import naive
+from .conftest import fit_json
+
+ACTIONS = 4
+
+
+def assert_bitwise(got, ref):
+    assert got.count == ref.count
+    assert got.blocks == ref.blocks
+    np.testing.assert_array_equal(got.mean, ref.mean, strict=True)
+    np.testing.assert_array_equal(got.cov, ref.cov, strict=True)
+
+
+def _episodes(rng, T, flag):
+    starts = rng.random(T) < 0.04
+    starts[0] = True
+    if flag == "episode_starts":
+        return {"episode_starts": starts}
+    return {"dones": np.r_[starts[1:], False]}
+
+
+@pytest.fixture
+def frame_dir(tmp_path, rng):
+    """A directory of four files: trajectories with starts / dones / none, and pairs; one file
+    has a single frame (no transition at all)."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i, (T, flag) in enumerate([(410, "episode_starts"), (1, None), (333, "dones")]):
+        kw = _episodes(rng, T, flag) if flag else {}
+        frames = rng.standard_normal((T, 4, 6)).astype(np.float32) + 5.0
+        np.savez(d / f"{i}.npz", frames=frames, actions=rng.integers(0, ACTIONS, T), **kw)
+    o = rng.standard_normal((150, 4, 6))
+    np.savez(
+        d / "3.npz", o=o, o_next=o + rng.standard_normal(o.shape), actions=rng.integers(0, 4, 150)
+    )
+    np.save(d / "4.npy", rng.standard_normal((97, 4, 6)))  # no actions: needs --actions none
+    return d
+
+
+def _src(path, **kw):
+    kw.setdefault("actions", "none")
+    return FrameSource(path, **kw)
+
+
+# ------------------------------------------------------------------------------ index and reads
+@pytest.mark.parametrize("stride", [1, 7, 64, 10_000])
+def test_read_range_equals_slices_of_the_sequential_stream(frame_dir, rng, stride):
+    (frame_dir / "4.npy").unlink()
+    src = FrameSource(frame_dir, chunk_frames=13)
+    whole = [np.hstack([o, o2]) for o, o2, _ in src.transitions(progress=False)]
+    rows = np.vstack(whole)
+    acts = np.concatenate([a for _, _, a in src.transitions(progress=False)])
+    index = src.index(stride=stride)
+    assert index.total == len(rows) == src.n_transitions
+    for first, stop in [(0, 1), (0, len(rows)), (len(rows) - 1, len(rows) + 5), (409, 411)] + [
+        tuple(sorted(rng.integers(0, len(rows), 2))) for _ in range(10)
+    ]:
+        got = list(src.read_range(index, first, stop))
+        want = rows[first:stop]
+        if not len(want):
+            assert got == []
+            continue
+        np.testing.assert_array_equal(np.vstack([np.hstack([o, o2]) for o, o2, _ in got]), want)
+        np.testing.assert_array_equal(np.concatenate([a for *_, a in got]), acts[first:stop])
+
+
+def test_noop_index_counts_the_noop_transitions(frame_dir):
+    (frame_dir / "4.npy").unlink()
+    src = FrameSource(frame_dir)
+    acts = np.concatenate([a for *_, a in src.transitions(progress=False)])
+    for noop in range(ACTIONS):
+        index = src.index(noop, stride=5)
+        assert index.total == int(np.count_nonzero(acts == noop))
+        got = np.concatenate([a for *_, a in src.read_range(index, 3, 40, noop)])
+        assert (got == noop).all() and len(got) == 37
+
+
+# ------------------------------------------------------------------------------ in process
+@pytest.fixture(autouse=True)
+def short_index_stride(monkeypatch):
+    """Index runs of 11 frames (default 4096): tasks then start mid-file, after a carry frame."""
+    from lamfast import config
+
+    monkeypatch.setattr(config, "FRAME_CHUNK", 11)
+
+
+@pytest.mark.parametrize("block_rows", [1, 16, 100, 5000])
+@pytest.mark.parametrize("task_blocks", [1, 4])
+def test_indexed_blocks_bitwise_equal_to_one_pass(frame_dir, block_rows, task_blocks):
+    src = _src(frame_dir, chunk_frames=29)
+    ref = src.moments(block_rows=block_rows)
+    other = _src(frame_dir, chunk_frames=5)  # another read chunk: still the same bits
+    got = dist.frame_moments_tree(other, block_rows=block_rows, task_blocks=task_blocks)
+    assert_bitwise(got, ref)
+    assert got.source == ref.source == "frames"
+    # and the moments are right: one file against rows built one transition at a time
+    frames = np.load(frame_dir / "4.npy")
+    n, mean, cov = naive.moments(naive.frame_rows(frames))
+    one = dist.frame_moments_tree(_src(frame_dir / "4.npy"), block_rows=block_rows)
+    # sums of <= 96 products of O(1) numbers: float64 error ~1e-14, far inside 1e-12
+    np.testing.assert_allclose(one.cov, cov, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(one.mean, mean, rtol=1e-12, atol=1e-13)
+    assert one.count == n
+
+
+def test_indexed_with_downsample_and_noop(tmp_path, rng):
+    T = 700
+    frames = rng.integers(0, 256, (T, 8, 6, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", frames=frames, actions=rng.integers(0, 3, T - 1),
+             **_episodes(rng, T, "dones"))  # fmt: skip
+    pre = Preprocess(crop=(1, 7, 0, 6), downsample=2)
+    ref, ref_noop = FrameSource(tmp_path / "d.npz", preprocess=pre).moments(
+        block_rows=64, noop_action=1
+    )
+    src = FrameSource(tmp_path / "d.npz", preprocess=pre, chunk_frames=1)
+    got, got_noop = dist.frame_moments_tree(src, block_rows=64, noop_action=1, task_blocks=2)
+    assert_bitwise(got, ref)
+    assert_bitwise(got_noop, ref_noop)
+
+
+def test_checkpoint_resumes_bitwise_from_every_kind_of_stop(tmp_path, frame_dir, monkeypatch):
+    from lamfast import config
+
+    src = FrameSource(frame_dir, actions="none")
+    block_rows = 32
+    ref = src.moments(block_rows=block_rows)
+    index = src.index()
+    fn = FrameChunks(src, index, block_rows, None)
+    fp = dist.frame_fingerprint(src, index, block_rows, None)
+    monkeypatch.setattr(config, "CHECKPOINT_BLOCKS", 2)
+    for stop in (1, 6, 13, fn.n_blocks - 1, fn.n_blocks):
+        path = tmp_path / f"ck{stop}.npz"
+        tree = MergeTree(fn.blocks)
+        for block in fn(0, stop):  # a run killed after `stop` blocks
+            tree.push(*block)
+        dist.Checkpoint(path, fp).save(tree)
+        got = src.moments(block_rows=block_rows, checkpoint=path)
+        assert_bitwise(got, ref)
+        # re-running a finished command returns the same bits from the final checkpoint
+        assert_bitwise(src.moments(block_rows=block_rows, checkpoint=path), ref)
+
+
+def test_checkpoint_of_other_frames_is_refused(tmp_path, rng):
+    f = tmp_path / "f.npy"
+    np.save(f, rng.standard_normal((300, 5)))
+    ck = tmp_path / "ck.npz"
+    FrameSource(f).moments(block_rows=50, checkpoint=ck)
+    with pytest.raises(LamfastError, match="block_rows"):
+        FrameSource(f).moments(block_rows=60, checkpoint=ck)
+    np.save(f, rng.standard_normal((300, 5)))  # same shape, new content (new mtime)
+    with pytest.raises(LamfastError, match="files differ"):
+        FrameSource(f).moments(block_rows=50, checkpoint=ck)
+
+
+def test_noop_stream_checkpoints_beside_the_main_one(tmp_path, rng):
+    T = 400
+    np.savez(tmp_path / "d.npz", frames=rng.standard_normal((T, 6)),
+             actions=rng.integers(0, 3, T))  # fmt: skip
+    src = FrameSource(tmp_path / "d.npz")
+    ref = src.moments(block_rows=40, noop_action=2)
+    got = src.moments(block_rows=40, noop_action=2, checkpoint=tmp_path / "run.npz")
+    for a, b in zip(got, ref, strict=True):
+        assert_bitwise(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "run.noop.npz", "run.npz"]
+
+
+# ------------------------------------------------------------------------------ Dask
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dist.dask_client(workers=2) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("task_blocks", "window"), [(1, 3), (4, None)])
+def test_two_workers_bitwise_on_a_frame_directory(client, frame_dir, task_blocks, window):
+    src = _src(frame_dir, chunk_frames=37)
+    ref = src.moments(block_rows=24)
+    got = dist.frame_moments_tree(
+        src, block_rows=24, client=client, task_blocks=task_blocks, window=window
+    )
+    assert_bitwise(got, ref)
+
+
+def test_dask_frames_with_noop_and_checkpoint(client, frame_dir, tmp_path):
+    (frame_dir / "4.npy").unlink()
+    src = FrameSource(frame_dir)
+    ref = src.moments(block_rows=50, noop_action=0)
+    got = dist.frame_moments_tree(
+        src, block_rows=50, noop_action=0, client=client, checkpoint=tmp_path / "ck.npz"
+    )
+    for a, b in zip(got, ref, strict=True):
+        assert_bitwise(a, b)
+
+
+def test_a_bad_frame_on_a_worker_is_one_clear_error(client, tmp_path, rng):
+    frames = rng.standard_normal((500, 3))
+    frames[321, 2] = np.inf
+    np.save(tmp_path / "f.npy", frames)
+    with pytest.raises(LamfastError, match="frame 321 contains NaN or inf"):
+        dist.frame_moments_tree(FrameSource(tmp_path / "f.npy"), block_rows=20, client=client)
+
+
+def test_cli_fit_frames_with_workers_and_checkpoint(frame_dir, tmp_path):
+    (frame_dir / "4.npy").unlink()
+    args = ["fit", str(frame_dir), "--dz", "3", "--noop-action", "1", "--clean-k", "2"]
+    scaled = ["--workers", "2", "--checkpoint", str(tmp_path / "ck.npz")]
+    assert fit_json(args) == fit_json(args + scaled)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.noop.npz", "ck.npz", "frames"]
+
+
+# ------------------------------------------------------------------------------ robustness
+# DESIGN/issue bar: 1e-10 relative to the largest entry of a two-pass float64 reference. The
+# o rows are accumulated minus the first frame (exact by Sterbenz's lemma for values within a
+# factor 2), so the error is that of O(spread) numbers: ~sqrt(n) eps relative, 1e-14 here.
+REL = 1e-10
+
+
+def rel_err(got, ref):
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize(
+    ("offset", "spread", "dtype"), [(1e6, 1e-3, np.float64), (1e3, 0.5, np.float32)]
+)
+def test_offset_frames_match_a_two_pass_reference(tmp_path, rng, offset, spread, dtype):
+    frames = (offset + spread * rng.standard_normal((20_001, 5))).astype(dtype)
+    np.save(tmp_path / "f.npy", frames)
+    _, mean, cov = naive.moments_two_pass(naive.frame_rows(frames.astype(np.float64)))
+    for workers in (None, "tree"):
+        src = FrameSource(tmp_path / "f.npy", chunk_frames=3000)
+        m = src.moments(block_rows=1000) if workers is None else dist.frame_moments_tree(src)
+        assert rel_err(m.cov, cov) < REL
+        np.testing.assert_allclose(m.mean, mean, rtol=0, atol=2.4e-10 * offset / 1e6 + 1e-15)
+
+
+def test_constant_frames_fit_cleanly(tmp_path):
+    np.savez(tmp_path / "c.npz", frames=np.full((300, 4, 4), 7, np.uint8),
+             actions=np.arange(300) % 3)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result, _ = fit_frames(tmp_path / "c.npz", 2)
+    assert result["recon"] == 0.0 and result["delta_total_variance"] == 0.0
+    numbers = [v for v in result.values() if isinstance(v, float)]
+    assert np.isfinite(numbers).all()
+    assert result["act_mse"] == 1.0 and result["obs_mse"] == 1.0
