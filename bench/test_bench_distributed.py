@@ -70,7 +70,7 @@ def test_single_process_free_blas(benchmark, monkeypatch):
 
     import lamfast.simulate
 
-    monkeypatch.setattr(lamfast.simulate, "one_blas_thread", contextlib.nullcontext)
+    monkeypatch.setattr(lamfast.simulate, "_single_threaded_blas", contextlib.nullcontext)
     benchmark.group = f"stream {ROWS:.0e} rows, do=128"
     stream_moments(WORLD, 2 * 4096)
     m = benchmark.pedantic(stream_moments, args=(WORLD, ROWS), rounds=ROUNDS, iterations=1)
