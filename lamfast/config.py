@@ -45,21 +45,29 @@ EIGH_DENSE_MAX = _default("EIGH_DENSE_MAX", 1024)
 
 # top_eigh(method="auto") uses the block-Krylov solver when d >= EIGH_KRYLOV_MIN_D and
 # k <= d / EIGH_KRYLOV_MAX_K_FRACTION, LAPACK's subset driver otherwise. Crossover measured with
-# `python -m bench.eigen_policy` (bench/results/eigen_policy.json, 2-core EPYC, 2026-11-26): at
-# d = 1024, k = 16 on the hard sampled spectrum the subset driver (one thread) took 0.06 s and
-# Krylov 0.26 s (Krylov won at k = 4 and on population spectra); at d = 2048 Krylov took 0.13 s
-# (k = 4) and 0.78 s (k = 16) against 1.1 s and 16 s for the subset driver and 0.28 s and 3.2 s
-# for ARPACK. At d = 4096 see the README's Performance table.
+# `python -m bench.eigen_policy` (bench/results/eigen_policy.json, quiet 2-core EPYC,
+# 2026-11-26 23:40): at d = 1024, k = 16 on the hard sampled spectrum the subset driver took
+# 0.052 s and Krylov 0.17 s; at d = 2048 0.37 s and 0.39 s (k = 16) and 0.35 s and 0.042 s
+# (k = 4); Krylov wins every population spectrum from d = 512. ARPACK was often fastest below
+# d = 2048, but auto never picks it: single-vector Lanczos can miss copies of a repeated
+# eigenvalue, and population moments have them (da equal action eigenvalues). At d = 4096 see the
+# README's Performance table.
 EIGH_KRYLOV_MIN_D = _default("EIGH_KRYLOV_MIN_D", 2048)
 EIGH_KRYLOV_MAX_K_FRACTION = _default("EIGH_KRYLOV_MAX_K_FRACTION", 16)
-# Block size k + max(k, oversample) and basis size in blocks of the Krylov solver.
-EIGH_KRYLOV_OVERSAMPLE = _default("EIGH_KRYLOV_OVERSAMPLE", 16)
-# 12 blocks: on the hard sampled d = 4096 spectrum (bench/results) 12 and 20 blocks needed the
-# same ~50 block products, and the smaller basis halves the orthogonalisation cost.
+# Block size max(k, EIGH_KRYLOV_MIN_BLOCK) and basis size in blocks of the Krylov solver.
+# Measured at d = 4096 (quiet machine, 2026-11-26 23:30; bench/results/krylov-tuning-*.txt): on
+# the hard sampled spectrum at k = 16 a block of k took 1.11 s (69 block products) against
+# 1.52 s (48 products) for the former k + max(k, 16); the 16 extra columns per product cost more
+# than the products they save. At k = 2-8 a block of 8 was as fast as or faster than 16 or k.
+EIGH_KRYLOV_MIN_BLOCK = _default("EIGH_KRYLOV_MIN_BLOCK", 8)
+# 12 blocks: on the hard sampled d = 4096 spectrum 12 and 16-24 blocks needed about the same
+# number of block products, and the smaller basis costs less to orthogonalise and restart.
 EIGH_KRYLOV_MAX_BLOCKS = _default("EIGH_KRYLOV_MAX_BLOCKS", 12)
-# Rayleigh-Ritz convergence checks every this many block products (each costs an eigh of the
-# projected matrix, up to 384 x 384).
-EIGH_KRYLOV_CHECK_EVERY = _default("EIGH_KRYLOV_CHECK_EVERY", 6)
+# Rayleigh-Ritz convergence checks after the first two block products (a low-rank matrix, such
+# as a population covariance, converges there) and then every this many (each check costs an
+# eigh of the projected matrix, up to 12 blocks square): every 3 was within 2% of every 6 on
+# the sampled spectrum, and every step cost 20-60% more.
+EIGH_KRYLOV_CHECK_EVERY = _default("EIGH_KRYLOV_CHECK_EVERY", 3)
 # Dense LAPACK (dense, subset) runs on one BLAS thread up to this dimension: on the shared 2-core
 # benchmark machine a 384 x 384 eigh took 7 ms on one OpenBLAS thread and 0.5 s on two (threads
 # spin while another process holds the second core; see bench/results/eigen_policy.json).

