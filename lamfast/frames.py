@@ -751,7 +751,10 @@ class FrameSource:
     def shift(self) -> np.ndarray:
         """The first frame: subtracted from the ``o`` rows before accumulating, added back to the
         mean, so a large common offset costs no precision (as in ``moments_from_rows``)."""
-        return self._frames(self.segments[0].first, 0, 1)[0]
+        for seg in self.segments:
+            if len(seg.first):
+                return self._frames(seg.first, 0, 1)[0]
+        return np.zeros(self.do)  # no frames at all: moments() reports "no transitions"
 
     def joint_rows(self, o, o2, acts, shift) -> np.ndarray:
         """Rows ``[o - shift, o_next - o, (a)]`` of the joint layout (:attr:`blocks`)."""
@@ -938,8 +941,21 @@ class _BlockAccumulator:
         return self.tree.result(source)
 
 
-def frame_moments(path, *, block_rows: int | None = None, progress=None, **source_options):
+def frame_moments(
+    path,
+    *,
+    block_rows: int | None = None,
+    progress=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client=None,
+    checkpoint=None,
+    **source_options,
+):
     """Moments ``[o, delta, (a)]`` of a frame dataset (see :class:`FrameSource` for options).
+
+    ``workers`` / ``scheduler`` / ``client`` (Dask) and ``checkpoint`` as in
+    :meth:`FrameSource.moments`: the same bits, computed elsewhere or resumably.
 
     Examples
     --------
@@ -950,7 +966,14 @@ def frame_moments(path, *, block_rows: int | None = None, progress=None, **sourc
     >>> m.blocks, m.count
     ((('o', 2), ('delta', 2), ('a', 2)), 3.0)
     """
-    return FrameSource(path, **source_options).moments(block_rows=block_rows, progress=progress)
+    return FrameSource(path, **source_options).moments(
+        block_rows=block_rows,
+        progress=progress,
+        workers=workers,
+        scheduler=scheduler,
+        client=client,
+        checkpoint=checkpoint,
+    )
 
 
 # ============================================================================ cleaning

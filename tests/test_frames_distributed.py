@@ -15,7 +15,7 @@ import pytest
 
 from lamfast import LamfastError
 from lamfast import distributed as dist
-from lamfast.frames import FrameChunks, FrameSource, Preprocess, fit_frames
+from lamfast.frames import FrameChunks, FrameSource, Preprocess, fit_frames, frame_moments
 from lamfast.moments import MergeTree
 
 from . import naive
@@ -170,6 +170,13 @@ def test_checkpoint_of_other_frames_is_refused(tmp_path, rng):
     np.save(f, rng.standard_normal((300, 5)))  # same shape, new content (new mtime)
     with pytest.raises(LamfastError, match="files differ"):
         FrameSource(f).moments(block_rows=50, checkpoint=ck)
+
+
+def test_frame_moments_function_takes_a_checkpoint(tmp_path, rng):
+    np.save(tmp_path / "f.npy", rng.standard_normal((300, 5)))
+    got = frame_moments(tmp_path / "f.npy", block_rows=30, checkpoint=tmp_path / "ck.npz")
+    assert_bitwise(got, frame_moments(tmp_path / "f.npy", block_rows=30))
+    assert (tmp_path / "ck.npz").exists()
 
 
 def test_noop_stream_checkpoints_beside_the_main_one(tmp_path, rng):

@@ -246,6 +246,7 @@ CASES = [
         r"dtype object is not a real numeric type",
         lambda t: _frames(t, np.array([[1, None]] * 3, dtype=object), allow_pickle=True),
     ),
+    Case("frames-zero-frames", FRAMES, r"no transitions", lambda t: _frames(t, np.zeros((0, 4)))),
     Case(
         "frames-one-frame",
         FRAMES,
