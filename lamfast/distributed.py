@@ -496,8 +496,9 @@ def frame_moments_tree(
     ``noop_action`` returns ``(moments, noop delta moments or None)`` like
     ``FrameSource.moments``; the no-op stream checkpoints to :func:`noop_checkpoint_path`.
 
-    Compressed ``.npz`` members can only be read from their start, so each task re-reads the
-    member up to its range: prefer ``.npy`` files, directories or zarr for distributed runs.
+    ``.npz`` members are streams: a worker keeps them open between tasks and reads forward,
+    decompressing the ranges of other workers' tasks too, so each worker reads the whole archive
+    once. Prefer ``.npy`` files, directories or zarr (read by range) for distributed runs.
 
     Examples
     --------
