@@ -63,7 +63,7 @@ EIGH_KRYLOV_MIN_BLOCK = _default("EIGH_KRYLOV_MIN_BLOCK", 8)
 # 12 blocks: on the hard sampled d = 4096 spectrum 12 and 16-24 blocks needed about the same
 # number of block products, and the smaller basis costs less to orthogonalise and restart.
 EIGH_KRYLOV_MAX_BLOCKS = _default("EIGH_KRYLOV_MAX_BLOCKS", 12)
-# Rayleigh-Ritz convergence checks after the first two block products (a low-rank matrix, such
+# Rayleigh-Ritz convergence checks after the second block product (a low-rank matrix, such
 # as a population covariance, converges there) and then every this many (each check costs an
 # eigh of the projected matrix, up to 12 blocks square): every 3 was within 2% of every 6 on
 # the sampled spectrum, and every step cost 20-60% more.

@@ -32,6 +32,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -526,6 +527,13 @@ def frame_moments_tree(
         path = checkpoint
         if checkpoint is not None and noop is not None:
             path = noop_checkpoint_path(checkpoint)
+        if path is not None and source.path.is_dir():
+            folder = source.path.resolve()
+            if folder in Path(os.path.abspath(path)).resolve().parents:
+                raise LamfastError(
+                    f"checkpoint {path} is inside the dataset directory {source.path} (it would "
+                    "be read as frames next time); put it elsewhere"
+                )
         cp = None
         if path is not None:
             cp = Checkpoint(path, frame_fingerprint(source, index, block_rows, noop))

@@ -36,8 +36,10 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,7 +73,7 @@ class _NpyMember(_Member):
     """A ``.npy`` file, memory-mapped."""
 
     def __init__(self, path: Path, label: str):
-        self.name = label
+        self.name, self.path = label, Path(path)
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
@@ -152,7 +154,7 @@ class _ZipMember(_Member):
                 self._pos = start
             n = max(stop - start, 0)
             buf = _read_exact(self._f, n * self._row_bytes, self.name)
-        except (zipfile.BadZipFile, EOFError, OSError) as e:
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
             raise LamfastError(f"{self.name}: corrupt or truncated archive ({e})") from None
         self._pos = start + n
         return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
@@ -162,7 +164,12 @@ def _read_header(f, version):
     """Shape, Fortran flag and dtype of an ``.npy`` header (``version`` from ``read_magic``)."""
     fmt = np.lib.format
     reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-    return reader(f, max_header_size=1 << 20)
+    try:
+        return reader(f, max_header_size=1 << 20)
+    except (ValueError, OSError, EOFError):
+        raise
+    except Exception as e:  # a damaged header trips numpy's parser in other ways (tokenize...)
+        raise ValueError(f"damaged header ({type(e).__name__})") from None
 
 
 def _read_exact(f, nbytes: int, label: str) -> bytes:
@@ -647,6 +654,8 @@ class FrameSource:
             if seg.actions is not None:
                 A = seg.actions.read(s, min(e, n_act))
                 lead = A[:1] if carry_act is None else carry_act
+                if len(lead) == 0:  # no action at all (one frame, T - 1 = 0 actions)
+                    lead = np.zeros((1, *A.shape[1:]), A.dtype)
                 prev_a = np.concatenate([lead, A])[: e - s]
                 if len(A) == e - s:
                     carry_act = A[-1:]
@@ -695,14 +704,11 @@ class FrameSource:
             offsets.append(offsets[-1] + int(counts[-1][-1]))
         return TransitionIndex(stride, np.asarray(offsets, dtype=np.int64), tuple(counts))
 
-    def read_range(self, index: TransitionIndex, first: int, stop: int, noop_action=None):
-        """Yield chunks ``(o, o_next, actions)`` of transitions ``first..stop-1`` of ``index``.
-
-        The same rows, in the same order, as :meth:`transitions` (filtered to ``noop_action``
-        when the index was built with it) yields for that range.
-        """
-        need = int(min(stop, index.total)) - int(first)
-        if need <= 0:
+    def read_from(self, index: TransitionIndex, first: int, noop_action=None):
+        """Yield chunks ``(o, o_next, actions)`` of the transitions of ``index`` from ``first``
+        to the end: the same rows, in the same order, as :meth:`transitions` yields (filtered to
+        ``noop_action`` when the index was built with it)."""
+        if not 0 <= first < index.total:
             return
         seg_i, start, skip = index.locate(first)
         bar = Progress(total=0, enabled=False)
@@ -719,19 +725,22 @@ class FrameSource:
                 if skip >= n:
                     skip -= n
                     continue
-                hi = min(n, skip + need)
-                yield o[skip:hi], o2[skip:hi], (None if acts is None else acts[skip:hi])
-                need -= hi - skip
-                skip = 0
-                if need == 0:
-                    return
+                if skip:
+                    o, o2, acts = o[skip:], o2[skip:], (None if acts is None else acts[skip:])
+                    skip = 0
+                yield o, o2, acts
             start = 0
-        raise LamfastError(f"{self.path}: fewer transitions than indexed (files changed?)")
+
+    def read_range(self, index: TransitionIndex, first: int, stop: int, noop_action=None):
+        """Yield chunks of transitions ``first..stop-1`` of ``index`` (see :meth:`read_from`)."""
+        need = int(min(stop, index.total)) - int(first)
+        if need > 0:
+            yield from _Cursor(self, index, int(first), noop_action).take(need)
 
     def spec(self) -> dict:
         """Constructor arguments that reopen this source (on a Dask worker) without a scan."""
         return {
-            "path": str(self.path),
+            "path": str(self.path.resolve()),  # workers may run in another directory
             "preprocess": self.preprocess,
             "actions": self.action_kind or "none",
             "n_actions": self.n_actions,
@@ -739,13 +748,19 @@ class FrameSource:
         }
 
     def files(self) -> list[list]:
-        """``[path, size, mtime_ns]`` of every file of the dataset (a checkpoint's identity)."""
-        paths = [self.path] if self.path.is_file() else sorted(self.path.rglob("*"))
+        """``[path, size, mtime_ns]`` of every file the dataset is read from (a checkpoint's
+        identity; other files beside them, such as the checkpoint itself, do not count)."""
+        paths = set()
+        for seg in self.segments:
+            for m in (seg.frames, seg.o, seg.o_next, seg.actions, seg.starts, seg.dones):
+                if isinstance(m, _NpyMember | _ZipMember):
+                    paths.add(m.path.resolve())
+                elif m is not None:  # zarr: the whole store
+                    paths.update(f.resolve() for f in self.path.rglob("*") if f.is_file())
         out = []
-        for f in paths:
-            if f.is_file():
-                st = f.stat()
-                out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        for f in sorted(paths):
+            st = f.stat()
+            out.append([str(f), st.st_size, st.st_mtime_ns])
         return out
 
     def shift(self) -> np.ndarray:
@@ -865,13 +880,40 @@ class TransitionIndex:
         return seg, c * self.stride, local - int(cum[c])
 
 
+class _Cursor:
+    """A position in the transition stream of an index: ``take(n)`` yields the next ``n`` rows
+    (in chunks) and leaves the cursor after them, so consecutive ranges read the files once."""
+
+    def __init__(self, source: FrameSource, index: TransitionIndex, first: int, noop_action):
+        self.chunks = source.read_from(index, first, noop_action)
+        self.pos, self.pending, self.path = first, None, source.path
+
+    def take(self, n: int):
+        while n > 0:
+            if self.pending is None:
+                self.pending = next(self.chunks, None)
+                if self.pending is None:
+                    raise LamfastError(
+                        f"{self.path}: fewer transitions than indexed (files changed?)"
+                    )
+            o, o2, acts = self.pending
+            k = min(n, o.shape[0])
+            yield o[:k], o2[:k], (None if acts is None else acts[:k])
+            rest = None if acts is None else acts[k:]
+            self.pending = (o[k:], o2[k:], rest) if k < o.shape[0] else None
+            self.pos += k
+            n -= k
+
+
 class FrameChunks:
     """``chunk_fn(first, stop)`` of frame blocks, for :func:`lamfast.distributed.tree_moments`.
 
     Block ``k`` holds transitions ``k * block_rows ...`` of ``index`` (so the blocks are those
     of :meth:`FrameSource.moments`). Pickles to the source's constructor arguments and the
-    index, and reopens the files on first use in each process (files must be readable at the
-    same path on every Dask worker).
+    index; each thread that runs it (a Dask worker may run several tasks at once) opens the
+    files itself, since readers of ``.npz`` members keep a position. A call that starts where
+    the thread's previous call stopped continues the same read, so an in-process run (resumable
+    with a checkpoint) reads every file once, in order.
     """
 
     def __init__(self, source: FrameSource, index: TransitionIndex, block_rows: int, noop_action):
@@ -879,28 +921,43 @@ class FrameChunks:
         self.index, self.block_rows, self.noop_action = index, int(block_rows), noop_action
         self.blocks = source.blocks if noop_action is None else (("delta", source.do),)
         self.shift = None if noop_action is not None else source.shift()
-        self._source = source
+        self._owner = (threading.get_ident(), source)  # the creating thread reuses its source
+        self._local = threading.local()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_source"] = None  # open files and memory maps stay behind
+        state["_owner"] = state["_local"] = None  # open files and memory maps stay behind
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     @property
     def n_blocks(self) -> int:
         return -(-self.index.total // self.block_rows)
 
+    def _thread_state(self):
+        local = self._local
+        if not hasattr(local, "source"):
+            if self._owner is not None and self._owner[0] == threading.get_ident():
+                local.source = self._owner[1]
+            else:
+                spec = dict(self.spec)
+                local.source = FrameSource(spec.pop("path"), **spec)
+            local.cursor = None
+        return local
+
     def __call__(self, first: int, stop: int) -> list:
-        if self._source is None:
-            spec = dict(self.spec)
-            self._source = FrameSource(spec.pop("path"), **spec)
-        src = self._source
+        state = self._thread_state()
+        src = state.source
+        g0 = first * self.block_rows
+        g1 = min(stop * self.block_rows, self.index.total)
+        if state.cursor is None or state.cursor.pos != g0:
+            state.cursor = _Cursor(src, self.index, g0, self.noop_action)
         out = []
         acc = _BlockAccumulator(self.blocks, self.block_rows, sink=out.append)
-        rows = src.read_range(
-            self.index, first * self.block_rows, stop * self.block_rows, self.noop_action
-        )
-        for o, o2, acts in rows:
+        for o, o2, acts in state.cursor.take(max(g1 - g0, 0)):
             acc.add(o2 - o if self.shift is None else src.joint_rows(o, o2, acts, self.shift))
         acc.flush()
         return out

@@ -148,16 +148,30 @@ def test_checkpoint_resumes_bitwise_from_every_kind_of_stop(tmp_path, frame_dir,
     fn = FrameChunks(src, index, block_rows, None)
     fp = dist.frame_fingerprint(src, index, block_rows, None)
     monkeypatch.setattr(config, "CHECKPOINT_BLOCKS", 2)
+    computed = []
+    real_call = FrameChunks.__call__
+
+    def counting(self, first, stop):
+        out = real_call(self, first, stop)
+        computed.append(len(out))
+        return out
+
+    monkeypatch.setattr(FrameChunks, "__call__", counting)
     for stop in (1, 6, 13, fn.n_blocks - 1, fn.n_blocks):
         path = tmp_path / f"ck{stop}.npz"
         tree = MergeTree(fn.blocks)
         for block in fn(0, stop):  # a run killed after `stop` blocks
             tree.push(*block)
         dist.Checkpoint(path, fp).save(tree)
+        computed.clear()
         got = src.moments(block_rows=block_rows, checkpoint=path)
         assert_bitwise(got, ref)
+        # the resumed run computed only the blocks the checkpoint did not hold
+        assert sum(computed) == fn.n_blocks - stop
         # re-running a finished command returns the same bits from the final checkpoint
+        computed.clear()
         assert_bitwise(src.moments(block_rows=block_rows, checkpoint=path), ref)
+        assert sum(computed) == 0
 
 
 def test_checkpoint_of_other_frames_is_refused(tmp_path, rng):
@@ -191,14 +205,68 @@ def test_noop_stream_checkpoints_beside_the_main_one(tmp_path, rng):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "run.noop.npz", "run.npz"]
 
 
+def test_in_process_run_reads_an_npz_once(tmp_path, rng, monkeypatch):
+    """Consecutive blocks continue one read: a checkpointed run over a (stream-read) .npz
+    member never goes back to its start (review: each task used to rewind it)."""
+    from lamfast import config
+    from lamfast.frames import _ZipMember
+
+    T = 3000
+    np.savez_compressed(tmp_path / "d.npz", frames=rng.standard_normal((T, 4)))
+    rewinds = []
+    real = _ZipMember._rewind
+    monkeypatch.setattr(_ZipMember, "_rewind", lambda self: rewinds.append(1) or real(self))
+    monkeypatch.setattr(config, "CHECKPOINT_BLOCKS", 4)  # tasks of 4 blocks: 24 tasks
+    src = FrameSource(tmp_path / "d.npz", chunk_frames=50)
+    ref = src.moments(block_rows=32)
+    rewinds.clear()
+    got = src.moments(block_rows=32, checkpoint=tmp_path / "ck.npz")
+    assert_bitwise(got, ref)
+    assert len(rewinds) <= 2  # the index pass and the shift read; never once per task
+
+
+def test_checkpoint_inside_a_dataset_directory_is_refused(frame_dir):
+    with pytest.raises(LamfastError, match="inside the dataset directory"):
+        _src(frame_dir).moments(checkpoint=frame_dir / "ck.npz")
+
+
+def test_chunks_reopen_by_absolute_path(tmp_path, rng, monkeypatch):
+    import pickle
+
+    np.save(tmp_path / "f.npy", rng.standard_normal((200, 3)))
+    monkeypatch.chdir(tmp_path)
+    src = FrameSource("f.npy")
+    fn = FrameChunks(src, src.index(), 16, None)
+    monkeypatch.chdir(tmp_path.parent)  # a worker started elsewhere
+    again = pickle.loads(pickle.dumps(fn))
+    for a, b in zip(again(0, 13), fn(0, 13), strict=True):
+        np.testing.assert_array_equal(a[2], b[2])
+
+
 # ------------------------------------------------------------------------------ Dask
-distributed = pytest.importorskip("distributed")
-
-
 @pytest.fixture(scope="module")
 def client():
+    pytest.importorskip("distributed")
     with dist.dask_client(workers=2) as c:
         yield c
+
+
+def test_threaded_worker_reads_npz_correctly(tmp_path, rng):
+    """Several tasks at once in one worker process: each thread opens its own readers (an
+    .npz member reader keeps a file position; review: shared readers gave wrong frames)."""
+    distributed = pytest.importorskip("distributed")
+    T = 6000
+    np.savez_compressed(tmp_path / "c.npz", frames=rng.standard_normal((T, 5)),
+                        dones=rng.random(T) < 0.02)  # fmt: skip
+    np.savez(tmp_path / "u.npz", frames=rng.standard_normal((T, 5)))
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=4, processes=True, dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster) as c:  # fmt: skip
+        for name in ("c.npz", "u.npz"):
+            src = FrameSource(tmp_path / name)
+            ref = src.moments(block_rows=64)
+            got = dist.frame_moments_tree(src, block_rows=64, client=c, task_blocks=1, window=8)
+            assert_bitwise(got, ref)
 
 
 @pytest.mark.parametrize(("task_blocks", "window"), [(1, 3), (4, None)])
@@ -273,3 +341,21 @@ def test_constant_frames_fit_cleanly(tmp_path):
     numbers = [v for v in result.values() if isinstance(v, float)]
     assert np.isfinite(numbers).all()
     assert result["act_mse"] == 1.0 and result["obs_mse"] == 1.0
+
+
+def test_one_frame_file_with_no_actions(tmp_path, rng):
+    # T = 1 frame and T - 1 = 0 actions: no transition, and no traceback (review finding)
+    d = tmp_path / "one"
+    d.mkdir()
+    np.save(d / "frames.npy", rng.standard_normal((1, 4)))
+    np.save(d / "actions.npy", np.zeros(0, dtype=np.int64))
+    with pytest.raises(LamfastError, match="no transitions"):
+        FrameSource(d, n_actions=3).moments()
+    # and beside other files it simply contributes nothing
+    np.savez(tmp_path / "a.npz", frames=rng.standard_normal((1, 4)), actions=np.zeros(0, int))
+    np.savez(tmp_path / "b.npz", frames=rng.standard_normal((9, 4)), actions=np.arange(9) % 3)
+    (d / "frames.npy").unlink()
+    (d / "actions.npy").unlink()
+    d.rmdir()
+    m = FrameSource(tmp_path).moments()
+    assert m.count == 8

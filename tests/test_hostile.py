@@ -99,6 +99,21 @@ def _frames_of_a_stream_checkpoint(tmp: Path) -> None:
     _foreign_checkpoint(tmp)
 
 
+def _damaged_header(tmp: Path) -> None:
+    """A .npy whose header dict does not parse (numpy raises a tokenizer error, not ValueError)."""
+    _frames(tmp)
+    data = bytearray((tmp / "f.npy").read_bytes())
+    i = data.index(b"'shape': (") + len(b"'shape': (")
+    data[i : i + 2] = b"(("
+    (tmp / "f.npy").write_bytes(bytes(data))
+
+
+def _frame_directory(tmp: Path) -> None:
+    (tmp / "data").mkdir()
+    _frames(tmp, name="data/a.npy")
+    _frames(tmp, name="data/b.npy")
+
+
 def _fig_csv_exists(tmp: Path) -> None:
     (tmp / "out").mkdir()
     (tmp / "out" / "fig3-middle.csv").write_text("a finished run\n")
@@ -247,6 +262,13 @@ CASES = [
         lambda t: _frames(t, np.array([[1, None]] * 3, dtype=object), allow_pickle=True),
     ),
     Case("frames-zero-frames", FRAMES, r"no transitions", lambda t: _frames(t, np.zeros((0, 4)))),
+    Case("frames-damaged-header", FRAMES, r"f\.npy: not a readable \.npy file", _damaged_header),
+    Case(
+        "frames-checkpoint-inside-the-dataset",
+        ["fit", "{tmp}/data", "--dz", "2", "--checkpoint", "{tmp}/data/ck.npz"],
+        r"inside the dataset directory",
+        _frame_directory,
+    ),
     Case(
         "frames-one-frame",
         FRAMES,

@@ -206,6 +206,21 @@ def test_krylov_warm_start_and_low_rank(rng):
         top_eigh(C, 4, method="krylov", v0=np.full((d, 4), np.nan))
 
 
+@pytest.mark.parametrize("d", [300, 2048])
+def test_krylov_warm_start_from_directions_that_are_no_longer_the_top(rng, d):
+    """A warm start from the eigenvectors of a previous fit, which are exact eigenvectors of the
+    new matrix but not its top ones, must not pass the residual rule with the wrong pairs
+    (review of 2026-11-26: with a block made only of v0 and a check after the first product,
+    this returned eight 1s instead of eight 4s)."""
+    Q, _ = np.linalg.qr(rng.standard_normal((d, 16)))
+    X, Y = Q[:, :8], Q[:, 8:]
+    C = X @ X.T + 4.0 * (Y @ Y.T)
+    for v0 in (X, np.hstack([X, X[:, :4]]), Q[:, ::-1]):
+        w, V = top_eigh(C, 8, method="krylov", v0=v0)
+        np.testing.assert_allclose(w, 4.0, rtol=0, atol=1e-9 * 4)
+        np.testing.assert_allclose(naive.projector(V), Y @ Y.T, atol=1e-8)
+
+
 def test_krylov_deterministic_and_sign_rule(rng):
     C = _spectrum_matrix(rng, 200, _hard_spectrum(rng, 200))
     w1, V1 = top_eigh(C, 6, method="krylov")
