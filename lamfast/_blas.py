@@ -66,7 +66,8 @@ def single_threaded_blas():
     return one_blas_thread()
 
 
-def _pool():
+def thread_pool():
+    """The process's pool of one thread per core (the GIL-free BLAS work of lamfast's kernels)."""
     global _POOL
     with _LOCK:
         if _POOL is None:
@@ -96,5 +97,5 @@ def parallel_matmul(A, B):
     def part(i):
         np.matmul(A[edges[i] : edges[i + 1]], B, out=out[edges[i] : edges[i + 1]])
 
-    list(_pool().map(part, range(cores)))
+    list(thread_pool().map(part, range(cores)))
     return out

@@ -31,6 +31,7 @@ chunk of frames plus one block of rows plus ``log2(blocks)`` co-moment matrices.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -826,9 +827,11 @@ class FrameSource:
                 client=client,
                 checkpoint=checkpoint,
             )
-        acc = _BlockAccumulator(self.blocks, block_rows)
+        # Blocks are computed on threads while the next chunk is read (same bits for any count).
+        threads = int(config.STREAM_THREADS) or (os.cpu_count() or 1)
+        acc = _BlockAccumulator(self.blocks, block_rows, threads=threads)
         noop = (
-            _BlockAccumulator((("delta", self.do),), block_rows)
+            _BlockAccumulator((("delta", self.do),), block_rows, threads=threads)
             if noop_action is not None
             else None
         )
@@ -839,13 +842,13 @@ class FrameSource:
                 sel = acts.astype(np.int64) == noop_action
                 if sel.any():
                     noop.add(o2[sel] - o[sel])
-        if acc.tree.n_blocks == 0 and acc.fill == 0:
+        if acc.added == 0:
             raise LamfastError(f"{self.path}: no transitions (every frame starts an episode?)")
         m = acc.result("frames")
         m = Moments(m.count, m.mean + self.full_shift(shift), m.cov, m.blocks, m.source)
         if noop is None:
             return m
-        return m, (noop.result("frames") if noop.tree.n_blocks or noop.fill else None)
+        return m, (noop.result("frames") if noop.added else None)
 
     def full_shift(self, shift: np.ndarray) -> np.ndarray:
         """``shift`` padded to the joint layout (only the ``o`` block is shifted)."""
@@ -966,18 +969,27 @@ class FrameChunks:
 class _BlockAccumulator:
     """Cut a stream of row chunks into fixed blocks of ``block_rows`` rows and merge them.
 
-    Each block's ``(count, mean, co-moment)`` goes to ``sink`` (default: a :class:`MergeTree`).
+    Each block's ``(count, mean, co-moment)`` goes to ``sink`` (default: a :class:`MergeTree`),
+    in block order. With ``threads > 1`` full blocks are computed on the shared thread pool
+    while the caller reads on (``block_moments`` releases the GIL); the results are the same
+    bits, since each block is computed alone with one BLAS thread.
     """
 
-    def __init__(self, blocks: Blocks, block_rows: int, sink=None):
+    def __init__(self, blocks: Blocks, block_rows: int, sink=None, threads: int = 1):
         self.tree = MergeTree(blocks)
         self.sink = sink or (lambda block: self.tree.push(*block))
         self.p = sum(s for _, s in blocks)
-        self.buf = np.empty((block_rows, self.p))
+        self.rows = int(block_rows)
+        self.threads = max(int(threads), 1)
+        self.free: list[np.ndarray] = []
+        self.pending: collections.deque = collections.deque()  # (future, buffer)
+        self.buf = np.empty((self.rows, self.p))
         self.fill = 0
+        self.added = 0  # rows so far (blocks may still be computing)
 
     def add(self, rows: np.ndarray):
         n, i = rows.shape[0], 0
+        self.added += n
         cap = self.buf.shape[0]
         while i < n:
             k = min(cap - self.fill, n - i)
@@ -985,13 +997,33 @@ class _BlockAccumulator:
             self.fill += k
             i += k
             if self.fill == cap:
-                self.sink(block_moments(self.buf))
+                self._block(self.buf)
                 self.fill = 0
+
+    def _block(self, X: np.ndarray):
+        if self.threads == 1:
+            self.sink(block_moments(X))
+            return
+        from ._blas import thread_pool
+
+        self.pending.append((thread_pool().submit(block_moments, X), X))
+        # keep two blocks per thread in flight; the next buffer is one no block still uses
+        while len(self.pending) > 2 * self.threads:
+            self._drain_one()
+        self.buf = self.free.pop() if self.free else np.empty((self.rows, self.p))
+
+    def _drain_one(self):
+        future, X = self.pending.popleft()
+        self.sink(future.result())
+        if X.shape[0] == self.rows:
+            self.free.append(X)
 
     def flush(self):
         if self.fill:
-            self.sink(block_moments(self.buf[: self.fill]))
+            self._block(self.buf[: self.fill])
             self.fill = 0
+        while self.pending:
+            self._drain_one()
 
     def result(self, source: str) -> Moments:
         self.flush()

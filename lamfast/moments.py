@@ -157,11 +157,11 @@ class Moments:
 
 # ---------------------------------------------------------------------------------- kernels
 @njit
-def _block_moments(X, out_mean, out_com):
-    """Mean and centred co-moment of the rows of ``X`` (float64, C-contiguous, n x p).
+def _centre(X, out_mean, out_xc):
+    """Mean of the rows of ``X`` (float64, C-contiguous, n x p) and the centred rows.
 
-    Two passes inside the block (mean, then centred products) so that large offsets with small
-    spread lose no precision (STYLE 9, stumpy #1160); the product goes through BLAS.
+    Two passes inside the block (mean, then centred values) so that large offsets with small
+    spread lose no precision (STYLE 9, stumpy #1160); the product is left to BLAS.
     """
     n, p = X.shape
     for j in range(p):
@@ -171,11 +171,9 @@ def _block_moments(X, out_mean, out_com):
             out_mean[j] += X[i, j]
     for j in range(p):
         out_mean[j] /= n
-    Xc = np.empty((n, p))
     for i in range(n):
         for j in range(p):
-            Xc[i, j] = X[i, j] - out_mean[j]
-    out_com[:, :] = np.dot(Xc.T, Xc)
+            out_xc[i, j] = X[i, j] - out_mean[j]
 
 
 @njit
@@ -269,14 +267,20 @@ def _merge_entries(left, right):
 
 
 def block_moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Count, mean and centred co-moment of one block of rows, in float64."""
+    """Count, mean and centred co-moment of one block of rows, in float64.
+
+    The co-moment ``Xc^T Xc`` is one SYRK (numpy recognises a product of an array with its own
+    transpose): half the flops of the GEMM numba's ``np.dot`` calls, an exactly symmetric
+    result, and the GIL released, so blocks can run on threads side by side.
+    """
     from ._blas import one_blas_thread
 
     X = np.ascontiguousarray(X, dtype=np.float64)
     mean = np.empty(X.shape[1])
-    com = np.empty((X.shape[1], X.shape[1]))
+    xc = np.empty(X.shape)
+    _centre(X, mean, xc)
     with one_blas_thread():  # bitwise identical whatever the BLAS threads (_blas.py)
-        _block_moments(X, mean, com)
+        com = np.dot(xc.T, xc)
     return float(X.shape[0]), mean, com
 
 

@@ -21,7 +21,7 @@ from ._blas import single_threaded_blas
 from ._jit import njit
 from ._progress import Progress
 from .errors import LamfastError
-from .moments import MergeTree, Moments, _block_moments
+from .moments import MergeTree, Moments, block_moments
 from .world import LinearWorld
 
 
@@ -215,11 +215,7 @@ def _rows_block(world: LinearWorld, Lt: np.ndarray, x: np.ndarray, k: int, m: in
     """Reference path: materialise block ``k``'s joint rows, then accumulate them."""
     xb = x[:m]
     _simulate_block(block_generator(world.seed, k), Lt, world.n_gauss, world.n_uniform, m, xb)
-    p = Lt.shape[1]
-    mean = np.empty(p)
-    com = np.empty((p, p))
-    _block_moments(xb, mean, com)
-    return float(m), mean, com
+    return block_moments(xb)
 
 
 # ------------------------------------------------------------------------------- threads

@@ -359,3 +359,26 @@ def test_one_frame_file_with_no_actions(tmp_path, rng):
     d.rmdir()
     m = FrameSource(tmp_path).moments()
     assert m.count == 8
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_sequential_pass_bitwise_for_any_thread_count(tmp_path, rng, monkeypatch, threads):
+    """The sequential pass computes blocks on threads while it reads on: same bits."""
+    from lamfast import config
+
+    T = 2000
+    np.savez(tmp_path / "d.npz", frames=rng.standard_normal((T, 6)),
+             actions=rng.integers(0, 3, T))  # fmt: skip
+    monkeypatch.setattr(config, "STREAM_THREADS", 1)
+    ref, ref_noop = FrameSource(tmp_path / "d.npz").moments(block_rows=37, noop_action=1)
+    monkeypatch.setattr(config, "STREAM_THREADS", threads)
+    got, got_noop = FrameSource(tmp_path / "d.npz", chunk_frames=111).moments(
+        block_rows=37, noop_action=1
+    )
+    assert_bitwise(got, ref)
+    assert_bitwise(got_noop, ref_noop)
+    # and right: against rows built one transition at a time
+    frames = np.load(tmp_path / "d.npz")["frames"]
+    actions = np.load(tmp_path / "d.npz")["actions"]
+    n, mean, cov = naive.moments(naive.frame_rows(frames, actions))
+    np.testing.assert_allclose(got.cov, cov, rtol=1e-12, atol=1e-13)
