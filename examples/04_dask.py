@@ -19,7 +19,9 @@ extra (``pip install 'lamfast[dask]'``); without it the script says so and exits
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import logging
 import time
 
 import numpy as np
@@ -40,13 +42,22 @@ def main(quick: bool, scheduler: str | None) -> None:
     n_blocks = -(-rows // block_rows)
     per_task = 8  # blocks per task: only a work-size knob, the result does not depend on it
 
-    if scheduler:
-        client = Client(scheduler)
-    else:
+    cluster = None
+    if not scheduler:
         # Threads keep the quick run light; use processes=True (the default) for real work.
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=not quick)
-        client = Client(cluster)
-    with client:
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=not quick,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,  # shutdown chatter (INFO, with tracebacks) stays quiet
+        )
+    # Close the client, then the cluster, in that order: a cluster left to the interpreter's
+    # exit can log connection errors while it tears down under the closed client.
+    with contextlib.ExitStack() as stack:
+        if cluster is not None:
+            stack.enter_context(cluster)
+        client = stack.enter_context(Client(scheduler or cluster))
         start = time.perf_counter()
         futures = [
             client.submit(
