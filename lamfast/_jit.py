@@ -8,8 +8,17 @@ environment switches read once at import:
 ``LAMFAST_FASTMATH``  (default ``0``) off by default: fastmath reassociates sums, which would break
                       the bitwise determinism promised for moments (DESIGN 3.2).
 ``LAMFAST_NOGIL``     (default ``1``) release the GIL inside kernels so threads can overlap.
+``LAMFAST_CACHE_DIR`` where the compiled kernels are cached (default
+                      ``$XDG_CACHE_HOME/lamfast/numba``, i.e. ``~/.cache/lamfast/numba``).
 
 Kernels are compiled lazily on first call, never at import.
+
+Why not numba's default cache location: numba writes next to the source, into the installed
+package's ``__pycache__``. ``pip uninstall`` leaves those files behind, and the leftover
+``site-packages/lamfast/`` folder then shadows a later editable install as an empty namespace
+package (``pip install .`` then ``pip install -e .`` broke ``import lamfast``). A user cache
+directory also works for read-only installs. Only lamfast's kernels use it; numba's global
+``NUMBA_CACHE_DIR``, when set, still wins.
 """
 
 from __future__ import annotations
@@ -31,10 +40,72 @@ FASTMATH = _flag("LAMFAST_FASTMATH", False)
 NOGIL = _flag("LAMFAST_NOGIL", True)
 
 
+def cache_dir() -> str:
+    """Directory of lamfast's numba cache (``numba.config.CACHE_DIR`` if the user set one)."""
+    if numba.config.CACHE_DIR:
+        return numba.config.CACHE_DIR
+    custom = os.environ.get("LAMFAST_CACHE_DIR")
+    if custom:
+        return os.path.abspath(os.path.expanduser(custom))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "lamfast", "numba")
+
+
+def _function_cache(py_func):
+    """numba's ``FunctionCache`` for ``py_func``, located in :func:`cache_dir` (module doc).
+
+    Uses numba's caching classes (public names since 0.59); None if they are not there, and the
+    caller falls back to numba's own locations.
+    """
+    try:
+        from numba.core import caching
+
+        base_locator = caching.UserProvidedCacheLocator
+        base_impl = caching.CompileResultCacheImpl
+        base_cache = caching.FunctionCache
+    except (ImportError, AttributeError):  # pragma: no cover - older or newer numba internals
+        return None
+
+    class Locator(base_locator):
+        def __init__(self, func, py_file):
+            self._py_file = py_file
+            self._lineno = func.__code__.co_firstlineno
+            self._cache_path = os.path.join(cache_dir(), self.get_suitable_cache_subpath(py_file))
+
+        @classmethod
+        def from_function(cls, func, py_file):
+            return cls(func, py_file) if os.path.exists(py_file) else None
+
+    class Impl(base_impl):
+        _locator_classes = [Locator]
+
+    class LamfastFunctionCache(base_cache):
+        _impl_class = Impl
+
+    try:
+        return LamfastFunctionCache(py_func)
+    except Exception:  # pragma: no cover - unwritable cache dir: numba's defaults decide
+        return None
+
+
+def _dispatcher(py_func, options):
+    cache = options.pop("cache")
+    disp = numba.njit(**options)(py_func)
+    if cache:
+        own = None if numba.config.CACHE_DIR else _function_cache(disp.py_func)
+        if own is None:
+            disp.enable_caching()
+        else:
+            disp._cache = own
+    return disp
+
+
 def njit(*args, **kwargs):
     """``numba.njit`` with lamfast's options; explicit keyword arguments win."""
     options = {"cache": CACHE, "fastmath": FASTMATH, "nogil": NOGIL}
     options.update(kwargs)
     if args and callable(args[0]) and len(args) == 1:
-        return numba.njit(**options)(args[0])
-    return numba.njit(*args, **options)
+        return _dispatcher(args[0], options)
+    if args:  # explicit signatures: numba compiles eagerly; keep numba's own caching
+        return numba.njit(*args, **options)
+    return lambda py_func: _dispatcher(py_func, dict(options))

@@ -147,7 +147,7 @@ def variant_options(f):
             type=click.Choice(["eig", "moment-gd", "sgd"]),
             default="eig",
             show_default=True,
-            help="eig: closed forms (DESIGN 1.1); moment-gd: Adam on the exact loss; "
+            help="eig: closed forms (docs/theory.md); moment-gd: Adam on the exact loss; "
             "sgd: the paper's minibatch protocol.",
         ),
     ]

@@ -251,7 +251,12 @@ def _check_segment(seg: _Segment):
     if seg.actions is not None:
         n = len(seg.actions)
         ok = (T, T - 1) if kind == "frames" else (T,)
-        if n not in ok or len(seg.actions.shape) > 2:
+        if len(seg.actions.shape) > 2:
+            raise LamfastError(
+                f"{seg.actions.name}: actions of shape {seg.actions.shape}; expected ids (T,) or "
+                "vectors (T, da) along one time axis (flatten episodes and mark episode_starts)"
+            )
+        if n not in ok:
             want = f"{T} or {T - 1}" if kind == "frames" else f"{T}"
             raise LamfastError(
                 f"{seg.actions.name}: {n} actions do not match {T} frames (expected {want} rows)"

@@ -15,7 +15,7 @@ def machine_info() -> dict:
     import scipy
 
     from . import __version__
-    from ._jit import CACHE, FASTMATH, NOGIL
+    from ._jit import CACHE, FASTMATH, NOGIL, cache_dir
 
     info = {
         "lamfast": __version__,
@@ -48,7 +48,7 @@ def machine_info() -> dict:
         info["numba threads"] = numba.config.NUMBA_NUM_THREADS
     except AttributeError:  # pragma: no cover - very old numba
         pass
-    info["numba cache dir"] = numba.config.CACHE_DIR or "(next to the package, __pycache__)"
+    info["numba cache dir"] = cache_dir()
     info["kernel options"] = f"cache={CACHE} fastmath={FASTMATH} nogil={NOGIL}"
     # An extra is present when every module it needs can be found; find_spec does not import it.
     for extra, modules in EXTRAS.items():

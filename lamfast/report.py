@@ -288,6 +288,8 @@ def checks_fig4_middle(rows) -> list[Check]:
                 worst is not None and worst < MONOTONE,
             )
         )
+    else:
+        out.append(_missing(claim, "kappa = 0.01 and kappa = 0.1 on one grid"))
     return out
 
 

@@ -137,6 +137,7 @@ def _not_a_fit(tmp: Path) -> None:
 
 
 FRAMES = ["fit", "{tmp}/f.npy", "--dz", "2"]
+FRAMES_NPZ = ["fit", "{tmp}/f.npz", "--dz", "2"]
 
 CASES = [
     # --- world flags
@@ -262,6 +263,14 @@ CASES = [
         lambda t: _frames(t, np.array([[1, None]] * 3, dtype=object), allow_pickle=True),
     ),
     Case("frames-zero-frames", FRAMES, r"no transitions", lambda t: _frames(t, np.zeros((0, 4)))),
+    Case(
+        "frames-episodic-actions",
+        FRAMES_NPZ,
+        r"actions of shape \(4, 9, 2\); expected ids",
+        lambda t: np.savez(
+            t / "f.npz", frames=np.zeros((4, 10, 3, 3)), actions=np.zeros((4, 9, 2))
+        ),
+    ),
     Case("frames-damaged-header", FRAMES, r"f\.npy: not a readable \.npy file", _damaged_header),
     Case(
         "frames-checkpoint-inside-the-dataset",

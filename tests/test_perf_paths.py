@@ -251,6 +251,10 @@ def test_kernels_are_cacheable():
     """Every numba kernel writes to the on-disk cache (cold start: a second process loads the
     compiled code instead of compiling). Closures, dynamic globals or ctypes pointers would
     silently turn numba's cache into a NullCache."""
+    import os
+
+    from numba.core.caching import FunctionCache
+
     import lamfast
     from lamfast import _jit, benchmarks, moments
 
@@ -264,8 +268,12 @@ def test_kernels_are_cacheable():
     ]
     assert len(kernels) >= 5
     for kernel in kernels:
-        assert type(kernel._cache).__name__ == "FunctionCache", kernel
-    assert lamfast
+        assert isinstance(kernel._cache, FunctionCache), kernel
+        # the cache lives in the user cache directory, never inside the installed package
+        # (leftovers there shadowed a later editable install after pip uninstall)
+        path = kernel._cache._cache_path
+        assert path.startswith(_jit.cache_dir()), path
+        assert not path.startswith(os.path.dirname(lamfast.__file__)), path
 
 
 def test_bench_table_formats():
