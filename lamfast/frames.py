@@ -1012,8 +1012,9 @@ class _BlockAccumulator:
         from ._blas import thread_pool
 
         self.pending.append((thread_pool().submit(block_moments, X), X))
-        # keep two blocks per thread in flight; the next buffer is one no block still uses
-        while len(self.pending) > 2 * self.threads:
+        # one block per thread in flight (each holds its rows and their centred copy: memory
+        # stays a few blocks whatever the dataset); the next buffer is one no block still uses
+        while len(self.pending) > self.threads:
             self._drain_one()
         self.buf = self.free.pop() if self.free else np.empty((self.rows, self.p))
 
