@@ -47,7 +47,14 @@ def cache_dir() -> str:
     custom = os.environ.get("LAMFAST_CACHE_DIR")
     if custom:
         return os.path.abspath(os.path.expanduser(custom))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        home = os.path.expanduser("~")
+        if home.startswith("~"):  # no HOME and no passwd entry: never a relative "~" folder
+            import tempfile
+
+            return os.path.join(tempfile.gettempdir(), f"lamfast-{os.getuid()}", "numba")
+        base = os.path.join(home, ".cache")
     return os.path.join(base, "lamfast", "numba")
 
 
@@ -60,7 +67,9 @@ def _function_cache(py_func):
     try:
         from numba.core import caching
 
-        base_locator = caching.UserProvidedCacheLocator
+        base_locator = getattr(caching, "UserProvidedCacheLocator", None)
+        if base_locator is None:  # pragma: no cover - numba < 0.59 named it privately
+            base_locator = caching._UserProvidedCacheLocator
         base_impl = caching.CompileResultCacheImpl
         base_cache = caching.FunctionCache
     except (ImportError, AttributeError):  # pragma: no cover - older or newer numba internals
@@ -80,7 +89,22 @@ def _function_cache(py_func):
         _locator_classes = [Locator]
 
     class LamfastFunctionCache(base_cache):
+        """Caching that never fails a kernel: an unwritable or uncreatable cache directory
+        (no HOME, a read-only home, a bad LAMFAST_CACHE_DIR) means compiling every time."""
+
         _impl_class = Impl
+
+        def load_overload(self, *args, **kwargs):
+            try:
+                return super().load_overload(*args, **kwargs)
+            except OSError:
+                return None
+
+        def save_overload(self, *args, **kwargs):
+            try:
+                super().save_overload(*args, **kwargs)
+            except OSError:
+                pass
 
     try:
         return LamfastFunctionCache(py_func)
@@ -92,11 +116,10 @@ def _dispatcher(py_func, options):
     cache = options.pop("cache")
     disp = numba.njit(**options)(py_func)
     if cache:
-        own = None if numba.config.CACHE_DIR else _function_cache(disp.py_func)
-        if own is None:
-            disp.enable_caching()
-        else:
+        own = _function_cache(disp.py_func)  # in cache_dir(): NUMBA_CACHE_DIR wins there
+        if own is not None:
             disp._cache = own
+        # else: no caching rather than numba's default, the package's own __pycache__
     return disp
 
 

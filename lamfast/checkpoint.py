@@ -31,7 +31,9 @@ from . import config
 from .errors import LamfastError
 from .moments import MergeTree
 
-FORMAT = "lamfast-checkpoint-1"
+# 2: block co-moments by SYRK (2026-11-27): a checkpoint of the former GEMM kernel would resume
+# into bits that match neither kernel, so it is refused as another configuration.
+FORMAT = "lamfast-checkpoint-2"
 
 
 def fingerprint(**fields) -> str:

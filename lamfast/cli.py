@@ -7,7 +7,6 @@ Errors from bad input (``LamfastError`` or a click usage error) print one line,
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 import click
@@ -782,7 +781,4 @@ def bench(quick, markdown, json_path):
 
 def main(argv=None):
     """Console-script entry point."""
-    # Dask logs connection teardown at INFO level, with tracebacks ("Batched Comm Closed"),
-    # when a cluster shuts down; on a command line that reads as a failure. Warnings stay.
-    logging.getLogger("distributed").setLevel(logging.WARNING)
     cli.main(args=argv, prog_name="lamfast")

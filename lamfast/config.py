@@ -30,6 +30,11 @@ CHUNK_BLOCKS = _default("CHUNK_BLOCKS", 16)
 # transition index, so any value gives bitwise-identical results (tests/test_frames.py). 4096 frames
 # of 64 x 64 uint8 are 16 MiB raw, 128 MiB as float64: bounded, and large enough to amortise I/O.
 FRAME_CHUNK = _default("FRAME_CHUNK", 4096)
+# Bytes that blocks computed on threads by the sequential frame pass may hold at once (each holds
+# its rows, their centred copy and a p x p co-moment). Caps the threads for wide frames, so memory
+# stays bounded on many-core hosts: at 16x16 frames (p = 517) a block is 36 MB, at 64x64 (p ~ 8k)
+# 1 GB, and then the pass runs one block at a time.
+FRAME_INFLIGHT_BYTES = _default("FRAME_INFLIGHT_BYTES", 512 * 2**20)
 
 # Largest flattened frame (after crop/downsample) accepted from files: the joint co-moment is
 # (2d + da)^2 float64, 512 MiB at d = 4096, and log2(blocks) of them sit in the merge tree.

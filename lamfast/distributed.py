@@ -32,7 +32,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 
@@ -285,6 +284,11 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
     if workers is not None and scheduler is not None:
         raise LamfastError("give either --workers or --scheduler, not both")
     distributed = _import_distributed()
+    # Dask logs connection teardown at INFO level, with tracebacks ("Batched Comm Closed"),
+    # when the cluster made here shuts down; that reads as a failure. Set after the import,
+    # which configures the "distributed" logger. Warnings stay.
+    log = logging.getLogger("distributed")
+    log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
     if scheduler is not None:
         _check_address(scheduler)
         try:
@@ -527,13 +531,11 @@ def frame_moments_tree(
         path = checkpoint
         if checkpoint is not None and noop is not None:
             path = noop_checkpoint_path(checkpoint)
-        if path is not None and source.path.is_dir():
-            folder = source.path.resolve()
-            if folder in Path(os.path.abspath(path)).resolve().parents:
-                raise LamfastError(
-                    f"checkpoint {path} is inside the dataset directory {source.path} (it would "
-                    "be read as frames next time); put it elsewhere"
-                )
+        if path is not None and source.would_read(path):
+            raise LamfastError(
+                f"checkpoint {path} is inside the dataset directory {source.path} (it would be "
+                "read as frames next time); put it elsewhere"
+            )
         cp = None
         if path is not None:
             cp = Checkpoint(path, frame_fingerprint(source, index, block_rows, noop))

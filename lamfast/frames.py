@@ -26,7 +26,8 @@ Valid transitions are numbered globally in file order; block ``k`` holds transit
 ``k * block_rows ... (k + 1) * block_rows - 1`` and block moments are merged by
 :class:`~lamfast.moments.MergeTree`. The read chunk size is therefore invisible in the result: any
 ``chunk_frames`` gives bitwise-identical moments (tests/test_frames.py). Memory is bounded by one
-chunk of frames plus one block of rows plus ``log2(blocks)`` co-moment matrices.
+chunk of frames, the blocks in flight (one per thread, at most ``config.FRAME_INFLIGHT_BYTES``;
+each holds its rows, their centred copy and a co-moment) and ``log2(blocks)`` co-moment matrices.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class _NpyMember(_Member):
                 offset = f.tell()
         except (ValueError, OSError, EOFError) as e:
             raise LamfastError(f"{label}: not a readable .npy file ({e})") from None
+        _check_shape(shape, label)
         _check_dtype(dtype, label)
         need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         have = os.path.getsize(path) - offset
@@ -117,6 +119,7 @@ class _ZipMember(_Member):
             raise LamfastError(f"{label}: not a readable .npy member ({e})") from None
         finally:
             f.close()
+        _check_shape(shape, label)
         _check_dtype(dtype, label)
         if fortran and len(shape) > 1:
             raise LamfastError(f"{label}: Fortran-ordered arrays are not supported; save C order")
@@ -188,6 +191,11 @@ class _ZarrMember(_Member):
 
     def read(self, start, stop):
         return np.asarray(self._a[start:stop])
+
+
+def _check_shape(shape, label: str):
+    if any(int(n) < 0 for n in shape):
+        raise LamfastError(f"{label}: damaged header (negative dimension in shape {tuple(shape)})")
 
 
 def _check_dtype(dtype: np.dtype, label: str):
@@ -784,6 +792,17 @@ class FrameSource:
             cols.append(self.action_rows(acts))
         return np.hstack(cols)
 
+    def would_read(self, path) -> bool:
+        """Whether a file at ``path`` would be read as part of this dataset (a directory of
+        ``.npy``/``.npz`` files reads every such file at its top level)."""
+        path = Path(os.path.abspath(path))
+        if not self.path.is_dir() or path.parent != Path(os.path.abspath(self.path)):
+            return False
+        if (self.path / "frames.npy").exists() or (self.path / "o.npy").exists():
+            # an unpacked .npz directory (open_segments): only its known members are read
+            return path.suffix.lower() == ".npy" and path.stem in _FRAME_KEYS
+        return path.suffix.lower() in (".npy", ".npz")
+
     def _check_noop(self, noop_action) -> None:
         if self.action_kind != "discrete":
             raise LamfastError("--noop-action needs discrete actions")
@@ -832,11 +851,15 @@ class FrameSource:
                 client=client,
                 checkpoint=checkpoint,
             )
-        # Blocks are computed on threads while the next chunk is read (same bits for any count).
-        threads = int(config.STREAM_THREADS) or (os.cpu_count() or 1)
+        # Blocks are computed on threads while the next chunk is read (same bits for any count),
+        # as many as the cores this process may use and the in-flight memory budget allow.
+        p = sum(size for _, size in self.blocks)
+        per_block = block_rows * p * 16 + p * p * 8
+        threads = int(config.STREAM_THREADS) or _usable_cores()
+        threads = max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
         acc = _BlockAccumulator(self.blocks, block_rows, threads=threads)
-        noop = (
-            _BlockAccumulator((("delta", self.do),), block_rows, threads=threads)
+        noop = (  # the smaller no-op side stream is computed in this thread
+            _BlockAccumulator((("delta", self.do),), block_rows)
             if noop_action is not None
             else None
         )
@@ -858,6 +881,14 @@ class FrameSource:
     def full_shift(self, shift: np.ndarray) -> np.ndarray:
         """``shift`` padded to the joint layout (only the ``o`` block is shifted)."""
         return np.concatenate([shift, np.zeros(self.do + self.da)])
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, e.g. a container's cpuset), not the host's."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return os.cpu_count() or 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -212,3 +212,11 @@ def _needs_a_missing_module(first, stop):
 def test_worker_without_lamfast_is_a_clear_error(client):
     with pytest.raises(LamfastError, match="cannot import lamfast_not_installed_here"):
         dist.tree_moments(_needs_a_missing_module, 3, (("x", 1),), client=client)
+
+
+def test_own_clusters_keep_dask_teardown_chatter_off_stderr():
+    # distributed configures its logger at INFO on import; teardown then logs tracebacks at INFO
+    import logging
+
+    with dist.dask_client(workers=1):
+        assert logging.getLogger("distributed").getEffectiveLevel() >= logging.WARNING

@@ -382,3 +382,39 @@ def test_sequential_pass_bitwise_for_any_thread_count(tmp_path, rng, monkeypatch
     actions = np.load(tmp_path / "d.npz")["actions"]
     n, mean, cov = naive.moments(naive.frame_rows(frames, actions))
     np.testing.assert_allclose(got.cov, cov, rtol=1e-12, atol=1e-13)
+
+
+def test_checkpoint_beside_a_dataset_that_would_not_read_it_is_allowed(tmp_path, rng):
+    # an unpacked .npz directory reads only its known members; a subfolder is never read
+    d = tmp_path / "lin"
+    d.mkdir()
+    np.save(d / "frames.npy", rng.standard_normal((300, 4)))
+    (d / "sub").mkdir()
+    src = FrameSource(d)
+    ref = src.moments(block_rows=50)
+    assert_bitwise(src.moments(block_rows=50, checkpoint=d / "ck.npz"), ref)
+    assert_bitwise(src.moments(block_rows=50, checkpoint=d / "sub" / "ck.npz"), ref)
+    assert_bitwise(FrameSource(d).moments(block_rows=50, checkpoint=d / "ck.npz"), ref)
+
+
+def test_in_flight_blocks_are_capped_by_memory(tmp_path, rng, monkeypatch):
+    """Wide frames on many cores: the threads of the sequential pass are capped so that blocks in
+    flight stay within config.FRAME_INFLIGHT_BYTES; the bits never change."""
+    from lamfast import config, frames
+
+    np.save(tmp_path / "f.npy", rng.standard_normal((700, 30)))
+    seen = []
+    real = frames._BlockAccumulator.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        seen.append(self.threads)
+
+    monkeypatch.setattr(frames._BlockAccumulator, "__init__", spy)
+    monkeypatch.setattr(config, "STREAM_THREADS", 8)
+    ref = FrameSource(tmp_path / "f.npy").moments(block_rows=64)
+    per_block = 64 * 60 * 16 + 60 * 60 * 8
+    monkeypatch.setattr(config, "FRAME_INFLIGHT_BYTES", 3 * per_block)
+    got = FrameSource(tmp_path / "f.npy").moments(block_rows=64)
+    assert seen == [8, 3]
+    assert_bitwise(got, ref)

@@ -108,6 +108,12 @@ def _damaged_header(tmp: Path) -> None:
     (tmp / "f.npy").write_bytes(bytes(data))
 
 
+def _patch_header(tmp: Path, old: bytes, new: bytes) -> None:
+    _frames(tmp)
+    data = (tmp / "f.npy").read_bytes()
+    (tmp / "f.npy").write_bytes(data.replace(old, new.ljust(len(old)), 1))
+
+
 def _frame_directory(tmp: Path) -> None:
     (tmp / "data").mkdir()
     _frames(tmp, name="data/a.npy")
@@ -270,6 +276,12 @@ CASES = [
         lambda t: np.savez(
             t / "f.npz", frames=np.zeros((4, 10, 3, 3)), actions=np.zeros((4, 9, 2))
         ),
+    ),
+    Case(
+        "frames-negative-shape-header",
+        FRAMES,
+        r"negative dimension in shape \(-5, 6\)",
+        lambda t: _patch_header(t, b"(40, 6)", b"(-5, 6)"),
     ),
     Case("frames-damaged-header", FRAMES, r"f\.npy: not a readable \.npy file", _damaged_header),
     Case(

@@ -321,3 +321,24 @@ def test_symmetrise_matches_numpy(rng):
     out = np.empty_like(C)
     _symmetrise(C, out)
     assert np.array_equal(out, 0.5 * (C + C.T))
+
+
+def test_unwritable_cache_dir_compiles_instead_of_failing(tmp_path):
+    """No HOME, a read-only home or a bad LAMFAST_CACHE_DIR: kernels compile every time, the
+    command works (review: the first kernel call died with a traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").write_text("not a directory\n")
+    env = {**os.environ, "LAMFAST_CACHE_DIR": str(tmp_path / "afile" / "cache")}
+    env.pop("NUMBA_CACHE_DIR", None)
+    code = (
+        "from lamfast import LinearWorld, stream_moments; "
+        "print(stream_moments(LinearWorld(do=6, da=2, seed=1), 3000, block_rows=500).count)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "3000.0" and "Traceback" not in out.stderr
