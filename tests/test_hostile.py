@@ -428,6 +428,9 @@ def test_hostile_input(case, tmp_path, monkeypatch):
 def test_catalogue_is_large_enough():
     assert len(CASES) >= 25
     assert len({c.id for c in CASES}) == len(CASES)
+    # the README quotes the size of this table: keep it true
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"a table of {len(CASES)} cases" in readme
 
 
 def test_missing_dask_names_the_extra(tmp_path, monkeypatch):
