@@ -53,7 +53,8 @@ def cache_dir() -> str:
         if home.startswith("~"):  # no HOME and no passwd entry: never a relative "~" folder
             import tempfile
 
-            return os.path.join(tempfile.gettempdir(), f"lamfast-{os.getuid()}", "numba")
+            user = getattr(os, "getuid", lambda: "user")()
+            return os.path.join(tempfile.gettempdir(), f"lamfast-{user}", "numba")
         base = os.path.join(home, ".cache")
     return os.path.join(base, "lamfast", "numba")
 
@@ -62,7 +63,7 @@ def _function_cache(py_func):
     """numba's ``FunctionCache`` for ``py_func``, located in :func:`cache_dir` (module doc).
 
     Uses numba's caching classes (public names since 0.59); None if they are not there, and the
-    caller falls back to numba's own locations.
+    kernel is then not cached at all (never in the package's own ``__pycache__``).
     """
     try:
         from numba.core import caching
@@ -108,7 +109,7 @@ def _function_cache(py_func):
 
     try:
         return LamfastFunctionCache(py_func)
-    except Exception:  # pragma: no cover - unwritable cache dir: numba's defaults decide
+    except Exception:  # pragma: no cover - numba internals changed: no caching
         return None
 
 
