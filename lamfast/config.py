@@ -60,8 +60,8 @@ EIGH_DENSE_MAX = _default("EIGH_DENSE_MAX", 1024)
 EIGH_KRYLOV_MIN_D = _default("EIGH_KRYLOV_MIN_D", 2048)
 EIGH_KRYLOV_MAX_K_FRACTION = _default("EIGH_KRYLOV_MAX_K_FRACTION", 16)
 # Block size max(k, EIGH_KRYLOV_MIN_BLOCK) and basis size in blocks of the Krylov solver.
-# Measured at d = 4096 (quiet machine, 2026-11-26 23:30; bench/results/krylov-tuning-*.txt): on
-# the hard sampled spectrum at k = 16 a block of k took 1.11 s (69 block products) against
+# Measured at d = 4096 (quiet machine; bench/results/krylov-tuning-2026-11-26.txt): on the
+# hard sampled spectrum at k = 16 a block of k took 1.11 s (69 block products) against
 # 1.52 s (48 products) for the former k + max(k, 16); the 16 extra columns per product cost more
 # than the products they save. At k = 2-8 a block of 8 was as fast as or faster than 16 or k.
 EIGH_KRYLOV_MIN_BLOCK = _default("EIGH_KRYLOV_MIN_BLOCK", 8)
