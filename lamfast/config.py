@@ -40,9 +40,12 @@ FRAME_INFLIGHT_BYTES = _default("FRAME_INFLIGHT_BYTES", 512 * 2**20)
 # (2d + da)^2 float64, 512 MiB at d = 4096, and log2(blocks) of them sit in the merge tree.
 FRAMES_MAX_DIM = _default("FRAMES_MAX_DIM", 4096)
 
-# Threads over blocks in the simulated stream (0 = all cores). Blocks are independent and each
-# one's moments are computed the same way on any thread, so this never changes a result
-# (tests/test_perf_paths.py::test_stream_bitwise_across_threads). LAMFAST_THREADS overrides it.
+# Threads over blocks in the simulated stream and the sequential frame pass (0 = all cores;
+# the frame pass also stays within FRAME_INFLIGHT_BYTES). Blocks are independent and each one's
+# moments are computed the same way on any thread, so this never changes a result
+# (tests/test_perf_paths.py::test_stream_bitwise_across_threads,
+# tests/test_frames_distributed.py::test_sequential_pass_bitwise_for_any_thread_count).
+# LAMFAST_THREADS overrides it.
 STREAM_THREADS = _default("STREAM_THREADS", int(os.environ.get("LAMFAST_THREADS", "0") or 0))
 
 # Dense LAPACK subset driver up to this dimension, ARPACK above it (when k is small).
