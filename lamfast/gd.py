@@ -558,16 +558,25 @@ class _Trace:
     reason: str = ""
 
 
+def _kernel_args(obj) -> tuple:
+    """The objective's constants in the order :func:`_value_grad_kernel` takes them after
+    ``(theta, grad)`` (placeholders for the supervision terms when there are no labels)."""
+    empty = np.zeros((1, 1))
+    sup = obj.w > 0
+    return (
+        obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Sig, obj.trSig, obj.Moo_is_eye,
+        obj.learned, obj.free,
+        obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
+        obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
+    )  # fmt: skip
+
+
 def _adam_fast(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
     """:func:`_adam` in one numba kernel (:func:`_adam_kernel`); the default path."""
     decay = (lr_final / lr) ** (1.0 / max(steps - 1, 1)) if lr_final else 1.0
-    empty = np.zeros((1, 1))
-    sup = obj.w > 0
     hist = np.empty(max(steps, 1))
     done, reason = _adam_kernel(
-        theta, obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Sig, obj.trSig, obj.Moo_is_eye,
-        obj.learned, obj.free, obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
-        obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1), int(steps), float(lr),
+        theta, *_kernel_args(obj), int(steps), float(lr),
         float(decay), float(betas[0]), float(betas[1]), float(eps), float(rtol), float(gtol),
         int(config.GD_WINDOW), hist,
     )  # fmt: skip
@@ -696,14 +705,8 @@ def _polish_profiled(obj, theta, maxiter, gtol, trace):
     p = obj.unpack(work)
     C = p["C"].copy()
     nB = do * dz
-    empty = np.zeros((1, 1))
     sup = obj.w > 0
-    consts = (
-        obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Sig, obj.trSig, obj.Moo_is_eye,
-        obj.learned, obj.free,
-        obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
-        obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
-    )  # fmt: skip
+    consts = _kernel_args(obj)
     extra = [] if not sup else [("E", obj.da * dz)]
     nE = obj.da * dz if sup else 0
     g = np.empty_like(work)
@@ -759,14 +762,7 @@ def _polish(obj, theta, maxiter, gtol, trace):
     """
     g = np.empty_like(theta)
     if config.GD_KERNEL:
-        empty = np.zeros((1, 1))
-        sup = obj.w > 0
-        consts = (
-            obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Sig, obj.trSig, obj.Moo_is_eye,
-            obj.learned, obj.free,
-            obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
-            obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
-        )  # fmt: skip
+        consts = _kernel_args(obj)
 
         def fun(x):
             x = np.ascontiguousarray(x)
