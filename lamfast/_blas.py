@@ -66,18 +66,32 @@ def single_threaded_blas():
     return one_blas_thread()
 
 
-def thread_pool():
-    """The process's pool of one thread per core (the GIL-free BLAS work of lamfast's kernels)."""
-    global _POOL
-    with _LOCK:
-        if _POOL is None:
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, e.g. a container's cpuset), not the host's."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
+        return os.cpu_count() or 1
+
+
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def thread_pool(threads: int | None = None):
+    """A persistent pool of ``threads`` threads (default: one per usable core), one per count.
+
+    The threads of lamfast's kernels (simulated blocks, frame blocks, split products) live here;
+    they keep their thread-local scratch buffers between calls.
+    """
+    threads = int(threads or usable_cores())
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            _POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="lamfast-blas")
-        return _POOL
-
-
-_POOL = None
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="lamfast")
+        return pool
 
 
 def parallel_matmul(A, B):
@@ -87,7 +101,7 @@ def parallel_matmul(A, B):
     whatever the split, on the same kernel, so the result does not depend on the core count in
     practice; the threads are ours, so nothing spins while another process holds a core.
     """
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     n = A.shape[0]
     if cores == 1 or n < 256:
         return A @ B
@@ -97,5 +111,5 @@ def parallel_matmul(A, B):
     def part(i):
         np.matmul(A[edges[i] : edges[i + 1]], B, out=out[edges[i] : edges[i + 1]])
 
-    list(thread_pool().map(part, range(cores)))
+    list(thread_pool(cores).map(part, range(cores)))
     return out

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config
+from ._blas import thread_pool, usable_cores
 from ._progress import Progress
 from .errors import LamfastError
 from .moments import Blocks, MergeTree, Moments, block_moments
@@ -855,7 +856,7 @@ class FrameSource:
         # as many as the cores this process may use and the in-flight memory budget allow.
         p = sum(size for _, size in self.blocks)
         per_block = block_rows * p * 16 + p * p * 8
-        threads = int(config.STREAM_THREADS) or _usable_cores()
+        threads = int(config.STREAM_THREADS) or usable_cores()
         threads = max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
         acc = _BlockAccumulator(self.blocks, block_rows, threads=threads)
         noop = (  # the smaller no-op side stream is computed in this thread
@@ -881,14 +882,6 @@ class FrameSource:
     def full_shift(self, shift: np.ndarray) -> np.ndarray:
         """``shift`` padded to the joint layout (only the ``o`` block is shifted)."""
         return np.concatenate([shift, np.zeros(self.do + self.da)])
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on (CPU affinity, e.g. a container's cpuset), not the host's."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity
-        return os.cpu_count() or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1040,9 +1033,7 @@ class _BlockAccumulator:
         if self.threads == 1:
             self.sink(block_moments(X))
             return
-        from ._blas import thread_pool
-
-        self.pending.append((thread_pool().submit(block_moments, X), X))
+        self.pending.append((thread_pool(self.threads).submit(block_moments, X), X))
         # one block per thread in flight (each holds its rows and their centred copy: memory
         # stays a few blocks whatever the dataset); the next buffer is one no block still uses
         while len(self.pending) > self.threads:

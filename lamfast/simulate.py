@@ -10,14 +10,12 @@ result is bitwise identical whatever the chunking. The last block may be short.
 from __future__ import annotations
 
 import collections
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import config
-from ._blas import single_threaded_blas
+from ._blas import single_threaded_blas, thread_pool, usable_cores
 from ._jit import njit
 from ._progress import Progress
 from .errors import LamfastError
@@ -219,24 +217,11 @@ def _rows_block(world: LinearWorld, Lt: np.ndarray, x: np.ndarray, k: int, m: in
 
 
 # ------------------------------------------------------------------------------- threads
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOL_LOCK = threading.Lock()
-
-
 def _threads(threads: int | None) -> int:
     value = config.STREAM_THREADS if threads is None else threads
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         raise LamfastError(f"threads must be an integer >= 0 (0: all cores), got {value!r}")
-    return int(value) or (os.cpu_count() or 1)
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """A persistent pool per thread count (its threads keep their scratch buffers)."""
-    with _POOL_LOCK:
-        pool = _POOLS.get(threads)
-        if pool is None:
-            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="lamfast")
-        return pool
+    return int(value) or usable_cores()
 
 
 def _single_threaded_blas():
@@ -267,7 +252,7 @@ def _iter_blocks(world, first, stop, rows, block_rows, threads, kernel):
             for k in range(first, stop):
                 yield work(k)
             return
-        pool = _pool(threads)
+        pool = thread_pool(threads)
         ahead = 2 * threads  # blocks in flight: keeps every thread busy while the caller merges
         pending: collections.deque = collections.deque()
         k = first
