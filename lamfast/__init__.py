@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+from ._version import __version__
 from .eigen import top_eigh
 from .errors import LamfastError
 from .experiments import RunOptions, reproduce
@@ -31,8 +32,6 @@ from .moments import Moments, moments_from_rows
 from .probes import probe_metrics, probe_mse
 from .simulate import stream_moments, wishart_moments
 from .world import LinearWorld
-
-__version__ = "0.1.0"
 
 __all__ = [
     "RunOptions",

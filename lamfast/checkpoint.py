@@ -18,7 +18,6 @@ which is atomic on POSIX: a kill at any instant leaves either the previous or th
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import tempfile
@@ -28,6 +27,8 @@ import zipfile
 import numpy as np
 
 from . import config
+from ._files import atomic_output, remove_stale_temporaries
+from ._version import __version__
 from .errors import LamfastError
 from .moments import MergeTree
 
@@ -38,8 +39,6 @@ FORMAT = "lamfast-checkpoint-2"
 
 def fingerprint(**fields) -> str:
     """Canonical JSON of the fields that define a stream (sorted keys, no whitespace)."""
-    from . import __version__
-
     fields = {"format": FORMAT, "lamfast": __version__, **fields}
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_jsonable)
 
@@ -182,11 +181,7 @@ class Checkpoint:
 
     def _remove_stale_temporaries(self) -> None:
         # A SIGKILL between creating the temporary file and renaming it leaves it behind.
-        for stale in glob.glob(glob.escape(self.path) + ".tmp-*"):
-            try:
-                os.unlink(stale)
-            except OSError:
-                pass
+        remove_stale_temporaries(self.path)
 
     # ------------------------------------------------------------------ save
     def due(self, tree: MergeTree) -> bool:
@@ -215,18 +210,7 @@ class Checkpoint:
             arrays[f"entry{i}_count"] = np.array(count, dtype=np.float64)
             arrays[f"entry{i}_mean"] = mean
             arrays[f"entry{i}_com"] = com
-        tmp = f"{self.path}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise LamfastError(f"cannot write checkpoint {self.path}: {e.strerror or e}") from None
+        with atomic_output(self.path, what="checkpoint ") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         self.saved_blocks = tree.n_blocks
         self._saved_at = time.monotonic()

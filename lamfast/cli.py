@@ -12,7 +12,7 @@ import sys
 import click
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .errors import LamfastError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -360,7 +360,8 @@ def _fit_frames_cmd(
     scale, chunk_frames, clean_basis, noop_action, clean_k, accuracy, out, workers, scheduler,
     checkpoint,
 ):  # fmt: skip
-    from .frames import Preprocess, check_output, fit_frames, save_lam
+    from ._files import check_output
+    from .frames import Preprocess, fit_frames, save_lam
 
     if clean_basis is not None and noop_action is not None:
         raise click.UsageError("give --clean-basis or --noop-action, not both")
@@ -761,9 +762,7 @@ def bench(quick, markdown, json_path):
     Example:
       lamfast bench --quick
     """
-    import os
-    import tempfile
-
+    from ._files import atomic_write_text
     from .benchmarks import format_table, run_bench
 
     result = run_bench(quick=quick, log=lambda msg: click.echo(msg, err=True))
@@ -773,10 +772,7 @@ def bench(quick, markdown, json_path):
         (json_path, json.dumps(result, indent=1) if json_path else None),
     ):
         if path:
-            folder = os.path.dirname(os.path.abspath(path))
-            with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
-                f.write(text)
-            os.replace(f.name, path)
+            atomic_write_text(path, text)
 
 
 def main(argv=None):

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import config
 from ._progress import Progress
+from ._version import __version__
 from .checkpoint import Checkpoint, fingerprint
 from .errors import LamfastError
 from .moments import MergeTree, Moments
@@ -227,7 +228,7 @@ def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_
             except ImportError as e:  # a remote worker without lamfast (or its dependencies)
                 raise LamfastError(
                     f"a Dask worker cannot import {e.name or 'lamfast'}: install lamfast "
-                    f"{_version()} on every worker"
+                    f"{__version__} on every worker"
                 ) from None
             done[number] = (span, entries)
             future.release()
@@ -242,12 +243,6 @@ def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_
     finally:
         for future in list(index_of):
             future.cancel()
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 # ------------------------------------------------------------------------------------ clients

@@ -20,7 +20,6 @@ import itertools
 import math
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import lam as _lam
+from ._files import atomic_write_text
 from ._progress import Progress
 from .errors import LamfastError
 from .lam import Variant, fit
@@ -796,31 +796,6 @@ def run_points(
                     raise
                 pool.shutdown(wait=True)
     return [r if r is not None else [] for r in results]
-
-
-# ------------------------------------------------------------------------------ atomic output
-def file_mode() -> int:
-    """Permissions of a new file under the current umask (``0o666 & ~umask``)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def csv_text(rows: Iterable[dict], columns: Sequence[str] = CSV_COLUMNS) -> str:

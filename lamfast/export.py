@@ -11,8 +11,6 @@ by block, so reading them back gives the moments of ``stream_moments`` on the sa
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config
+from ._files import atomic_folder, atomic_output
 from ._progress import Progress
 from .errors import LamfastError
 from .simulate import _check_rows, simulate_rows
@@ -54,27 +53,24 @@ def write_world(
         "layout": "pairs: o, o_next = o + delta, actions = a, noise block as in world.blocks",
         "noise_block": world.noise_block,
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write_arrays(world, n, block_rows, tmp, progress)
-        (tmp / "world.json").write_text(json.dumps(spec, indent=2) + "\n")
-        if as_npz:
-            fd, zpath = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-            os.close(fd)
-            try:
-                with zipfile.ZipFile(zpath, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-                    for f in sorted(tmp.iterdir()):
-                        z.write(f, f.name)
-                os.replace(zpath, out)
-            finally:
-                if os.path.exists(zpath):
-                    os.unlink(zpath)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    if as_npz:  # the arrays are written to a staging folder, then stored into OUT.npz
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as staging:
+            _write_world_files(world, n, block_rows, Path(staging), spec, progress)
+            with (
+                atomic_output(out) as zpath,
+                zipfile.ZipFile(zpath, "w", zipfile.ZIP_STORED, allowZip64=True) as z,
+            ):
+                for f in sorted(Path(staging).iterdir()):
+                    z.write(f, f.name)
+    else:
+        with atomic_folder(out) as tmp:
+            _write_world_files(world, n, block_rows, tmp, spec, progress)
     return {"out": str(out), "rows": n, "block_rows": block_rows, "world": world.to_dict()}
+
+
+def _write_world_files(world, n, block_rows, folder: Path, spec: dict, progress):
+    _write_arrays(world, n, block_rows, folder, progress)
+    (folder / "world.json").write_text(json.dumps(spec, indent=2) + "\n")
 
 
 def _write_arrays(world, n, block_rows, tmp: Path, progress):

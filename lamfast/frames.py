@@ -37,7 +37,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 import zipfile
@@ -49,6 +48,7 @@ import numpy as np
 
 from . import config
 from ._blas import thread_pool, usable_cores
+from ._files import atomic_output
 from ._progress import Progress
 from .errors import LamfastError
 from .moments import Blocks, MergeTree, Moments, block_moments
@@ -1353,35 +1353,9 @@ def load_basis(path) -> np.ndarray:
 
 
 # ============================================================================ save / load / encode
-def check_output(out) -> Path:
-    """Refuse, before any work, an output file that cannot be written (one-line error)."""
-    out = Path(out)
-    folder = out.parent
-    if out.is_dir():
-        raise LamfastError(f"output {out} is a directory")
-    if not folder.is_dir():
-        what = "is not a directory" if folder.exists() else "does not exist"
-        raise LamfastError(f"output directory {folder} {what}")
-    _, tmp = _atomic_target(out)
-    tmp.unlink()
-    return out
-
-
-def _atomic_target(out: Path):
-    """``out`` and a fresh temporary file beside it (renamed over ``out`` when complete)."""
-    out = Path(out)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as e:
-        raise LamfastError(f"cannot write {out}: {e.strerror or e}") from None
-    os.close(fd)
-    return out, Path(tmp)
-
-
 def save_lam(lam, out) -> Path:
     """Save a fitted ``LinearLAM`` (and its frame preprocessing) to ``.npz``, atomically."""
     lam._check_fitted()
-    out, tmp = _atomic_target(out)
     meta = {
         "dz": int(lam.dz),
         "variant": dataclasses.asdict(lam.variant),
@@ -1394,14 +1368,9 @@ def save_lam(lam, out) -> Path:
     arrays = {"A": lam.A_, "B": lam.B_, "C": lam.C_, "D": lam.D_, "spectrum": lam.spectrum_}
     if lam.E_ is not None:
         arrays["E"], arrays["h"] = lam.E_, lam.h_
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    return Path(out)
 
 
 def load_lam(path):
@@ -1453,8 +1422,7 @@ def encode_frames(fit_path, frames_path, out, *, chunk_frames=None, progress=Non
             f"expects {lam.C_.shape[1]}"
         )
     n = source.n_transitions
-    out, tmp = _atomic_target(out)
-    try:
+    with atomic_output(out) as tmp:
         Z = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(n, lam.dz))
         i = 0
         for o, o2, _ in source.transitions(progress=progress, label="encode"):
@@ -1464,8 +1432,4 @@ def encode_frames(fit_path, frames_path, out, *, chunk_frames=None, progress=Non
         del Z
         if i != n:  # pragma: no cover - guards the counting pass against the streaming pass
             raise LamfastError(f"internal: counted {n} transitions but streamed {i}")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return {"out": str(out), "transitions": n, "dz": int(lam.dz)}

@@ -15,12 +15,12 @@ and ``episode_starts`` (T bool).
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._files import atomic_output
 from .errors import LamfastError
 
 ACTIONS = ("up", "down", "left", "right", "stay")
@@ -144,14 +144,8 @@ def write_gridworld(out, **options) -> dict:
     if out.suffix != ".npz":
         raise LamfastError(f"the grid world is written as .npz, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **data)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **data)
     return {"out": str(out), "frames": int(data["frames"].shape[0]), **options}
 
 

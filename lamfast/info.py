@@ -14,8 +14,8 @@ def machine_info() -> dict:
     import numpy as np
     import scipy
 
-    from . import __version__
     from ._jit import CACHE, FASTMATH, NOGIL, cache_dir
+    from ._version import __version__
 
     info = {
         "lamfast": __version__,

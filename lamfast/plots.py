@@ -7,11 +7,10 @@ object-oriented API (``Figure`` + the Agg canvas) is used: no pyplot, no global 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import textwrap
-from pathlib import Path
+
+from ._files import atomic_output
 
 LABELS = {
     "llo": "LLO (optimum 2)",
@@ -122,20 +121,9 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
         axes[-1].legend(handles, labels, fontsize=7, loc="best")
     title = textwrap.fill(f"{panel.name}: {panel.title}", width=max(60, 58 * n))
     fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        from .experiments import file_mode
-
-        os.chmod(tmp, file_mode())
+    with atomic_output(path) as tmp:
         # No timestamp metadata: rerunning writes the same bytes on the same matplotlib.
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _unique(values) -> list:

@@ -83,7 +83,7 @@ def test_sigkill_resume_is_bitwise(tmp_path, monkeypatch):
     final = tree_of(path, KILL_WORLD, KILL_ROWS, 4096)
     assert final.n_blocks == n_blocks
     assert_bitwise(final.result("stream"), ref)
-    assert not list(tmp_path.glob("*.tmp-*"))
+    assert not list(tmp_path.glob(".*.tmp"))
     # The fit printed from resumed moments equals the fit of the plain stream.
     from lamfast.experiments import run_fit
 
@@ -179,7 +179,7 @@ def test_damaged_files_are_refused(tmp_path):
 
 def test_stale_temporaries_are_removed(tmp_path):
     path = tmp_path / "run.npz"
-    stale = tmp_path / "run.npz.tmp-99999"
+    stale = tmp_path / ".run.npz.k3x9_q.tmp"  # the temporary name of lamfast._files
     stale.write_bytes(b"half a file")
     stream_moments_checkpointed(WORLD, ROWS, path, block_rows=BR)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]

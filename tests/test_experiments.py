@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from lamfast import experiments as ex
+from lamfast._files import file_mode
 from lamfast.cli import cli
 from lamfast.experiments import RunOptions, compute_points, panel_points
 from lamfast.lam import SOLVERS, Variant
@@ -210,7 +211,7 @@ def test_reproduce_end_to_end(tmp_path):
         row = dict(zip(table[0], rec, strict=True))
         assert row["panel"] == "fig3-right" and row["solver"] == "eig"
         assert math.isfinite(float(row["llo"]))
-    assert (a / "fig3-right.csv").stat().st_mode & 0o777 == ex.file_mode()
+    assert (a / "fig3-right.csv").stat().st_mode & 0o777 == file_mode()
     report = (a / "report.md").read_text()
     assert "## fig3-left" in report and "## fig3-right" in report and "**NO**" not in report
     if ex.plots_available():
