@@ -63,16 +63,17 @@ def test_every_command_output_respects_the_umask(umask, tmp_path, invoke):
     enc = tmp_path / "z.npy"
     invoke(["encode", str(fit), str(grid), "--out", str(enc)])
     data_dir = tmp_path / "data"
-    invoke(["simulate", "linear", "--do", "4", "--da", "2", "--rows", "100", "--out", str(data_dir)])
+    linear = ["simulate", "linear", "--do", "4", "--da", "2", "--rows", "100", "--out"]
+    invoke([*linear, str(data_dir)])
     data_npz = tmp_path / "data.npz"
-    invoke(["simulate", "linear", "--do", "4", "--da", "2", "--rows", "100", "--out", str(data_npz)])
+    invoke([*linear, str(data_npz)])
     ckpt = tmp_path / "run.npz"
     invoke(["fit", "--do", "8", "--da", "2", "--dz", "2", "--source", "stream", "--rows", "1e4",
             "--checkpoint", str(ckpt)])  # fmt: skip
     out = tmp_path / "rep"
     invoke(["reproduce", "fig3-right", "--quick", "--out", str(out), "-j", "1"])
     toml = tmp_path / "g.toml"
-    toml.write_text('[axes]\ndo = 8\nda = 2\ndz = [1, 2]\n')
+    toml.write_text("[axes]\ndo = 8\nda = 2\ndz = [1, 2]\n")
     sweep = tmp_path / "s.csv"
     invoke(["sweep", str(toml), "--out", str(sweep), "-j", "1"])
     files = [grid, fit, enc, data_npz, ckpt, sweep, *data_dir.iterdir(), *out.iterdir()]
