@@ -11,7 +11,7 @@ import os
 import sys
 
 from lamfast.benchmarks import eigen_matrix, environment, median_time
-from lamfast.eigen import top_eigh
+from lamfast.moments.eigen import top_eigh
 
 METHODS = ("krylov", "subset", "arpack", "dense")
 

@@ -19,8 +19,9 @@ import time
 
 import pytest
 
+import lamfast.moments.tree as dist_tree
+import lamfast.sources.distributed as dist_distributed
 from lamfast import LinearWorld, stream_moments
-from lamfast import distributed as dist
 
 pytest.importorskip("distributed")
 pytest.importorskip("pytest_benchmark")
@@ -50,8 +51,8 @@ def _record(benchmark, workers):
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
 def client(request):
-    with dist.dask_client(workers=request.param) as c:
-        dist.stream_moments_dask(WORLD, 64 * 4096, client=c)  # warm every worker
+    with dist_tree.dask_client(workers=request.param) as c:
+        dist_distributed.stream_moments_dask(WORLD, 64 * 4096, client=c)  # warm every worker
         yield c, request.param
 
 
@@ -68,9 +69,9 @@ def test_single_process_free_blas(benchmark, monkeypatch):
     # multi-core machine, but not bitwise reproducible across thread counts (lamfast/_blas.py).
     import contextlib
 
-    import lamfast.simulate
+    import lamfast.sources.simulate
 
-    monkeypatch.setattr(lamfast.simulate, "_single_threaded_blas", contextlib.nullcontext)
+    monkeypatch.setattr(lamfast.sources.simulate, "_single_threaded_blas", contextlib.nullcontext)
     benchmark.group = f"stream {ROWS:.0e} rows, do=128"
     stream_moments(WORLD, 2 * 4096)
     m = benchmark.pedantic(stream_moments, args=(WORLD, ROWS), rounds=ROUNDS, iterations=1)
@@ -82,7 +83,7 @@ def test_dask(benchmark, client):
     c, workers = client
     benchmark.group = f"stream {ROWS:.0e} rows, do=128"
     m = benchmark.pedantic(
-        dist.stream_moments_dask,
+        dist_distributed.stream_moments_dask,
         args=(WORLD, ROWS),
         kwargs={"client": c},
         rounds=ROUNDS,
@@ -97,8 +98,8 @@ def test_cluster_startup(benchmark):
 
     def start():
         t = time.perf_counter()
-        with dist.dask_client(workers=2) as c:
-            dist.stream_moments_dask(WORLD, 4096, client=c)
+        with dist_tree.dask_client(workers=2) as c:
+            dist_distributed.stream_moments_dask(WORLD, 4096, client=c)
         return time.perf_counter() - t
 
     benchmark.pedantic(start, rounds=1, iterations=1)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lamfast.benchmarks import cold_start
-from lamfast.simulate import wishart_moments
-from lamfast.world import LinearWorld
+from lamfast.sources.simulate import wishart_moments
+from lamfast.sources.world import LinearWorld
 
 
 def test_wishart_1e9(bench):

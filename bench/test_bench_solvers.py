@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 
 from lamfast import LinearWorld
-from lamfast.gd import moment_gd_fit
-from lamfast.lam import Variant, fit
-from lamfast.probes import probe_metrics
-from lamfast.sgd import sgd_fit, sgd_metrics
+from lamfast.estimator import fit
+from lamfast.probes.adam import sgd_metrics
+from lamfast.probes.closed import probe_metrics
+from lamfast.solvers.gd import moment_gd_fit
+from lamfast.solvers.sgd import sgd_fit
+from lamfast.solvers.variant import Variant
 
 torch = pytest.importorskip("torch")
 from . import paper_protocol_torch as paper  # noqa: E402

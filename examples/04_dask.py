@@ -27,8 +27,8 @@ import time
 import numpy as np
 
 import lamfast
-from lamfast.moments import MergeTree
-from lamfast.simulate import chunk_moments, stream_moments
+from lamfast.moments.core import MergeTree
+from lamfast.sources.simulate import chunk_moments, stream_moments
 
 
 def main(quick: bool, scheduler: str | None) -> None:
@@ -85,7 +85,7 @@ def main(quick: bool, scheduler: str | None) -> None:
         workers = len(client.scheduler_info()["workers"])
         # The packaged executor: aligned subtrees per task, a bounded window of results on the
         # client, optional checkpoints (what `lamfast fit --workers/--scheduler` runs).
-        from lamfast.distributed import stream_moments_dask
+        from lamfast.sources.distributed import stream_moments_dask
 
         packaged = stream_moments_dask(world, rows, client=client, block_rows=block_rows)
 

@@ -6,7 +6,7 @@ closed-form linear LAMs and closed-form linear probes.
 
 The public API (everything in ``__all__``) is typed (PEP 561 ``py.typed``) and documented with
 numpydoc docstrings whose examples run in the test suite. Array arguments follow the rules of
-:mod:`lamfast.inputs` (numpy arrays, memmaps, float32/float64 or integer frames, any object with
+:mod:`lamfast.sources.arrays` (numpy arrays, memmaps, float32/float64 or integer frames, any object with
 ``__array__`` such as a CPU torch tensor).
 
 Examples
@@ -22,16 +22,22 @@ Examples
 from __future__ import annotations
 
 from ._version import __version__
-from .eigen import top_eigh
 from .errors import LamfastError
-from .experiments import RunOptions, reproduce
-from .frames import FrameSource, frame_moments
-from .inputs import moments_from_transitions, moments_from_world
-from .lam import LinearLAM, NotFittedError, Variant, fit
-from .moments import Moments, moments_from_rows
+from .estimator import LinearLAM, NotFittedError, fit
+from .experiments.panels import RunOptions
+from .experiments.reproduce import reproduce
+from .moments import Moments, moments_from_rows, top_eigh
 from .probes import probe_metrics, probe_mse
-from .simulate import stream_moments, wishart_moments
-from .world import LinearWorld
+from .solvers import Variant
+from .sources import (
+    FrameSource,
+    LinearWorld,
+    frame_moments,
+    moments_from_transitions,
+    moments_from_world,
+    stream_moments,
+    wishart_moments,
+)
 
 __all__ = [
     "RunOptions",

@@ -26,8 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import config
+from ._blas import single_threaded_blas
 from ._jit import njit
-from .world import LinearWorld
+from .moments.eigen import top_eigh
+from .sources.simulate import _single_threaded_blas, stream_moments, wishart_moments
+from .sources.world import LinearWorld
 
 
 # ----------------------------------------------------------------------------------- timing
@@ -126,7 +129,6 @@ def machine_limits(r: int, block_rows: int, repeat: int = 5) -> dict:
     Both rates are measured the way the stream runs (one block per thread, BLAS on one thread)
     and, for SYRK, also as one multi-threaded BLAS call; the best of each is the library limit.
     """
-    from .simulate import _single_threaded_blas
 
     cores = os.cpu_count() or 1
     reps = 16
@@ -207,8 +209,6 @@ def stream_case(do: int, rows: int, block_rows: int | None = None) -> dict:
     is compared in rows/s, which does not depend on the row count once blocks are full. The
     scikit-learn timings exclude generating their Delta rows (a favour to the baseline).
     """
-    from ._blas import single_threaded_blas
-    from .simulate import stream_moments
 
     block_rows = int(block_rows or config.BLOCK_ROWS)
     world = LinearWorld(do=do, da=8, db=8, noise="exo", sigma=2.0, seed=0)
@@ -298,7 +298,6 @@ def eigen_matrix(d: int, kind: str, seed: int = 0, n: int = 10**6) -> np.ndarray
 
 
 def _one_thread(fn, *args, **kwargs):
-    from ._blas import single_threaded_blas
 
     with single_threaded_blas():
         return fn(*args, **kwargs)
@@ -308,8 +307,6 @@ def eigen_case(d: int, k: int, kind: str) -> dict:
     """Top-k eigenpairs by lamfast and by numpy, scipy subset and ARPACK."""
     import scipy.linalg
     import scipy.sparse.linalg
-
-    from .eigen import top_eigh
 
     C = eigen_matrix(d, kind)
     v0 = np.full(d, 1.0 / np.sqrt(d))
@@ -408,7 +405,6 @@ def run_bench(quick: bool = False, log=None) -> dict:
             rows.append(row)
     # ---- wishart vs stream at n = 1e9
     say("wishart ...")
-    from .simulate import wishart_moments
 
     world = LinearWorld(do=128, da=8, db=8, noise="exo", sigma=2.0, seed=0)
     t_w = median_time(lambda: wishart_moments(world, 10**9), 7)

@@ -12,8 +12,20 @@ import sys
 import click
 import numpy as np
 
+from ._files import atomic_write_text, check_output
 from ._version import __version__
+from .benchmarks import format_table, run_bench
 from .errors import LamfastError
+from .experiments.fit import run_fit
+from .experiments.fitframes import encode_frames, fit_frames, save_lam
+from .experiments.panels import RunOptions
+from .experiments.reproduce import reproduce as run_reproduce
+from .experiments.sweep import sweep as run_sweep
+from .info import machine_info
+from .sources.export import write_world
+from .sources.frames.preprocess import Preprocess
+from .sources.gridworld import write_gridworld
+from .sources.world import LinearWorld
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -335,7 +347,6 @@ def fit(
     if given:
         flag = given[0].replace("_", "-")
         raise click.UsageError(f"--{flag} applies to frame files (give FRAMES_PATH)")
-    from .experiments import run_fit
 
     result = run_fit(
         world=dict(do=do, da=da, db=db, noise=noise, sigma=sigma, chi=chi, seed=seed),
@@ -360,8 +371,6 @@ def _fit_frames_cmd(
     scale, chunk_frames, clean_basis, noop_action, clean_k, accuracy, out, workers, scheduler,
     checkpoint,
 ):  # fmt: skip
-    from ._files import check_output
-    from .frames import Preprocess, fit_frames, save_lam
 
     if clean_basis is not None and noop_action is not None:
         raise click.UsageError("give --clean-basis or --noop-action, not both")
@@ -458,7 +467,6 @@ def encode(fit_path, frames_path, out, chunk_frames, progress):
     Example:
       lamfast encode fit.npz new_frames.npz --out z.npy
     """
-    from .frames import encode_frames
 
     r = encode_frames(fit_path, frames_path, out, chunk_frames=chunk_frames, progress=progress)
     click.echo(f"wrote {r['out']}: {r['transitions']} x {r['dz']} latents")
@@ -505,7 +513,6 @@ def simulate_gridworld_cmd(out, episodes, length, noise, noise_p, policy, p, see
     Example:
       lamfast simulate gridworld --noise 1 --policy correlated --out grid.npz
     """
-    from .gridworld import write_gridworld
 
     r = write_gridworld(
         out, episodes=episodes, length=length, noise=noise, noise_p=noise_p, policy=policy,
@@ -529,8 +536,6 @@ def simulate_linear_cmd(do, da, db, noise, sigma, chi, seed, rows, out, block_ro
     Example:
       lamfast simulate linear --noise exo --sigma 2 --rows 1e6 --out data/
     """
-    from .export import write_world
-    from .world import LinearWorld
 
     world = LinearWorld(do=do, da=da, db=db, noise=noise, sigma=sigma, chi=chi, seed=seed)
     r = write_world(world, rows, out, block_rows=block_rows, progress=progress)
@@ -657,8 +662,6 @@ def reproduce(
       lamfast reproduce fig3-right --source wishart --rows 1e6 --out small
       lamfast reproduce gridworld --out grid
     """
-    from .experiments import RunOptions
-    from .experiments import reproduce as run_reproduce
 
     options = RunOptions(
         solver=solver,
@@ -714,7 +717,6 @@ def sweep(grid, out, jobs, force, progress):
     Example:
       lamfast sweep grid.toml --out results.csv
     """
-    from .experiments import sweep as run_sweep
 
     result = run_sweep(grid, out, jobs=jobs, force=force, progress=progress)
     click.echo(
@@ -733,7 +735,6 @@ def info(as_json):
       lamfast info
       lamfast info --json
     """
-    from .info import machine_info
 
     if as_json:
         click.echo(json.dumps(machine_info()))
@@ -762,8 +763,6 @@ def bench(quick, markdown, json_path):
     Example:
       lamfast bench --quick
     """
-    from ._files import atomic_write_text
-    from .benchmarks import format_table, run_bench
 
     result = run_bench(quick=quick, log=lambda msg: click.echo(msg, err=True))
     click.echo(format_table(result))

@@ -7,15 +7,15 @@ import os
 import platform
 import sys
 
+from ._jit import CACHE, FASTMATH, NOGIL, cache_dir
+from ._version import __version__
+
 
 def machine_info() -> dict:
     """Versions, BLAS vendor/core type/threads, numba threading layer and cache, extras."""
     import numba
     import numpy as np
     import scipy
-
-    from ._jit import CACHE, FASTMATH, NOGIL, cache_dir
-    from ._version import __version__
 
     info = {
         "lamfast": __version__,

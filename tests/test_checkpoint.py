@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from lamfast import LamfastError, LinearWorld, config, stream_moments
-from lamfast.checkpoint import Checkpoint
 from lamfast.cli import cli
-from lamfast.distributed import stream_fingerprint, stream_moments_checkpointed
-from lamfast.moments import MergeTree
-from lamfast.simulate import chunk_moments
+from lamfast.moments.checkpoint import Checkpoint
+from lamfast.moments.core import MergeTree
+from lamfast.sources.distributed import stream_fingerprint, stream_moments_checkpointed
+from lamfast.sources.simulate import chunk_moments
 
 
 def assert_bitwise(got, ref):
@@ -85,7 +85,7 @@ def test_sigkill_resume_is_bitwise(tmp_path, monkeypatch):
     assert_bitwise(final.result("stream"), ref)
     assert not list(tmp_path.glob(".*.tmp"))
     # The fit printed from resumed moments equals the fit of the plain stream.
-    from lamfast.experiments import run_fit
+    from lamfast.experiments.fit import run_fit
 
     clean = run_fit(
         KILL_WORLD, {}, dz=8, source="stream", rows=KILL_ROWS

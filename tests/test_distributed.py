@@ -11,17 +11,19 @@ import sys
 import numpy as np
 import pytest
 
+import lamfast.moments.checkpoint as dist_checkpoint
+import lamfast.moments.tree as dist_tree
+import lamfast.sources.distributed as dist_distributed
 from lamfast import LamfastError, LinearWorld, stream_moments
-from lamfast import distributed as dist
-from lamfast.moments import MergeTree
-from lamfast.simulate import chunk_moments
+from lamfast.moments.core import MergeTree
+from lamfast.sources.simulate import chunk_moments
 
 distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
 def client():
-    with dist.dask_client(workers=2) as c:
+    with dist_tree.dask_client(workers=2) as c:
         yield c
 
 
@@ -45,7 +47,7 @@ def test_two_workers_bitwise_equal_to_one_process(client, world, task_blocks, wi
     # window=3 with one-block tasks lets tasks finish out of order and wait to be merged.
     rows = 52 * 500 + 137
     ref = stream_moments(world, rows, block_rows=500)
-    got = dist.stream_moments_dask(
+    got = dist_distributed.stream_moments_dask(
         world, rows, client=client, block_rows=500, task_blocks=task_blocks, window=window
     )
     assert_bitwise(got, ref)
@@ -59,13 +61,13 @@ def test_dask_resumes_a_serial_checkpoint_bitwise(client, tmp_path, monkeypatch)
     ref = stream_moments(world, rows, block_rows=300)
     path = tmp_path / "run.npz"
     # A serial run stopped after 13 blocks (an odd count: tasks restart with 1, 2, 4, ... blocks).
-    fp = dist.stream_fingerprint(world, rows, 300)
+    fp = dist_distributed.stream_fingerprint(world, rows, 300)
     tree = MergeTree(world.blocks)
     for count, mean, com in chunk_moments(world, 0, 13, rows, 300):
         tree.push(count, mean, com)
-    dist.Checkpoint(path, fp).save(tree)
+    dist_checkpoint.Checkpoint(path, fp).save(tree)
     monkeypatch.setattr(config, "CHECKPOINT_BLOCKS", 3)
-    got = dist.stream_moments_dask(
+    got = dist_distributed.stream_moments_dask(
         world, rows, client=client, block_rows=300, task_blocks=8, checkpoint=path
     )
     assert_bitwise(got, ref)
@@ -74,23 +76,23 @@ def test_dask_resumes_a_serial_checkpoint_bitwise(client, tmp_path, monkeypatch)
 def test_local_cluster_from_workers_argument():
     # The --workers path end to end (its own one-worker cluster).
     world = LinearWorld(do=6, da=2, seed=2)
-    got = dist.stream_moments_dask(world, 5000, workers=1, block_rows=1000)
+    got = dist_distributed.stream_moments_dask(world, 5000, workers=1, block_rows=1000)
     assert_bitwise(got, stream_moments(world, 5000, block_rows=1000))
 
 
 def test_in_process_executor_bitwise_for_every_task_size():
     world, rows = WORLDS[1], 37 * 200 + 3
     ref = stream_moments(world, rows, block_rows=200)
-    n, n_blocks, fn, _ = dist._stream_plan(world, rows, 200, None)
+    n, n_blocks, fn, _ = dist_distributed._stream_plan(world, rows, 200, None)
     for task_blocks in (1, 2, 8, 64):
-        got = dist.tree_moments(fn, n_blocks, world.blocks, task_blocks=task_blocks)
+        got = dist_tree.tree_moments(fn, n_blocks, world.blocks, task_blocks=task_blocks)
         assert_bitwise(got, ref)
 
 
 def test_task_ranges_are_aligned_subtrees():
     for start in range(0, 40):
         for t in (1, 2, 4, 16):
-            spans = list(dist.task_ranges(start, 100, t))
+            spans = list(dist_tree.task_ranges(start, 100, t))
             assert spans[0][0] == start and spans[-1][1] == 100
             for (_, b), (c, _) in zip(spans, spans[1:], strict=False):
                 assert b == c
@@ -98,24 +100,26 @@ def test_task_ranges_are_aligned_subtrees():
                 assert 0 < b - a <= t
                 assert a == 0 or b - a <= (a & -a)
     with pytest.raises(LamfastError, match="power of two"):
-        list(dist.task_ranges(0, 10, 3))
+        list(dist_tree.task_ranges(0, 10, 3))
 
 
 def test_missing_dask_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(LamfastError, match=r"pip install 'lamfast\[dask\]'"):
-        dist.stream_moments_dask(WORLDS[0], 1000, workers=1)
+        dist_distributed.stream_moments_dask(WORLDS[0], 1000, workers=1)
 
 
 def test_workers_and_scheduler_are_exclusive():
     with pytest.raises(LamfastError, match="not both"):
-        dist.stream_moments_dask(WORLDS[0], 1000, workers=1, scheduler="tcp://127.0.0.1:1")
+        dist_distributed.stream_moments_dask(
+            WORLDS[0], 1000, workers=1, scheduler="tcp://127.0.0.1:1"
+        )
 
 
 # ------------------------------------------------------------------ any block source (frames later)
 def _rows_chunk(X, block_rows, first, stop):
     """A chunk function over rows in memory, shifted by the first row like moments_from_rows."""
-    from lamfast.moments import block_moments
+    from lamfast.moments.core import block_moments
 
     return [
         block_moments(X[k * block_rows : (k + 1) * block_rows] - X[0]) for k in range(first, stop)
@@ -133,7 +137,7 @@ def test_generic_chunk_function_with_shift_matches_moments_from_rows(client, rng
     n_blocks = -(-X.shape[0] // 64)
     layout = (("x", 4),)
     for kw in ({}, {"client": client, "task_blocks": 4}):
-        got = dist.tree_moments(fn, n_blocks, layout, shift=X[0], source="rows", **kw)
+        got = dist_tree.tree_moments(fn, n_blocks, layout, shift=X[0], source="rows", **kw)
         assert_bitwise(got, ref)
 
 
@@ -152,18 +156,18 @@ def test_client_holds_a_bounded_window_of_results(monkeypatch):
             started.append(first)
         return chunk_moments(world, first, stop, rows, 100)
 
-    push = dist._push_entries
+    push = dist_tree._push_entries
 
     def counting_push(tree, entries):
         merged.append(1)
         worst.append(len(started) - len(merged) + 1)
         return push(tree, entries)
 
-    monkeypatch.setattr(dist, "_push_entries", counting_push)
+    monkeypatch.setattr(dist_tree, "_push_entries", counting_push)
     with distributed.Client(
         processes=False, n_workers=1, threads_per_worker=4, dashboard_address=":0"
     ) as c:
-        got = dist.tree_moments(
+        got = dist_tree.tree_moments(
             functools.partial(counting_chunk),
             40,
             world.blocks,
@@ -194,7 +198,12 @@ def test_concurrent_runs_on_one_cluster_do_not_mix(client):
     with ThreadPoolExecutor(2) as pool:
         futures = [
             pool.submit(
-                dist.stream_moments_dask, w, rows, client=client, block_rows=300, task_blocks=1
+                dist_distributed.stream_moments_dask,
+                w,
+                rows,
+                client=client,
+                block_rows=300,
+                task_blocks=1,
             )
             for w in WORLDS
         ]
@@ -211,12 +220,12 @@ def _needs_a_missing_module(first, stop):
 
 def test_worker_without_lamfast_is_a_clear_error(client):
     with pytest.raises(LamfastError, match="cannot import lamfast_not_installed_here"):
-        dist.tree_moments(_needs_a_missing_module, 3, (("x", 1),), client=client)
+        dist_tree.tree_moments(_needs_a_missing_module, 3, (("x", 1),), client=client)
 
 
 def test_own_clusters_keep_dask_teardown_chatter_off_stderr():
     # distributed configures its logger at INFO on import; teardown then logs tracebacks at INFO
     import logging
 
-    with dist.dask_client(workers=1):
+    with dist_tree.dask_client(workers=1):
         assert logging.getLogger("distributed").getEffectiveLevel() >= logging.WARNING

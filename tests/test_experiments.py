@@ -16,12 +16,19 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from lamfast import experiments as ex
+import lamfast.errors as ex_errors
+import lamfast.experiments.panels as ex_panels
+import lamfast.experiments.points as ex_points
+import lamfast.experiments.reproduce as ex_reproduce
+import lamfast.experiments.runner as ex_runner
+import lamfast.experiments.sweep as ex_sweep
+import lamfast.experiments.tables as ex_tables
 from lamfast._files import file_mode
 from lamfast.cli import cli
-from lamfast.experiments import RunOptions, compute_points, panel_points
-from lamfast.lam import SOLVERS, Variant
-from lamfast.world import LinearWorld
+from lamfast.experiments.panels import RunOptions
+from lamfast.experiments.points import compute_points, panel_points
+from lamfast.solvers.variant import SOLVERS, Variant
+from lamfast.sources.world import LinearWorld
 
 EXACT = 1e-9
 needs_gd = pytest.mark.skipif("moment-gd" not in SOLVERS, reason="moment-gd not available")
@@ -32,16 +39,16 @@ def rows_of(points):
 
 
 def point(panel="t", dz=8, solver=None, evals=("train",), latent="true", **kw):
-    world_kw = {k: kw.pop(k) for k in list(kw) if k in ex.WORLD_FIELDS}
+    world_kw = {k: kw.pop(k) for k in list(kw) if k in ex_points.WORLD_FIELDS}
     world = LinearWorld(**world_kw)
     variant = Variant(**kw)
-    solver = solver or ex.default_solver(world, variant)
-    return ex.Point(panel, world, variant, dz, solver, evals=evals, latent=latent)
+    solver = solver or ex_points.default_solver(world, variant)
+    return ex_points.Point(panel, world, variant, dz, solver, evals=evals, latent=latent)
 
 
 # ------------------------------------------------------------------------------ panels as data
 def test_panel_grids_match_design():
-    sizes = {n: len(panel_points(n)) for n in ex.PANELS}
+    sizes = {n: len(panel_points(n)) for n in ex_panels.PANELS}
     # DESIGN 2: da 8 x dz 16; sigma 16 x dz 8; sigma_exo 2 x dz 15; chi 11 x dz 15;
     # kappa 3 x sigma 4 x dz 15; sigma_exo 3 x (m = 0, m = 0.01 x two weightings) x dz 15.
     assert sizes == {
@@ -55,7 +62,7 @@ def test_panel_grids_match_design():
 
 
 def test_default_solver_is_data():
-    solvers = {n: {p.solver for p in panel_points(n)} for n in ex.PANELS}
+    solvers = {n: {p.solver for p in panel_points(n)} for n in ex_panels.PANELS}
     assert solvers["fig3-left"] == solvers["fig3-middle"] == solvers["fig3-right"] == {"eig"}
     assert solvers["fig4-left"] == {"moment-gd"}
     by_kappa = {(p.variant.kappa, p.solver) for p in panel_points("fig4-middle")}
@@ -63,8 +70,8 @@ def test_default_solver_is_data():
     assert solvers["fig4-right"] == {"eig"}
     # finite samples: o is never exactly uncorrelated with delta, so no random-policy closed form
     w, v = LinearWorld(), Variant("learned", "free", kappa=0.1)
-    assert ex.default_solver(w, v) == "eig"
-    assert ex.default_solver(w, v, "wishart") == "moment-gd"
+    assert ex_points.default_solver(w, v) == "eig"
+    assert ex_points.default_solver(w, v, "wishart") == "moment-gd"
     # a chosen solver overrides the default everywhere
     pts = panel_points("fig3-right", RunOptions(solver="moment-gd"))
     assert {p.solver for p in pts} == {"moment-gd"}
@@ -76,7 +83,7 @@ def test_panel_options_are_applied():
     right = panel_points("fig4-right")
     weights = {(p.variant.label_fraction, p.variant.label_weighting) for p in right}
     assert weights == {(0.0, "batch"), (0.01, "batch"), (0.01, "paper")}
-    with pytest.raises(ex.LamfastError, match="needs --rows"):
+    with pytest.raises(ex_errors.LamfastError, match="needs --rows"):
         RunOptions(source="wishart")
     # the authors' script setting runs: uniform noise (non-zero mean), kappa > 0 closed form
     (p,) = [q for q in pts if q.variant.kappa == 0.1 and q.world.sigma == 1.0 and q.dz == 8]
@@ -86,8 +93,8 @@ def test_panel_options_are_applied():
 
 def test_reproduce_finite_source(tmp_path):
     opts = RunOptions(source="wishart", rows=100_000, quick=True)
-    ex.reproduce(["fig3-right"], tmp_path, opts, jobs=1, plot=False)
-    rows = ex.read_csv(tmp_path / "fig3-right.csv")
+    ex_reproduce.reproduce(["fig3-right"], tmp_path, opts, jobs=1, plot=False)
+    rows = ex_tables.read_csv(tmp_path / "fig3-right.csv")
     assert {(r["source"], r["rows"]) for r in rows} == {("wishart", 100_000)}
     # Sampling moves LLO only slightly: the probes' in-sample shrinkage is O(dz / n) and the
     # latent subspace tilts by O(sqrt(do / n)) ~ 0.04 rad, which changes the MSEs at second
@@ -205,7 +212,7 @@ def test_reproduce_end_to_end(tmp_path):
     assert res.exit_code == 0, res.output
     a = tmp_path / "a"
     table = _read(a / "fig3-right.csv")
-    assert tuple(table[0][: len(ex.COLUMNS)]) == ex.COLUMNS
+    assert tuple(table[0][: len(ex_tables.COLUMNS)]) == ex_tables.COLUMNS
     assert len(table) - 1 == len(panel_points("fig3-right", RunOptions(quick=True)))
     for rec in table[1:]:
         row = dict(zip(table[0], rec, strict=True))
@@ -214,7 +221,7 @@ def test_reproduce_end_to_end(tmp_path):
     assert (a / "fig3-right.csv").stat().st_mode & 0o777 == file_mode()
     report = (a / "report.md").read_text()
     assert "## fig3-left" in report and "## fig3-right" in report and "**NO**" not in report
-    if ex.plots_available():
+    if ex_reproduce.plots_available():
         png = (a / "fig3-right.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # same seed, same CSV, byte for byte (here with two worker processes instead of one)
@@ -242,12 +249,12 @@ def test_reproduce_bad_input(tmp_path):
 
 def test_run_points_parallel_equals_serial():
     pts = panel_points("fig3-right", RunOptions(quick=True))
-    assert ex.run_points(pts, jobs=2) == ex.run_points(pts, jobs=1)
+    assert ex_runner.run_points(pts, jobs=2) == ex_runner.run_points(pts, jobs=1)
 
 
 def test_reproduce_without_matplotlib(tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "plots_available", lambda: False)
-    out = ex.reproduce(["fig3-right"], tmp_path, RunOptions(quick=True), jobs=1)
+    monkeypatch.setattr(ex_reproduce, "plots_available", lambda: False)
+    out = ex_reproduce.reproduce(["fig3-right"], tmp_path, RunOptions(quick=True), jobs=1)
     assert not out["figures"] and not (tmp_path / "fig3-right.png").exists()
     assert "matplotlib is not installed" in (tmp_path / "report.md").read_text()
 
@@ -267,11 +274,11 @@ def test_sweep_resumes_without_redoing_rows(tmp_path, monkeypatch):
     grid = tmp_path / "grid.toml"
     grid.write_text(GRID)
     out = tmp_path / "results.csv"
-    full = ex.sweep(grid, tmp_path / "reference.csv", jobs=1)
+    full = ex_sweep.sweep(grid, tmp_path / "reference.csv", jobs=1)
     assert full["rows"] == 12 and full["computed"] == 12
 
     calls = []
-    real = ex.compute_points
+    real = ex_runner.compute_points
 
     def interrupted(points):
         if len(calls) == 2:
@@ -279,9 +286,9 @@ def test_sweep_resumes_without_redoing_rows(tmp_path, monkeypatch):
         calls.append([p.dz for p in points])
         return real(points)
 
-    monkeypatch.setattr(ex, "compute_points", interrupted)
+    monkeypatch.setattr(ex_runner, "compute_points", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ex.sweep(grid, out, jobs=1)
+        ex_sweep.sweep(grid, out, jobs=1)
     assert not out.exists()  # the CSV appears only when complete
     partial = out.with_name(out.name + ".partial")
     done = len(_read(partial)) - 1
@@ -293,27 +300,27 @@ def test_sweep_resumes_without_redoing_rows(tmp_path, monkeypatch):
         counted.extend(p.dz for p in points)
         return real(points)
 
-    monkeypatch.setattr(ex, "compute_points", counting)
-    res = ex.sweep(grid, out, jobs=1)
+    monkeypatch.setattr(ex_runner, "compute_points", counting)
+    res = ex_sweep.sweep(grid, out, jobs=1)
     assert res["computed"] == 6 and res["reused"] == 6 and len(counted) == 6
     assert out.read_bytes() == (tmp_path / "reference.csv").read_bytes()
     assert not partial.exists()
     # a finished sweep reruns for free
     counted.clear()
-    assert ex.sweep(grid, out, jobs=1)["computed"] == 0 and not counted
+    assert ex_sweep.sweep(grid, out, jobs=1)["computed"] == 0 and not counted
 
 
 def test_sweep_torn_checkpoint_line_is_redone(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text(GRID)
     ref = tmp_path / "ref.csv"
-    ex.sweep(grid, ref, jobs=1)
+    ex_sweep.sweep(grid, ref, jobs=1)
     out = tmp_path / "out.csv"
     text = ref.read_text()
     lines = text.splitlines(keepends=True)
     # header + 5 complete rows + half of the 6th, as after a crash mid-write
     (tmp_path / "out.csv.partial").write_text("".join(lines[:6]) + lines[6][:20])
-    res = ex.sweep(grid, out, jobs=1)
+    res = ex_sweep.sweep(grid, out, jobs=1)
     assert res["reused"] == 5 and res["computed"] == 7
     assert out.read_bytes() == ref.read_bytes()
 

@@ -15,17 +15,12 @@ from numpy.testing import assert_allclose
 from lamfast import LinearWorld, stream_moments
 from lamfast.cli import cli
 from lamfast.errors import LamfastError
-from lamfast.export import read_spec, write_world
-from lamfast.frames import (
-    FrameSource,
-    Preprocess,
-    fit_frames,
-    frame_moments,
-    load_lam,
-    save_lam,
-)
-from lamfast.gridworld import simulate_gridworld
-from lamfast.probes import latent_map
+from lamfast.experiments.fitframes import fit_frames, load_lam, save_lam
+from lamfast.probes.closed import latent_map
+from lamfast.sources.export import read_spec, write_world
+from lamfast.sources.frames.preprocess import Preprocess
+from lamfast.sources.frames.source import FrameSource, frame_moments
+from lamfast.sources.gridworld import simulate_gridworld
 
 from . import naive
 from .conftest import RTOL

@@ -13,10 +13,15 @@ import warnings
 import numpy as np
 import pytest
 
+import lamfast.moments.checkpoint as dist_checkpoint
+import lamfast.moments.tree as dist_tree
+import lamfast.sources.frames.distributed as dist_distributed
 from lamfast import LamfastError
-from lamfast import distributed as dist
-from lamfast.frames import FrameChunks, FrameSource, Preprocess, fit_frames, frame_moments
-from lamfast.moments import MergeTree
+from lamfast.experiments.fitframes import fit_frames
+from lamfast.moments.core import MergeTree
+from lamfast.sources.frames.index import FrameChunks
+from lamfast.sources.frames.preprocess import Preprocess
+from lamfast.sources.frames.source import FrameSource, frame_moments
 
 from . import naive
 from .conftest import fit_json
@@ -110,13 +115,13 @@ def test_indexed_blocks_bitwise_equal_to_one_pass(frame_dir, block_rows, task_bl
     src = _src(frame_dir, chunk_frames=29)
     ref = src.moments(block_rows=block_rows)
     other = _src(frame_dir, chunk_frames=5)  # another read chunk: still the same bits
-    got = dist.frame_moments_tree(other, block_rows=block_rows, task_blocks=task_blocks)
+    got = dist_distributed.frame_moments_tree(other, block_rows=block_rows, task_blocks=task_blocks)
     assert_bitwise(got, ref)
     assert got.source == ref.source == "frames"
     # and the moments are right: one file against rows built one transition at a time
     frames = np.load(frame_dir / "4.npy")
     n, mean, cov = naive.moments(naive.frame_rows(frames))
-    one = dist.frame_moments_tree(_src(frame_dir / "4.npy"), block_rows=block_rows)
+    one = dist_distributed.frame_moments_tree(_src(frame_dir / "4.npy"), block_rows=block_rows)
     # sums of <= 96 products of O(1) numbers: float64 error ~1e-14, far inside 1e-12
     np.testing.assert_allclose(one.cov, cov, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(one.mean, mean, rtol=1e-12, atol=1e-13)
@@ -133,7 +138,9 @@ def test_indexed_with_downsample_and_noop(tmp_path, rng):
         block_rows=64, noop_action=1
     )
     src = FrameSource(tmp_path / "d.npz", preprocess=pre, chunk_frames=1)
-    got, got_noop = dist.frame_moments_tree(src, block_rows=64, noop_action=1, task_blocks=2)
+    got, got_noop = dist_distributed.frame_moments_tree(
+        src, block_rows=64, noop_action=1, task_blocks=2
+    )
     assert_bitwise(got, ref)
     assert_bitwise(got_noop, ref_noop)
 
@@ -146,7 +153,7 @@ def test_checkpoint_resumes_bitwise_from_every_kind_of_stop(tmp_path, frame_dir,
     ref = src.moments(block_rows=block_rows)
     index = src.index()
     fn = FrameChunks(src, index, block_rows, None)
-    fp = dist.frame_fingerprint(src, index, block_rows, None)
+    fp = dist_distributed.frame_fingerprint(src, index, block_rows, None)
     monkeypatch.setattr(config, "CHECKPOINT_BLOCKS", 2)
     computed = []
     real_call = FrameChunks.__call__
@@ -162,7 +169,7 @@ def test_checkpoint_resumes_bitwise_from_every_kind_of_stop(tmp_path, frame_dir,
         tree = MergeTree(fn.blocks)
         for block in fn(0, stop):  # a run killed after `stop` blocks
             tree.push(*block)
-        dist.Checkpoint(path, fp).save(tree)
+        dist_checkpoint.Checkpoint(path, fp).save(tree)
         computed.clear()
         got = src.moments(block_rows=block_rows, checkpoint=path)
         assert_bitwise(got, ref)
@@ -209,7 +216,7 @@ def test_in_process_run_reads_an_npz_once(tmp_path, rng, monkeypatch):
     """Consecutive blocks continue one read: a checkpointed run over a (stream-read) .npz
     member never goes back to its start (review: each task used to rewind it)."""
     from lamfast import config
-    from lamfast.frames import _ZipMember
+    from lamfast.sources.frames.readers import _ZipMember
 
     T = 3000
     np.savez_compressed(tmp_path / "d.npz", frames=rng.standard_normal((T, 4)))
@@ -247,7 +254,7 @@ def test_chunks_reopen_by_absolute_path(tmp_path, rng, monkeypatch):
 @pytest.fixture(scope="module")
 def client():
     pytest.importorskip("distributed")
-    with dist.dask_client(workers=2) as c:
+    with dist_tree.dask_client(workers=2) as c:
         yield c
 
 
@@ -265,7 +272,9 @@ def test_threaded_worker_reads_npz_correctly(tmp_path, rng):
         for name in ("c.npz", "u.npz"):
             src = FrameSource(tmp_path / name)
             ref = src.moments(block_rows=64)
-            got = dist.frame_moments_tree(src, block_rows=64, client=c, task_blocks=1, window=8)
+            got = dist_distributed.frame_moments_tree(
+                src, block_rows=64, client=c, task_blocks=1, window=8
+            )
             assert_bitwise(got, ref)
 
 
@@ -273,7 +282,7 @@ def test_threaded_worker_reads_npz_correctly(tmp_path, rng):
 def test_two_workers_bitwise_on_a_frame_directory(client, frame_dir, task_blocks, window):
     src = _src(frame_dir, chunk_frames=37)
     ref = src.moments(block_rows=24)
-    got = dist.frame_moments_tree(
+    got = dist_distributed.frame_moments_tree(
         src, block_rows=24, client=client, task_blocks=task_blocks, window=window
     )
     assert_bitwise(got, ref)
@@ -283,7 +292,7 @@ def test_dask_frames_with_noop_and_checkpoint(client, frame_dir, tmp_path):
     (frame_dir / "4.npy").unlink()
     src = FrameSource(frame_dir)
     ref = src.moments(block_rows=50, noop_action=0)
-    got = dist.frame_moments_tree(
+    got = dist_distributed.frame_moments_tree(
         src, block_rows=50, noop_action=0, client=client, checkpoint=tmp_path / "ck.npz"
     )
     for a, b in zip(got, ref, strict=True):
@@ -295,7 +304,9 @@ def test_a_bad_frame_on_a_worker_is_one_clear_error(client, tmp_path, rng):
     frames[321, 2] = np.inf
     np.save(tmp_path / "f.npy", frames)
     with pytest.raises(LamfastError, match="frame 321 contains NaN or inf"):
-        dist.frame_moments_tree(FrameSource(tmp_path / "f.npy"), block_rows=20, client=client)
+        dist_distributed.frame_moments_tree(
+            FrameSource(tmp_path / "f.npy"), block_rows=20, client=client
+        )
 
 
 def test_cli_fit_frames_with_workers_and_checkpoint(frame_dir, tmp_path):
@@ -326,7 +337,11 @@ def test_offset_frames_match_a_two_pass_reference(tmp_path, rng, offset, spread,
     _, mean, cov = naive.moments_two_pass(naive.frame_rows(frames.astype(np.float64)))
     for workers in (None, "tree"):
         src = FrameSource(tmp_path / "f.npy", chunk_frames=3000)
-        m = src.moments(block_rows=1000) if workers is None else dist.frame_moments_tree(src)
+        m = (
+            src.moments(block_rows=1000)
+            if workers is None
+            else dist_distributed.frame_moments_tree(src)
+        )
         assert rel_err(m.cov, cov) < REL
         np.testing.assert_allclose(m.mean, mean, rtol=0, atol=2.4e-10 * offset / 1e6 + 1e-15)
 
@@ -400,17 +415,18 @@ def test_checkpoint_beside_a_dataset_that_would_not_read_it_is_allowed(tmp_path,
 def test_in_flight_blocks_are_capped_by_memory(tmp_path, rng, monkeypatch):
     """Wide frames on many cores: the threads of the sequential pass are capped so that blocks in
     flight stay within config.FRAME_INFLIGHT_BYTES; the bits never change."""
-    from lamfast import config, frames
+    from lamfast import config
+    from lamfast.moments import accumulate
 
     np.save(tmp_path / "f.npy", rng.standard_normal((700, 30)))
     seen = []
-    real = frames._BlockAccumulator.__init__
+    real = accumulate._BlockAccumulator.__init__
 
     def spy(self, *args, **kwargs):
         real(self, *args, **kwargs)
         seen.append(self.threads)
 
-    monkeypatch.setattr(frames._BlockAccumulator, "__init__", spy)
+    monkeypatch.setattr(accumulate._BlockAccumulator, "__init__", spy)
     monkeypatch.setattr(config, "STREAM_THREADS", 8)
     ref = FrameSource(tmp_path / "f.npy").moments(block_rows=64)
     per_block = 64 * 60 * 16 + 60 * 60 * 8

@@ -8,11 +8,13 @@ import scipy.linalg
 
 from lamfast import LinearWorld
 from lamfast.errors import LamfastError
-from lamfast.gd import MomentObjective, moment_gd_fit, paper_init
-from lamfast.lam import Variant, fit
-from lamfast.moments import moments_from_rows
-from lamfast.probes import latent_map, probe_metrics
-from lamfast.simulate import simulate_rows
+from lamfast.estimator import fit
+from lamfast.moments.core import moments_from_rows
+from lamfast.probes.closed import latent_map, probe_metrics
+from lamfast.solvers.gd import MomentObjective, moment_gd_fit
+from lamfast.solvers.trainer import paper_init
+from lamfast.solvers.variant import Variant
+from lamfast.sources.simulate import simulate_rows
 
 from . import naive
 
@@ -160,7 +162,7 @@ def test_deterministic_and_options(seed):
     b = moment_gd_fit(m, 3, v, seed=seed)
     assert np.array_equal(a.B, b.B) and np.array_equal(a.A, b.A)
     g = moment_gd_fit(m, 3, v, seed=seed, optimizer="gd", steps=20000, polish=False)
-    assert g.converged_, g.notes
+    assert g.extra["converged"], g.notes
     assert scipy.linalg.subspace_angles(a.B, g.B).max() < 1e-3
     with pytest.raises(LamfastError, match="optimizer"):
         moment_gd_fit(m, 3, v, optimizer="lbfgs")
@@ -214,7 +216,7 @@ def test_grad_variance_is_the_minibatch_variance(variant):
     entry and for the sum of (positively correlated) entries; 0.2 is > 3 SE of that worst case
     (the measured ratios were within 0.01 of 1 on four variants). Augmentation and labels are
     checked against the sgd kernel in tests/test_sgd.py."""
-    from lamfast.sgd import draw_rows
+    from lamfast.sources.minibatch import draw_rows
 
     w = LinearWorld(do=8, da=2, noise="gaussian", sigma=0.4, chi=0.3, seed=2)
     m = w.population_moments()
@@ -244,7 +246,7 @@ def test_profiled_polish(finite, monkeypatch):
     Tolerance 1e-9: the polish stops at ~1e-10 relative gradient, and the loss error is
     second order in it."""
     from lamfast import config
-    from lamfast.gd import _optimal_A
+    from lamfast.solvers.gd import _optimal_A
 
     world = LinearWorld(do=24, da=4, noise="gaussian", sigma=0.3, chi=0.5, seed=3)
     if finite:
@@ -258,7 +260,7 @@ def test_profiled_polish(finite, monkeypatch):
     got = moment_gd_fit(m, dz, v, seed=2)
     adam = moment_gd_fit(m, dz, v, seed=2, polish=False)
     assert np.array_equal(got.C, adam.C)
-    assert got.converged_, got.notes
+    assert got.extra["converged"], got.notes
     Mx = m.select(["o", "delta"]).second_moment()
     K = np.linalg.solve(Mx[:do, :do], Mx[:do, do:]).T
     Sig = Mx[do:, do:] - K @ Mx[:do, do:]

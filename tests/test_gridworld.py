@@ -7,8 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from lamfast.cli import cli
-from lamfast.frames import FrameSource
-from lamfast.gridworld import SNAKE, gridworld_panel, simulate_gridworld, step, trajectory
+from lamfast.experiments.gridworld import gridworld_panel
+from lamfast.sources.frames.source import FrameSource
+from lamfast.sources.gridworld import SNAKE, simulate_gridworld, step, trajectory
 
 UP, DOWN, LEFT, RIGHT, STAY = range(5)
 
@@ -127,9 +128,11 @@ def test_moment_gd_cells_are_the_optimum():
     import os
     import tempfile  # noqa: E401
 
-    from lamfast.frames import frame_moments
-    from lamfast.gridworld import write_gridworld
-    from lamfast.lam import Variant, fit, recon_loss
+    from lamfast.estimator import fit
+    from lamfast.solvers.fitted import recon_loss
+    from lamfast.solvers.variant import Variant
+    from lamfast.sources.frames.source import frame_moments
+    from lamfast.sources.gridworld import write_gridworld
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "g.npz")

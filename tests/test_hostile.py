@@ -45,7 +45,7 @@ STREAM = ["fit", "--do", "8", "--da", "2", "--source", "stream", "--rows", "5000
 # ------------------------------------------------------------------------------ file set-ups
 def _foreign_checkpoint(tmp: Path) -> None:
     """A finished checkpoint of the same world with 6000 rows (the cases ask for 5000)."""
-    from lamfast.distributed import stream_moments_checkpointed
+    from lamfast.sources.distributed import stream_moments_checkpointed
 
     stream_moments_checkpointed(LinearWorld(do=8, da=2), 6000, tmp / "ck.npz")
 

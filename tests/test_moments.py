@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from lamfast import LamfastError, Moments, moments_from_rows
-from lamfast.moments import MergeTree, block_moments
+from lamfast.moments.core import MergeTree, block_moments
 
 from . import naive
 from .conftest import RTOL

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lamfast import simulate
-from lamfast.eigen import top_eigh
+import lamfast.sources.simulate as simulate_simulate
 from lamfast.errors import LamfastError
-from lamfast.moments import MergeTree
-from lamfast.world import LinearWorld
+from lamfast.moments.core import MergeTree
+from lamfast.moments.eigen import top_eigh
+from lamfast.sources.world import LinearWorld
 
 from . import naive
 
@@ -59,8 +59,8 @@ def test_source_kernel_matches_rows(seed, kw):
     """Per block: fast source-space moments == row-materialising kernel == naive rows."""
     world = _world(seed, **kw)
     rows, block_rows = 5000, 2048  # three blocks, the last one short
-    fast = simulate.chunk_moments(world, 0, 3, rows, block_rows)
-    slow = simulate.chunk_moments(world, 0, 3, rows, block_rows, kernel="rows")
+    fast = simulate_simulate.chunk_moments(world, 0, 3, rows, block_rows)
+    slow = simulate_simulate.chunk_moments(world, 0, 3, rows, block_rows, kernel="rows")
     X = naive.world_rows(world, rows, block_rows)
     r = world.n_gauss + world.n_uniform
     tol_mean, tol_cov = _rounding_bound(world, block_rows + 2 * r + 8)
@@ -82,7 +82,7 @@ def test_structured_map_equals_dense_map(seed, kw):
     G = rng.standard_normal((r + 3, r))
     S = G.T @ G
     mu = rng.standard_normal(r)
-    plan = simulate._SourcePlan(world, 10, 10)
+    plan = simulate_simulate._SourcePlan(world, 10, 10)
     mean, com = plan.to_joint(mu, S)
     # Sums of at most 2 r + 4 products; |S_ab| <= sqrt(S_aa S_bb) (PSD) gives the scale.
     gamma = (2 * r + 4) * EPS
@@ -98,8 +98,13 @@ def test_sources_match_numpy_stream(seed):
     rows = 300
     S = np.empty((rows, world.n_gauss + world.n_uniform))
     mean = np.empty(S.shape[1])
-    simulate._centred_sources(
-        simulate.block_generator(world.seed, 7), world.n_gauss, world.n_uniform, rows, S, mean
+    simulate_simulate._centred_sources(
+        simulate_simulate.block_generator(world.seed, 7),
+        world.n_gauss,
+        world.n_uniform,
+        rows,
+        S,
+        mean,
     )
     g = np.random.Generator(np.random.PCG64(np.random.SeedSequence(world.seed, spawn_key=(1, 7))))
     raw = np.hstack([g.standard_normal((rows, world.n_gauss)), g.random((rows, world.n_uniform))])
@@ -113,7 +118,7 @@ def test_stream_matches_naive(seed, kw):
     """Whole stream (threads, merge tree) against np.cov of all naive rows."""
     world = _world(seed, **kw)
     rows, block_rows = 9000, 1024
-    m = simulate.stream_moments(world, rows, block_rows=block_rows, threads=2)
+    m = simulate_simulate.stream_moments(world, rows, block_rows=block_rows, threads=2)
     count, mean, cov = naive.moments(naive.world_rows(world, rows, block_rows))
     r = world.n_gauss + world.n_uniform
     tol_mean, tol_cov = _rounding_bound(world, rows + 2 * r + 16)
@@ -126,16 +131,18 @@ def test_stream_bitwise_across_threads(seed):
     """Bitwise identical for any thread count and any chunking (DESIGN 3.2)."""
     world = _world(seed, noise="exo", sigma=2.0, chi=0.2)
     rows, block_rows = 20_000, 1000
-    ref = simulate.stream_moments(world, rows, block_rows=block_rows, threads=1)
+    ref = simulate_simulate.stream_moments(world, rows, block_rows=block_rows, threads=1)
     for threads, chunk in ((2, 3), (3, 1), (0, 16)):
-        got = simulate.stream_moments(
+        got = simulate_simulate.stream_moments(
             world, rows, block_rows=block_rows, threads=threads, chunk_blocks=chunk
         )
         assert np.array_equal(got.mean, ref.mean) and np.array_equal(got.cov, ref.cov)
     # The executor's unit of work: uneven chunks on different thread counts, same MergeTree.
     tree = MergeTree(world.blocks)
     for first, stop, threads in ((0, 7, 2), (7, 8, 1), (8, 20, 3)):
-        for block in simulate.chunk_moments(world, first, stop, rows, block_rows, threads=threads):
+        for block in simulate_simulate.chunk_moments(
+            world, first, stop, rows, block_rows, threads=threads
+        ):
             tree.push(*block)
     got = tree.result("stream")
     assert np.array_equal(got.mean, ref.mean) and np.array_equal(got.cov, ref.cov)
@@ -143,17 +150,17 @@ def test_stream_bitwise_across_threads(seed):
 
 def test_rows_kernel_bitwise_across_threads(seed):
     world = _world(seed, noise="gaussian", sigma=0.3)
-    a = simulate.stream_moments(world, 5000, block_rows=1000, threads=1, kernel="rows")
-    b = simulate.stream_moments(world, 5000, block_rows=1000, threads=2, kernel="rows")
+    a = simulate_simulate.stream_moments(world, 5000, block_rows=1000, threads=1, kernel="rows")
+    b = simulate_simulate.stream_moments(world, 5000, block_rows=1000, threads=2, kernel="rows")
     assert np.array_equal(a.cov, b.cov) and np.array_equal(a.mean, b.mean)
 
 
 def test_stream_bad_options():
     world = _world(0)
     with pytest.raises(LamfastError, match="kernel"):
-        simulate.stream_moments(world, 100, kernel="fast")
+        simulate_simulate.stream_moments(world, 100, kernel="fast")
     with pytest.raises(LamfastError, match="threads"):
-        simulate.stream_moments(world, 100, threads=-1)
+        simulate_simulate.stream_moments(world, 100, threads=-1)
 
 
 # ----------------------------------------------------------------------------- eigensolver
@@ -232,7 +239,8 @@ def test_krylov_deterministic_and_sign_rule(rng):
 
 def test_auto_policy_follows_config(rng, monkeypatch):
     """auto picks krylov above the measured crossover, LAPACK below (config thresholds)."""
-    from lamfast import config, eigen
+    from lamfast import config
+    from lamfast.moments import eigen
 
     calls = []
     real = eigen._krylov_top
@@ -251,22 +259,24 @@ def test_kernels_are_cacheable():
     """Every numba kernel writes to the on-disk cache (cold start: a second process loads the
     compiled code instead of compiling). Closures, dynamic globals or ctypes pointers would
     silently turn numba's cache into a NullCache."""
+    import importlib
     import os
+    import pkgutil
 
     from numba.core.caching import FunctionCache
 
     import lamfast
-    from lamfast import _jit, benchmarks, moments
+    from lamfast import _jit
 
     if not _jit.CACHE:
         pytest.skip("LAMFAST_CACHE=0")
     kernels = [
         obj
-        for mod in (moments, simulate, benchmarks)
-        for obj in vars(mod).values()
+        for info in pkgutil.walk_packages(lamfast.__path__, "lamfast.")
+        for obj in vars(importlib.import_module(info.name)).values()
         if type(obj).__name__ == "CPUDispatcher"
     ]
-    assert len(kernels) >= 5
+    assert len(kernels) >= 10
     for kernel in kernels:
         assert isinstance(kernel._cache, FunctionCache), kernel
         # the cache lives in the user cache directory, never inside the installed package
@@ -315,7 +325,7 @@ def test_bench_table_formats():
 
 
 def test_symmetrise_matches_numpy(rng):
-    from lamfast.eigen import _symmetrise
+    from lamfast.moments.eigen import _symmetrise
 
     C = rng.standard_normal((300, 300))
     out = np.empty_like(C)

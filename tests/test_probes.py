@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lamfast import LinearWorld, fit, moments_from_rows, probe_metrics
-from lamfast.probes import latent_map, principal_angles, probe_mse
+from lamfast.probes.closed import latent_map, principal_angles, probe_mse
 
 from . import naive
 

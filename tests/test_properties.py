@@ -24,9 +24,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import lamfast.moments.tree as dist_tree
+import lamfast.sources.distributed as dist_distributed
 from lamfast import LinearWorld, moments_from_rows, stream_moments
-from lamfast import distributed as dist
-from lamfast.moments import MergeTree, block_moments
+from lamfast.moments.core import MergeTree, block_moments
 
 from . import naive
 
@@ -98,7 +99,7 @@ def test_push_subtree_equals_pushing_blocks(n_blocks, cuts):
     while a < n_blocks:
         t = 1 << (cuts[i % len(cuts)].bit_length() - 1)  # a power of two from the drawn cut
         i += 1
-        for first, stop in dist.task_ranges(a, min(n_blocks, a + t), t):
+        for first, stop in dist_tree.task_ranges(a, min(n_blocks, a + t), t):
             local = MergeTree(())
             for b in blocks[first:stop]:
                 local.push(*b)
@@ -131,8 +132,8 @@ def test_stream_bitwise_for_random_chunkings(chunk_blocks, task_log2, seed):
     n = 33 * 64 + 5
     ref = stream_moments(world, n, block_rows=64)
     a = stream_moments(world, n, block_rows=64, chunk_blocks=chunk_blocks)
-    _, n_blocks, fn, _ = dist._stream_plan(world, n, 64, None)
-    b = dist.tree_moments(fn, n_blocks, world.blocks, task_blocks=1 << (task_log2 - 1))
+    _, n_blocks, fn, _ = dist_distributed._stream_plan(world, n, 64, None)
+    b = dist_tree.tree_moments(fn, n_blocks, world.blocks, task_blocks=1 << (task_log2 - 1))
     for got in (a, b):
         np.testing.assert_array_equal(got.cov, ref.cov)
         np.testing.assert_array_equal(got.mean, ref.mean)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import lamfast.sgd as sgd
+import lamfast.probes.adam as sgd_adam
+import lamfast.solvers.sgd as sgd_sgd
+import lamfast.sources.minibatch as sgd_minibatch
 from lamfast import LinearWorld, config
 from lamfast.errors import LamfastError
-from lamfast.gd import moment_gd_fit, paper_init
-from lamfast.lam import Variant, fit
-from lamfast.moments import moments_from_rows
-from lamfast.probes import probe_metrics
-from lamfast.simulate import block_generator
+from lamfast.estimator import fit
+from lamfast.moments.core import moments_from_rows
+from lamfast.probes.closed import probe_metrics
+from lamfast.solvers.gd import moment_gd_fit
+from lamfast.solvers.trainer import paper_init
+from lamfast.solvers.variant import Variant
+from lamfast.sources.simulate import block_generator
 
 from . import naive
 
@@ -29,7 +33,9 @@ WORLDS = [
 def test_draw_rows_is_the_world_stream(kw, seed):
     w = LinearWorld(do=9, da=3, seed=seed % 1000, **kw)
     out = np.empty((40, sum(s for _, s in w.blocks)))
-    sgd._draw_rows(block_generator(w.seed, 0), 40, w.do, w.da, *sgd._world_arrays(w), out)
+    sgd_minibatch._draw_rows(
+        block_generator(w.seed, 0), 40, w.do, w.da, *sgd_minibatch._world_arrays(w), out
+    )
     # Same draws, products in another order: rounding only.
     np.testing.assert_allclose(out, naive.world_rows(w, 40, 40), rtol=1e-12, atol=1e-14)
 
@@ -41,10 +47,10 @@ def test_one_step_is_the_moment_gradient(dec, enc, seed):
     own (uncentred) moments, so one Adam step of sgd equals one of moment-gd on them."""
     w = LinearWorld(do=10, da=3, noise="gaussian", sigma=0.3, chi=0.4, seed=3)
     v = Variant(dec, enc)
-    rows = sgd.draw_rows(w, 128, seed=seed, key=5)  # the training stream's first batch
+    rows = sgd_minibatch.draw_rows(w, 128, seed=seed, key=5)  # the training stream's first batch
     mb = moments_from_rows(rows, w.blocks)
     g = moment_gd_fit(mb, 3, v, seed=seed, mode="paper", steps=1, noise_aware=False)
-    s = sgd.sgd_fit(w, 3, v, seed=seed, steps=1)
+    s = sgd_sgd.sgd_fit(w, 3, v, seed=seed, steps=1)
     for name in "ABCD":
         np.testing.assert_allclose(getattr(s, name), getattr(g, name), rtol=0, atol=1e-13)
 
@@ -60,14 +66,14 @@ def test_kernel_gradient_with_augmentation_and_labels(weighting, seed):
     parts = [p["A"], p["B"], p["C"], p["D"], p["E"], p["h"]]
     theta0 = np.concatenate([x.ravel() for x in parts])
     theta = theta0.copy()
-    sgd._sgd_kernel(
-        sgd._generator(seed, 5), 1, n, do, da, dz, *sgd._world_arrays(w),
+    sgd_sgd._sgd_kernel(
+        sgd_minibatch._generator(seed, 5), 1, n, do, da, dz, *sgd_minibatch._world_arrays(w),
         True, True, 0.3, True, 0.5, weighting == "batch", 1.0, 0.9, 0.999, 1.0, theta, np.empty(1),
     )  # fmt: skip
     step = theta0 - theta
     g_kernel = step / (1.0 - np.abs(step))
     # The same draws, in the documented order: rows, k1, k2, label mask.
-    gen = sgd._generator(seed, 5)
+    gen = sgd_minibatch._generator(seed, 5)
     s = gen.standard_normal((n, do + da + do))
     o, e, xi = s[:, :do], s[:, do : do + da], s[:, do + da :]
     a = e
@@ -98,19 +104,19 @@ def test_kernel_gradient_with_augmentation_and_labels(weighting, seed):
 def test_repeatable_and_seeded():
     w = LinearWorld(do=12, da=3, seed=1)
     v = Variant("learned", "free", 0.1)
-    a = sgd.sgd_fit(w, 3, v, seed=4, steps=200)
-    b = sgd.sgd_fit(w, 3, v, seed=4, steps=200)
-    c = sgd.sgd_fit(w, 3, v, seed=5, steps=200)
-    assert np.array_equal(a.A, b.A) and np.array_equal(a.losses_, b.losses_)
+    a = sgd_sgd.sgd_fit(w, 3, v, seed=4, steps=200)
+    b = sgd_sgd.sgd_fit(w, 3, v, seed=4, steps=200)
+    c = sgd_sgd.sgd_fit(w, 3, v, seed=5, steps=200)
+    assert np.array_equal(a.A, b.A) and np.array_equal(a.extra["losses"], b.extra["losses"])
     assert not np.array_equal(a.B, c.B)
-    assert a.solver == "sgd" and a.losses_.shape == (200,)
+    assert a.solver == "sgd" and a.extra["losses"].shape == (200,)
     via_fit = fit(w.population_moments(), 3, v, solver="sgd", seed=4, world=w,
                   solver_options={"steps": 200})  # fmt: skip
     assert np.array_equal(via_fit.B, a.B)
     with pytest.raises(LamfastError, match="world"):
         fit(w.population_moments(), 3, v, solver="sgd")
     with pytest.raises(LamfastError, match="steps"):
-        sgd.sgd_fit(w, 3, v, steps=0)
+        sgd_sgd.sgd_fit(w, 3, v, steps=0)
 
 
 # Panel kinds at do = 32, da = 4 (the paper's protocol, reduced). Reference: eig where the protocol
@@ -155,7 +161,7 @@ def test_sgd_agrees_with_fast_solvers(kind, seed):
         r = fit(m, dz, v)
     else:
         r = moment_gd_fit(m, dz, v, seed=s, mode="paper", steps=steps, noise_aware=False)
-    lam = sgd.sgd_fit(w, dz, v, seed=s, steps=steps)
+    lam = sgd_sgd.sgd_fit(w, dz, v, seed=s, steps=steps)
     got = probe_metrics(lam, m, eval_moments=ev, latent=latent)
     want = probe_metrics(r, m, eval_moments=ev, latent=latent)
     for key in ("act_mse", "obs_mse", "noi_mse", "recon", "llo"):
@@ -166,18 +172,18 @@ def test_sgd_metrics_closed_and_adam_probes():
     w = LinearWorld(do=12, da=3, noise="gaussian", sigma=0.5, seed=2)
     lam = fit(w.population_moments(), 3, Variant())
     pop = probe_metrics(lam, w.population_moments())
-    closed = sgd.sgd_metrics(lam, w, eval_rows=40_000)
+    closed = sgd_adam.sgd_metrics(lam, w, eval_rows=40_000)
     # In-sample probe MSEs from n rows differ from the population by O(dz / n + 1/sqrt(n)) with
     # normalised targets: 6 / sqrt(40000) = 0.03.
     for key in ("act_mse", "obs_mse", "noi_mse"):
         assert abs(closed[key] - pop[key]) < 0.03
-    adam = sgd.sgd_metrics(lam, w, eval_rows=40_000, probes="adam", probe_steps=3000)
+    adam = sgd_adam.sgd_metrics(lam, w, eval_rows=40_000, probes="adam", probe_steps=3000)
     # Adam-trained probes (lr 1e-3, 3000 steps) cannot beat the least-squares probe on the same
     # law by more than the sampling error, and land close to it (measured gap < 0.02).
     for key in ("act_mse", "obs_mse", "noi_mse"):
         assert closed[key] - 0.03 < adam[key] < closed[key] + 0.05
     with pytest.raises(LamfastError, match="probes"):
-        sgd.sgd_metrics(lam, w, probes="sklearn")
+        sgd_adam.sgd_metrics(lam, w, probes="sklearn")
     assert config.SGD_LR == 1e-3
 
 
@@ -189,7 +195,7 @@ def test_noise_aware_twin_follows_minibatch_adam():
     w = LinearWorld(do=32, da=4, noise="gaussian", sigma=0.5, seed=3)
     m = w.population_moments()
     v = Variant("learned", "free", 0.1)
-    got = probe_metrics(sgd.sgd_fit(w, 4, v, steps=3000, seed=0), m)["act_mse"]
+    got = probe_metrics(sgd_sgd.sgd_fit(w, 4, v, steps=3000, seed=0), m)["act_mse"]
     twin = moment_gd_fit(m, 4, v, seed=0, mode="paper", steps=3000)  # noise-aware by default
     assert abs(probe_metrics(twin, m)["act_mse"] - got) < 0.06
     plain = moment_gd_fit(m, 4, v, seed=0, mode="paper", steps=3000, noise_aware=False)
@@ -202,7 +208,7 @@ def test_grad_variance_with_augmentation_and_labels():
     from one Adam step with lr = eps = 1, 1500 training streams). Augmentation is exact Gaussian
     algebra (measured ratio 0.998); labels treat the recon and action parts as independent
     (measured 0.83-0.97): within 25% (SE of the empirical side <= sqrt(8 / 1500) = 0.07)."""
-    from lamfast.gd import MomentObjective
+    from lamfast.solvers.gd import MomentObjective
 
     w = LinearWorld(do=8, da=2, noise="gaussian", sigma=0.4, seed=2)
     m = w.population_moments()
@@ -222,8 +228,8 @@ def test_grad_variance_with_augmentation_and_labels():
         grads = []
         for s in range(1500):
             t = t0.copy()
-            sgd._sgd_kernel(
-                sgd._generator(s, 5), 1, 128, 8, 2, 2, *sgd._world_arrays(w),
+            sgd_sgd._sgd_kernel(
+                sgd_minibatch._generator(s, 5), 1, 128, 8, 2, 2, *sgd_minibatch._world_arrays(w),
                 v.decoder == "learned", v.encoder == "free", float(v.kappa),
                 v.label_fraction > 0, float(v.label_fraction), v.label_weighting == "batch",
                 1.0, 0.9, 0.999, 1.0, t, np.empty(1),

@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from lamfast import LamfastError, LinearWorld, stream_moments, wishart_moments
-from lamfast.simulate import chunk_moments, simulate_rows
+from lamfast.sources.simulate import chunk_moments, simulate_rows
 
 from . import naive
 

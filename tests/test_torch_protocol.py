@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from lamfast import LinearLAM, LinearWorld, Variant, fit
-from lamfast.lam import recon_loss
-from lamfast.probes import latent_map, probe_mse
+from lamfast.probes.closed import latent_map, probe_mse
+from lamfast.solvers.fitted import recon_loss
 
 torch = pytest.importorskip("torch")  # in the test extra; skipped only by hand-made installs
 from bench import paper_protocol_torch as paper  # noqa: E402  (the reference: must import)

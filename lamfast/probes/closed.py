@@ -16,14 +16,15 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from .errors import LamfastError
-from .lam import LinearLAM, _pinv_psd, recon_loss
-from .moments import Moments
+from ..errors import LamfastError
+from ..moments.core import Moments
+from ..moments.linalg import _pinv_psd
+from ..solvers.fitted import FittedLAM, recon_loss
 
 LATENTS = ("true", "surrogate")
 
 
-def latent_map(lam: LinearLAM, moments: Moments, latent: str = "true") -> np.ndarray:
+def latent_map(lam: FittedLAM, moments: Moments, latent: str = "true") -> np.ndarray:
     """Matrix ``W`` with ``z = W x`` on the joint vector ``x`` of ``moments``.
 
     ``true``: ``z = C o + D o' = (C + D) o + D delta``. ``surrogate``: the paper's
@@ -98,7 +99,7 @@ def principal_angles(B: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def probe_metrics(
-    lam: LinearLAM,
+    lam: FittedLAM,
     moments: Moments,
     *,
     eval_moments: Moments | None = None,
@@ -109,7 +110,7 @@ def probe_metrics(
 
     Parameters
     ----------
-    lam : LinearLAM
+    lam : FittedLAM or LinearLAM
     moments : Moments
         The law the probes are fitted on (and ``recon`` is measured on).
     eval_moments : Moments, optional
@@ -166,3 +167,13 @@ def _metrics_one(lam, moments, eval_moments, latent, world) -> dict:
         if world.noise == "exo":
             out["angles_noise"] = principal_angles(lam.B, world.Y).tolist()
     return out
+
+
+def linear_probe(W: np.ndarray, m: Moments, target: str = "a") -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``G`` and intercept ``h`` of the least-squares probe ``y ~ G (W x) + h``."""
+
+    iy = m.index(target)
+    Szz = W @ m.cov @ W.T
+    G = (W @ m.cov[:, iy]).T @ _pinv_psd(Szz)
+    h = m.mean[iy] - G @ (W @ m.mean)
+    return G, h

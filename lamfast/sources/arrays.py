@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from . import config
-from .errors import LamfastError
-from .moments import MergeTree, Moments, block_moments
+from .. import config
+from ..errors import LamfastError
+from ..moments.core import MergeTree, Moments, block_moments
 from .world import LinearWorld
 
 NOISE_NAMES = ("b", "eps")
@@ -247,35 +247,6 @@ def moments_from_transitions(
         tree.push(*block_moments(joint))
     m = tree.result("rows")
     return Moments(m.count, m.mean + shift, m.cov, m.blocks, "rows")
-
-
-def moments_from_world(
-    world: LinearWorld, source: str = "population", rows=None, *, progress: bool | None = None
-) -> Moments:
-    """Moments of a simulated :class:`~lamfast.world.LinearWorld`.
-
-    Parameters
-    ----------
-    world : LinearWorld
-    source : {"population", "wishart", "stream"}
-        Exact moments (``count = inf``), a direct Wishart draw of ``rows`` rows, or ``rows``
-        streamed rows (DESIGN 3.1).
-    rows : int, optional
-        Number of rows (``wishart`` and ``stream``).
-    progress : bool, optional
-        Progress bar on stderr for ``stream``.
-
-    Examples
-    --------
-    >>> w = LinearWorld(do=8, da=2)
-    >>> moments_from_world(w).source, moments_from_world(w, "wishart", 1e9).count
-    ('population', 1000000000.0)
-    """
-    from .experiments import world_moments
-
-    if not isinstance(world, LinearWorld):
-        raise LamfastError(f"moments_from_world needs a LinearWorld, got {type(world).__name__}")
-    return world_moments(world, source, rows, progress)
 
 
 def moments_of(source: Any) -> Moments:

@@ -45,63 +45,16 @@ import numpy as np
 import scipy.optimize
 import scipy.stats
 
-from . import config
-from ._jit import njit
-from .errors import LamfastError
-from .lam import LinearLAM, Variant, recon_loss
-from .moments import Moments
+from .. import config
+from .._jit import njit
+from ..errors import LamfastError
+from ..moments.core import Moments
+from .fitted import FittedLAM, recon_loss
+from .trainer import _theta_offsets, paper_init
+from .variant import Variant
 
 OPTIMIZERS = ("adam", "gd")
 MODES = ("converge", "paper")
-
-
-# ------------------------------------------------------------------------------ initialisation
-def paper_init(do: int, dz: int, da: int, variant: Variant, seed: int = 0) -> dict:
-    """Initial parameters of the training protocol: PyTorch ``nn.Linear`` defaults, bias-free LAM.
-
-    ``nn.Linear(fan_in, fan_out)`` draws its weight from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
-    (Kaiming-uniform with ``a = sqrt(5)``). The layers are:
-
-    - IDM, free encoder: ``nn.Linear(2 do, dz)`` on ``[o, o']`` -> ``C, D``
-      (bound ``1/sqrt(2 do)``);
-      tied encoder: ``nn.Linear(do, dz)`` on ``delta`` -> ``D`` (bound ``1/sqrt(do)``), ``C = -D``;
-    - FDM, learned decoder: ``nn.Linear(do + dz, do)`` on ``[o, z]`` -> ``A, B``
-      (bound ``1/sqrt(do + dz)``); identity decoder: ``nn.Linear(dz, do)`` on ``z`` -> ``B``
-      (bound ``1/sqrt(dz)``), ``A = I``;
-    - action head (when ``label_weight > 0``): ``nn.Linear(dz, da)`` with bias -> ``E, h``
-      (bound ``1/sqrt(dz)``).
-
-    Draws come from ``np.random.default_rng(SeedSequence(seed, spawn_key=(4,)))`` in the order
-    IDM, FDM, head; every solver that starts "from the training initialisation" calls this.
-
-    Returns
-    -------
-    dict
-        ``A`` (or None for the identity decoder), ``B``, ``C`` (None when tied), ``D``,
-        ``E`` and ``h`` (None without supervision).
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(4,)))
-
-    def linear(fan_in, fan_out):
-        bound = 1.0 / np.sqrt(fan_in)
-        return rng.uniform(-bound, bound, size=(fan_out, fan_in))
-
-    out = {"A": None, "C": None, "E": None, "h": None}
-    if variant.encoder == "free":
-        W = linear(2 * do, dz)
-        out["C"], out["D"] = W[:, :do].copy(), W[:, do:].copy()
-    else:
-        out["D"] = linear(do, dz)
-    if variant.decoder == "learned":
-        W = linear(do + dz, do)
-        out["A"], out["B"] = W[:, :do].copy(), W[:, do:].copy()
-    else:
-        out["B"] = linear(dz, do)
-    if variant.label_weight > 0:
-        out["E"] = linear(dz, da)
-        bound = 1.0 / np.sqrt(dz)
-        out["h"] = rng.uniform(-bound, bound, size=da)
-    return out
 
 
 # ------------------------------------------------------------------------------ the objective
@@ -366,28 +319,6 @@ def _without_labels(obj: MomentObjective) -> MomentObjective:
     clone.__dict__.update(obj.__dict__)
     clone.w = 0.0
     return clone
-
-
-# ------------------------------------------------------------------------------ numba kernels
-@njit
-def _theta_offsets(do, dz, da, learned, free, supervised):
-    """Offsets of A, B, C, D, E, h in the flat parameter vector ``theta`` (A only with a learned
-    decoder, C only with a free encoder, E and h only when supervised); shared with lamfast.sgd."""
-    off = 0
-    oA = off
-    if learned:
-        off += do * do
-    oB = off
-    off += do * dz
-    oC = off
-    if free:
-        off += dz * do
-    oD = off
-    off += dz * do
-    oE = off
-    if supervised:
-        off += da * dz
-    return oA, oB, oC, oD, oE, off
 
 
 @njit
@@ -797,7 +728,7 @@ def moment_gd_fit(
     gtol: float | None = None,
     init: dict | None = None,
     noise_aware: bool | None = None,
-) -> LinearLAM:
+) -> FittedLAM:
     """Fit a LAM by deterministic optimisation of its exact population objective.
 
     Parameters
@@ -840,10 +771,11 @@ def moment_gd_fit(
 
     Returns
     -------
-    LinearLAM
-        ``solver="moment-gd"``; ``loss_`` is the reconstruction loss (no penalties), ``spectrum_``
-        the variances of the reconstructed latent ``B z`` along its principal directions, and
-        ``notes_`` records the optimiser, steps and whether it converged.
+    FittedLAM
+        ``solver="moment-gd"``; ``loss`` is the reconstruction loss (no penalties), ``spectrum``
+        the variances of the reconstructed latent ``B z`` along its principal directions,
+        ``notes`` records the optimiser, steps and whether it converged (also in ``extra``:
+        ``converged``, ``steps``).
     """
     if mode not in MODES:
         raise LamfastError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -916,7 +848,7 @@ def moment_gd_fit(
     ]
     Bz = mats["B"] @ np.hstack([mats["C"] + mats["D"], mats["D"]])
     spectrum = np.linalg.eigvalsh(Bz @ obj.Mx @ Bz.T)[::-1][: obj.dz]
-    lam = LinearLAM._fitted(
+    lam = FittedLAM(
         obj.dz,
         variant,
         "moment-gd",
@@ -928,9 +860,8 @@ def moment_gd_fit(
         spectrum,
         E=mats["E"],
         h=mats["h"],
-        notes=notes,
+        notes=tuple(notes),
+        extra={"converged": bool(converged), "steps": trace.steps},
     )
-    lam.loss_ = recon_loss(lam, moments)
-    lam.converged_ = bool(converged)
-    lam.steps_ = trace.steps
+    lam.loss = recon_loss(lam, moments)
     return lam

@@ -11,7 +11,9 @@ import dataclasses
 import math
 from collections import Counter
 
-from . import config
+from .. import config
+from .panels import PANELS
+from .plots import _order
 
 # Numerical slack of the checks. Population metrics from `eig` are exact up to rounding (~1e-15),
 # `moment-gd` converges to a tolerance (~1e-6 in metric), finite-sample sources wander by
@@ -376,7 +378,6 @@ def panel_checks(name: str, rows: list[dict]) -> list[Check]:
 # ------------------------------------------------------------------------------ tables
 def _numbers_table(panel, rows, metric="llo", max_cols=8) -> list[str]:
     """A compact table: one row per line of the figure (and facet), columns at chosen x."""
-    from .plots import _order
 
     xs = sorted({r[panel.x] for r in rows}, key=_order)
     if len(xs) > max_cols:
@@ -422,7 +423,6 @@ def render(
     cpu_seconds: dict | None = None,
 ) -> tuple[str, tuple[int, int]]:
     """Markdown of the whole run and ``(checks passed, checks computed)``."""
-    from .experiments import PANELS
 
     all_checks = {n: panel_checks(n, by_panel[n]) for n in names}
     flat = [c for cs in all_checks.values() for c in cs]

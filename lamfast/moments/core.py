@@ -13,8 +13,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ._jit import njit
-from .errors import LamfastError
+from .. import config
+from .._blas import one_blas_thread
+from .._jit import njit
+from ..errors import LamfastError
 
 Blocks = tuple[tuple[str, int], ...]
 
@@ -273,7 +275,6 @@ def block_moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     transpose): half the flops of the GEMM numba's ``np.dot`` calls, an exactly symmetric
     result, and the GIL released, so blocks can run on threads side by side.
     """
-    from ._blas import one_blas_thread
 
     X = np.ascontiguousarray(X, dtype=np.float64)
     mean = np.empty(X.shape[1])
@@ -303,7 +304,6 @@ def moments_from_rows(
     >>> m.count, m.mean.tolist()
     (6.0, [5.0, 6.0])
     """
-    from . import config
 
     X = np.asarray(X)
     if X.ndim != 2:

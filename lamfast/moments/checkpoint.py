@@ -26,11 +26,11 @@ import zipfile
 
 import numpy as np
 
-from . import config
-from ._files import atomic_output, remove_stale_temporaries
-from ._version import __version__
-from .errors import LamfastError
-from .moments import MergeTree
+from .. import config
+from .._files import atomic_output, remove_stale_temporaries
+from .._version import __version__
+from ..errors import LamfastError
+from .core import MergeTree
 
 # 2: block co-moments by SYRK (2026-11-27): a checkpoint of the former GEMM kernel would resume
 # into bits that match neither kernel, so it is refused as another configuration.

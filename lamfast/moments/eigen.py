@@ -7,10 +7,10 @@ from contextlib import nullcontext
 import numpy as np
 import scipy.linalg
 
-from . import config
-from ._blas import parallel_matmul, single_threaded_blas
-from ._jit import njit
-from .errors import LamfastError
+from .. import config
+from .._blas import parallel_matmul, single_threaded_blas
+from .._jit import njit
+from ..errors import LamfastError
 
 METHODS = ("auto", "dense", "subset", "arpack", "krylov")
 

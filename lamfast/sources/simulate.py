@@ -14,12 +14,12 @@ import threading
 
 import numpy as np
 
-from . import config
-from ._blas import single_threaded_blas, thread_pool, usable_cores
-from ._jit import njit
-from ._progress import Progress
-from .errors import LamfastError
-from .moments import MergeTree, Moments, block_moments
+from .. import config
+from .._blas import single_threaded_blas, thread_pool, usable_cores
+from .._jit import njit
+from .._progress import Progress
+from ..errors import LamfastError
+from ..moments.core import MergeTree, Moments, block_moments
 from .world import LinearWorld
 
 

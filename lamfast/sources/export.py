@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config
-from ._files import atomic_folder, atomic_output
-from ._progress import Progress
-from .errors import LamfastError
+from .. import config
+from .._files import atomic_folder, atomic_output
+from .._progress import Progress
+from ..errors import LamfastError
 from .simulate import _check_rows, simulate_rows
 from .world import LinearWorld
 

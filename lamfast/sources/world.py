@@ -21,8 +21,8 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import LamfastError
-from .moments import Moments
+from ..errors import LamfastError
+from ..moments.core import Moments
 
 NOISE_KINDS = ("none", "gaussian", "exo", "uniform")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import textwrap
 
-from ._files import atomic_output
+from .._files import atomic_output
 
 LABELS = {
     "llo": "LLO (optimum 2)",

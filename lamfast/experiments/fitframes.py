@@ -1,0 +1,283 @@
+"""The frame-fitting pipeline: read frames, clean, fit, probe, save, encode
+(``lamfast fit FRAMES_PATH`` and ``lamfast encode``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .._files import atomic_output
+from ..errors import LamfastError
+from ..estimator import LinearLAM, fit
+from ..moments.cleaning import clean_moments, noise_basis_from_noop, orthonormal_basis
+from ..moments.core import Moments
+from ..moments.eigen import top_eigh
+from ..probes.closed import latent_map, linear_probe, probe_mse
+from ..probes.frames import probe_accuracy
+from ..solvers.fitted import recon_loss
+from ..solvers.variant import Variant, check_dz
+from ..sources.frames.preprocess import Preprocess
+from ..sources.frames.source import FrameSource
+
+
+def compose_cleaning(lam, U: np.ndarray):
+    """The same latent as a function of raw ``(o, o')``: ``z = C o + D (o + P delta)``.
+
+    A LAM fitted on cleaned moments sees ``o'' = o + P delta`` with ``P = I - U U^T``; its latent
+    on raw frames is ``(C + D - D P) o + D P o'``. Returned as a new fitted ``LinearLAM``.
+    """
+    import copy
+
+    P = np.eye(U.shape[0]) - U @ U.T
+    out = copy.copy(lam)
+    DP = lam.D_ @ P
+    out.C_, out.D_ = lam.C_ + lam.D_ - DP, DP
+    out.draws_ = tuple(compose_cleaning(d, U) for d in lam.draws_)
+    return out
+
+
+def delta_spectrum(m: Moments, k: int) -> np.ndarray:
+    """Top-``k`` eigenvalues of the frame-difference covariance ``Cov(delta)``."""
+
+    w, _ = top_eigh(m.block_cov("delta"), k)
+    return np.clip(w, 0.0, None)
+
+
+def fit_frames(
+    path,
+    dz: int,
+    variant=None,
+    *,
+    solver: str = "eig",
+    seed: int = 0,
+    preprocess: Preprocess | None = None,
+    actions: str = "auto",
+    n_actions: int | None = None,
+    chunk_frames: int | None = None,
+    block_rows: int | None = None,
+    clean_basis=None,
+    noop_action: int | None = None,
+    clean_k: int | None = None,
+    accuracy: bool = True,
+    progress=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    checkpoint=None,
+) -> tuple[dict, object]:
+    """Fit a linear LAM to recorded frames and probe its latent.
+
+    Parameters
+    ----------
+    path : str or Path
+        Frame dataset (see :class:`FrameSource`).
+    dz : int
+        Latent dimension.
+    variant : Variant or dict, optional
+        LAM variant (default: identity decoder, tied encoder).
+    clean_basis : array or path, optional
+        Noise directions (do x k) removed from ``delta`` before fitting.
+    noop_action : int, optional
+        Estimate the noise basis as the top ``clean_k`` directions of no-op frame differences.
+    accuracy : bool
+        For discrete actions, run a second pass for the argmax accuracy of the action probe
+        (always in this process).
+    workers, scheduler, checkpoint
+        Compute the moments on Dask and / or resumably (see :meth:`FrameSource.moments`); the
+        result is the same bit for bit.
+
+    Returns
+    -------
+    (dict, LinearLAM)
+        JSON-ready results and the fitted LAM (cleaning composed into its encoder).
+    """
+
+    start = time.perf_counter()
+    variant = variant if isinstance(variant, Variant) else Variant(**(variant or {}))
+    source = FrameSource(
+        path, preprocess=preprocess, actions=actions, n_actions=n_actions, chunk_frames=chunk_frames
+    )
+    do = source.do
+    dz = check_dz(dz, do)
+    if clean_basis is not None and noop_action is not None:
+        raise LamfastError("give either a clean basis or a noop action, not both")
+    scale = dict(workers=workers, scheduler=scheduler, checkpoint=checkpoint, progress=progress)
+    if noop_action is not None:
+        m, noop = source.moments(block_rows=block_rows, noop_action=noop_action, **scale)
+        if noop is None:
+            raise LamfastError(f"no transitions with the noop action {noop_action}")
+        U = noise_basis_from_noop(noop, int(clean_k or 1))
+    else:
+        m = source.moments(block_rows=block_rows, **scale)
+        U = None
+        if clean_basis is not None:
+            if isinstance(clean_basis, str | os.PathLike):
+                clean_basis = load_basis(clean_basis)
+            U = orthonormal_basis(clean_basis, do, "clean basis")
+    if variant.label_fraction > 0 and not m.has("a"):
+        raise LamfastError("action supervision (--label-fraction) needs actions in the data")
+
+    lam = fit(m, int(dz), variant, solver=solver, seed=seed)
+    fits = [("raw", lam, m)]
+    if U is not None:
+        mc = clean_moments(m, U)
+        lam_c = fit(mc, int(dz), variant, solver=solver, seed=seed)
+        fits.append(("clean", compose_cleaning(lam_c, U), mc))
+        recon_clean = recon_loss(lam_c, mc)
+
+    k = min(do, max(16, dz + 8))
+    result = {
+        "path": str(path),
+        "frames": source.n_frames,
+        "transitions": int(m.count),
+        "frame_shape": list(source.frame_shape),
+        "do": do,
+        "da": source.da,
+        "actions": source.action_kind,
+        "dz": int(dz),
+        "variant": dataclasses.asdict(variant),
+        "solver": solver,
+        "delta_spectrum": delta_spectrum(m, k).tolist(),
+        "delta_total_variance": float(np.trace(m.block_cov("delta"))),
+        "recon": recon_loss(lam, m),
+    }
+    probes = []
+    for tag, one, _ in fits:
+        lams = (one, *one.draws_) if one.draws_ else (one,)
+        suffix = "" if tag == "raw" else "_clean"
+        obs = [probe_mse(latent_map(x, m), m, "o") for x in lams]
+        result["obs_mse" + suffix] = float(np.mean(obs))
+        if m.has("a"):
+            acts = [probe_mse(latent_map(x, m), m, "a") for x in lams]
+            result["act_mse" + suffix] = float(np.mean(acts))
+            W = latent_map(one, m)
+            probes.append((W, *linear_probe(W, m, "a")))
+    if U is not None:
+        result["recon_clean"] = recon_clean
+        result["clean_dim"] = int(U.shape[1])
+        result["clean_from"] = "noop" if noop_action is not None else "basis"
+    if m.has("a"):
+        result["act_mse_chance"] = 1.0
+    if source.action_kind == "discrete":
+        freq = m.block_mean("a")
+        result["action_freq"] = freq.tolist()
+        result["act_acc_chance"] = float(freq.max())
+        if accuracy:
+            accs = probe_accuracy(source, probes, progress=progress)
+            result["act_acc"] = accs[0]
+            if U is not None:
+                result["act_acc_clean"] = accs[1]
+    result["notes"] = list(lam.notes_)
+    result["seconds"] = time.perf_counter() - start
+    final = fits[-1][1]
+    final.frames_meta_ = {
+        "preprocess": source.preprocess.to_dict(),
+        "frame_shape": list(source.frame_shape),
+        "do": do,
+        "actions": source.action_kind,
+        "n_actions": source.n_actions,
+        "cleaned": U is not None,
+    }
+    return result, final
+
+
+def load_basis(path) -> np.ndarray:
+    """A noise basis from ``.npy`` (or the first array of a ``.npz``)."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise LamfastError(f"{path}: cannot read the clean basis ({e})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            if not data.files:
+                raise LamfastError(f"{path}: empty archive")
+            return np.asarray(data[data.files[0]])
+    return np.asarray(data)
+
+
+def save_lam(lam, out) -> Path:
+    """Save a fitted ``LinearLAM`` (and its frame preprocessing) to ``.npz``, atomically."""
+    lam._check_fitted()
+    meta = {
+        "dz": int(lam.dz),
+        "variant": dataclasses.asdict(lam.variant),
+        "solver": lam.solver,
+        "seed": int(lam.seed),
+        "loss": float(lam.loss_),
+        "notes": list(lam.notes_),
+        "frames": getattr(lam, "frames_meta_", None),
+    }
+    arrays = {"A": lam.A_, "B": lam.B_, "C": lam.C_, "D": lam.D_, "spectrum": lam.spectrum_}
+    if lam.E_ is not None:
+        arrays["E"], arrays["h"] = lam.E_, lam.h_
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    return Path(out)
+
+
+def load_lam(path):
+    """Load a ``LinearLAM`` saved by :func:`save_lam` (with ``frames_meta_``)."""
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise LamfastError(f"{path}: not a lamfast fit file ({e})") from None
+    missing = [k for k in ("meta", "A", "B", "C", "D") if k not in arrays]
+    if missing:
+        raise LamfastError(f"{path}: not a lamfast fit file (missing {', '.join(missing)})")
+    meta = json.loads(str(arrays["meta"]))
+    lam = LinearLAM._fitted(
+        meta["dz"],
+        Variant(**meta["variant"]),
+        meta["solver"],
+        meta["seed"],
+        arrays["A"],
+        arrays["B"],
+        arrays["C"],
+        arrays["D"],
+        arrays.get("spectrum", np.empty(0)),
+        loss=meta.get("loss", float("nan")),
+        E=arrays.get("E"),
+        h=arrays.get("h"),
+        notes=meta.get("notes", ()),
+    )
+    lam.frames_meta_ = meta.get("frames")
+    return lam
+
+
+def encode_frames(fit_path, frames_path, out, *, chunk_frames=None, progress=None) -> dict:
+    """Encode the transitions of ``frames_path`` with a saved LAM into ``out`` (n x dz ``.npy``).
+
+    The preprocessing stored with the fit is applied; episode rules are those of
+    :class:`FrameSource`. The output is written to a temporary file and renamed when complete.
+    """
+    lam = load_lam(fit_path)
+    meta = lam.frames_meta_ or {}
+    pre = Preprocess(**(meta.get("preprocess") or {}))
+    source = FrameSource(frames_path, preprocess=pre, actions="none", chunk_frames=chunk_frames)
+    if source.do != lam.C_.shape[1]:
+        raise LamfastError(
+            f"{frames_path}: frames have {source.do} values after preprocessing but the fit "
+            f"expects {lam.C_.shape[1]}"
+        )
+    n = source.n_transitions
+    with atomic_output(out) as tmp:
+        Z = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(n, lam.dz))
+        i = 0
+        for o, o2, _ in source.transitions(progress=progress, label="encode"):
+            Z[i : i + o.shape[0]] = lam.encode(o, o2)
+            i += o.shape[0]
+        Z.flush()
+        del Z
+        if i != n:  # pragma: no cover - guards the counting pass against the streaming pass
+            raise LamfastError(f"internal: counted {n} transitions but streamed {i}")
+    return {"out": str(out), "transitions": n, "dz": int(lam.dz)}

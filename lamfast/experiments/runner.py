@@ -1,0 +1,162 @@
+"""Computing grid points in parallel: worker processes with one BLAS thread each, output order
+fixed by the grid whatever the completion order.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+
+from .._progress import Progress
+from ..errors import LamfastError
+from .points import Point, compute_points
+
+
+def _run_group(points: Sequence[Point]) -> tuple[list[dict], float]:
+    # Worker entry point (picklable, top level): rows and the CPU seconds they took.
+    start = time.process_time()
+    rows = compute_points(points)
+    return rows, time.process_time() - start
+
+
+def _groups(points: Sequence[Point]) -> list[list[int]]:
+    """Indices of points grouped by shared moments, in first-appearance order.
+
+    ``eig`` fits cost about as much as their moments, so points sharing a world are one task.
+    Iterative solvers cost far more than exact or Wishart moments: each of their points is its own
+    task, so that the slow ones spread over the workers (streamed moments stay shared).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(points):
+        key = p.task_key()
+        if p.solver != "eig" and p.source != "stream":
+            key = (*key, p.dz)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+# Environment of worker processes: one BLAS / numba thread each, so that `jobs` processes use
+# `jobs` cores without oversubscription, and every grid point is computed with the same thread
+# count (BLAS reductions can round differently with a different number of threads).
+_WORKER_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+}
+
+
+@contextlib.contextmanager
+def _worker_environment():
+    saved = {k: os.environ.get(k) for k in _WORKER_ENV}
+    os.environ.update(_WORKER_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """One BLAS thread in this process too, when threadpoolctl is installed (as in the workers)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
+def default_jobs() -> int:
+    """Worker processes by default: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_points(
+    points: Sequence[Point],
+    jobs: int | None = None,
+    progress: bool | None = None,
+    label: str = "points",
+    on_rows: Callable[[list[int], list[dict]], None] | None = None,
+    cpu_seconds: dict | None = None,
+) -> list[list[dict]]:
+    """Compute grid points, in parallel across processes; result ``i`` holds point ``i``'s rows.
+
+    Points that share a world (they differ only in ``dz``) form one task. With ``jobs > 1`` tasks
+    run in ``spawn``-ed worker processes with one BLAS thread each; the output order is the order
+    of ``points`` whatever the completion order. ``on_rows(indices, rows)`` is called in the main
+    process as each task finishes (sweeps append finished rows to their checkpoint there).
+    ``cpu_seconds``, if given, accumulates the CPU seconds of the tasks of each panel.
+    """
+    points = list(points)
+    jobs = default_jobs() if jobs is None else int(jobs)
+    if jobs < 1:
+        raise LamfastError(f"jobs must be >= 1, got {jobs}")
+    groups = _groups(points)
+    # Heaviest tasks first (moment-gd and sgd iterate; eig is one eigendecomposition), so that the
+    # last task to finish is a short one.
+    weight = {"eig": 1, "moment-gd": 50, "sgd": 200}
+    order = sorted(
+        range(len(groups)),
+        key=lambda g: -sum(weight.get(points[i].solver, 1) for i in groups[g]),
+    )
+    results: list[list[dict] | None] = [None] * len(points)
+
+    def finished(g: int, rows: list[dict], seconds: float):
+        if cpu_seconds is not None:
+            panel = points[groups[g][0]].panel
+            cpu_seconds[panel] = cpu_seconds.get(panel, 0.0) + seconds
+        idx = groups[g]
+        per_point: dict[int, list[dict]] = {i: [] for i in idx}
+        k = 0
+        for i in idx:
+            n = len(points[i].evals)
+            per_point[i] = rows[k : k + n]
+            k += n
+        for i in idx:
+            results[i] = per_point[i]
+        if on_rows is not None:
+            on_rows(idx, rows)
+        bar.update(len(idx))
+
+    with Progress(total=len(points), label=label, enabled=progress) as bar:
+        if jobs == 1 or len(groups) <= 1:
+            with _one_blas_thread():
+                for g in order:
+                    start = time.process_time()
+                    rows = compute_points([points[i] for i in groups[g]])
+                    finished(g, rows, time.process_time() - start)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            futures = {}
+            # The environment must hold while workers start: the executor spawns them lazily,
+            # on submit.
+            with _worker_environment():
+                pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=min(jobs, len(groups)), mp_context=ctx
+                )
+                try:
+                    futures = {
+                        pool.submit(_run_group, [points[i] for i in groups[g]]): g for g in order
+                    }
+                    for fut in concurrent.futures.as_completed(futures):
+                        finished(futures[fut], *fut.result())
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                pool.shutdown(wait=True)
+    return [r if r is not None else [] for r in results]

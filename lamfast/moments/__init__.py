@@ -1,0 +1,10 @@
+"""The moments stage: ``Moments``, block accumulation, the fixed merge tree, the top-k eigensolver,
+checkpoints, the block executor (in process or on Dask), cleaning projections, PSD algebra.
+
+Everything above this stage consumes :class:`Moments`; nothing here knows where rows come from.
+"""
+
+from .core import Blocks, MergeTree, Moments, block_moments, moments_from_rows
+from .eigen import top_eigh
+
+__all__ = ["Blocks", "MergeTree", "Moments", "block_moments", "moments_from_rows", "top_eigh"]

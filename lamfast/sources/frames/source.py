@@ -1,0 +1,535 @@
+"""Real frames: stream recorded frame files into ``[o, delta, a]`` moments.
+
+Formats
+-------
+- ``.npy`` (memory-mapped): frames shaped ``T x d`` or ``T x H x W [x C]``, any real dtype; one
+  trajectory.
+- ``.npz`` (streamed member by member, compressed or not): key ``frames`` and optionally
+  ``actions`` and ``episode_starts`` (or ``dones``); or pairs data ``o`` / ``o_next`` (and
+  optionally ``actions``).
+- a directory holding ``frames.npy`` or ``o.npy`` + ``o_next.npy`` (an unpacked ``.npz``: the
+  layout ``lamfast simulate linear`` writes); any other directory is read as its ``.npy`` /
+  ``.npz`` files in name order, each file starting a new episode.
+- zarr (optional extra): an array of frames or a group with the ``.npz`` keys.
+
+Transitions
+-----------
+Transition ``t`` goes from frame ``t`` to frame ``t + 1`` with action ``actions[t]`` (so
+``actions`` has ``T`` or ``T - 1`` rows). It exists unless frame ``t + 1`` starts an episode
+(``episode_starts[t + 1]``, or ``dones[t]``); frame differences therefore never cross an episode
+boundary, and frames are read in chunks with the last frame (and action and done flag) of a chunk
+carried into the next, so chunk edges change nothing.
+
+Determinism
+-----------
+Valid transitions are numbered globally in file order; block ``k`` holds transitions
+``k * block_rows ... (k + 1) * block_rows - 1`` and block moments are merged by
+:class:`~lamfast.moments.MergeTree`. The read chunk size is therefore invisible in the result: any
+``chunk_frames`` gives bitwise-identical moments (tests/test_frames.py). Memory is bounded by one
+chunk of frames, the blocks in flight (one per thread, at most ``config.FRAME_INFLIGHT_BYTES``;
+each holds its rows, their centred copy and a co-moment) and ``log2(blocks)`` co-moment matrices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ... import config
+from ..._blas import usable_cores
+from ..._progress import Progress
+from ...errors import LamfastError
+from ...moments.accumulate import _BlockAccumulator
+from ...moments.core import Blocks, Moments
+from .distributed import frame_moments_tree
+from .index import TransitionIndex, _Cursor
+from .preprocess import Preprocess
+from .readers import _FRAME_KEYS, _Member, _NpyMember, _Segment, _ZipMember, open_segments
+
+ACTION_KINDS = ("auto", "discrete", "continuous", "none")
+
+
+class FrameSource:
+    """A frame dataset on disk, read as a stream of transitions ``(o, o', action)``.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.npy``, ``.npz``, a directory, or a zarr store (see the module docstring).
+    preprocess : Preprocess, optional
+        Crop, downsample, scale.
+    actions : {"auto", "discrete", "continuous", "none"}
+        ``auto``: integer 1-d actions are discrete (one-hot), real ones continuous.
+    n_actions : int, optional
+        Number of discrete actions; inferred as ``max id + 1`` when not given.
+    chunk_frames : int, optional
+        Frames read per chunk (default ``config.FRAME_CHUNK``); never changes a result.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "f.npy")
+    >>> np.save(p, np.arange(12.0).reshape(6, 2))
+    >>> src = FrameSource(p)
+    >>> src.do, src.n_transitions
+    (2, 5)
+    """
+
+    def __init__(
+        self,
+        path,
+        *,
+        preprocess: Preprocess | None = None,
+        actions: str = "auto",
+        n_actions: int | None = None,
+        chunk_frames: int | None = None,
+    ):
+        self.path = Path(path)
+        self.preprocess = preprocess or Preprocess()
+        if actions not in ACTION_KINDS:
+            raise LamfastError(f"actions must be one of {', '.join(ACTION_KINDS)}, got {actions!r}")
+        self.chunk_frames = int(chunk_frames or config.FRAME_CHUNK)
+        if self.chunk_frames < 1:
+            raise LamfastError("chunk_frames must be >= 1")
+        self.segments = open_segments(self.path)
+        first = self.segments[0].first
+        self.frame_shape = tuple(first.shape[1:])
+        self.raw_dtype = first.dtype
+        for seg in self.segments:
+            for m in (seg.frames, seg.o, seg.o_next):
+                if m is not None and tuple(m.shape[1:]) != self.frame_shape:
+                    raise LamfastError(
+                        f"{m.name}: frame shape {tuple(m.shape[1:])} differs from "
+                        f"{self.frame_shape} of {first.name}"
+                    )
+        self.shape = self.preprocess.out_shape(self.frame_shape, first.name)
+        self.do = int(np.prod(self.shape))
+        if self.do > config.FRAMES_MAX_DIM:
+            raise LamfastError(
+                f"frames have {self.do} values after preprocessing (max {config.FRAMES_MAX_DIM}: "
+                "the co-moment is (2d)^2 floats); use --downsample or --crop"
+            )
+        self._setup_actions(actions, n_actions)
+
+    # ------------------------------------------------------------------ actions
+    def _setup_actions(self, kind: str, n_actions):
+        acts = [seg.actions for seg in self.segments]
+        have = [a is not None for a in acts]
+        if kind == "none" or not any(have):
+            if kind in ("discrete", "continuous") and not any(have):
+                raise LamfastError(f"{self.path}: --actions {kind} but the data have no actions")
+            self.action_kind, self.da, self.n_actions = None, 0, None
+            for seg in self.segments:
+                seg.actions = None
+            return
+        if not all(have):
+            missing = [s.label for s, h in zip(self.segments, have, strict=True) if not h]
+            raise LamfastError(f"{missing[0]}: has no actions while other files do")
+        dtypes = {a.dtype.kind for a in acts}
+        ndims = {len(a.shape) for a in acts}
+        if kind == "auto":
+            kind = "discrete" if dtypes <= set("biu") and ndims == {1} else "continuous"
+        if kind == "discrete":
+            if ndims != {1}:
+                raise LamfastError(f"{acts[0].name}: discrete actions must be a 1-d array of ids")
+            if not dtypes <= set("biu"):
+                raise LamfastError(f"{acts[0].name}: discrete actions must be integers")
+            if n_actions is None:  # one cheap pass over the ids (never the frames)
+                top = -1
+                for a in acts:
+                    for s in range(0, len(a), 1 << 20):
+                        ids = a.read(s, s + (1 << 20))
+                        if ids.size:
+                            top = max(top, int(ids.max()))
+                n_actions = top + 1
+            if int(n_actions) < 1:
+                raise LamfastError("n_actions must be >= 1")
+            self.action_kind, self.n_actions, self.da = "discrete", int(n_actions), int(n_actions)
+        else:
+            if n_actions is not None:
+                raise LamfastError("n_actions applies to discrete actions only")
+            widths = {1 if len(a.shape) == 1 else a.shape[1] for a in acts}
+            if len(widths) != 1:
+                raise LamfastError(f"action widths differ between files: {sorted(widths)}")
+            self.action_kind, self.n_actions, self.da = "continuous", None, widths.pop()
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def blocks(self) -> Blocks:
+        """Joint layout: ``[o, delta]`` plus ``a`` when the data have actions."""
+        layout = [("o", self.do), ("delta", self.do)]
+        if self.da:
+            layout.append(("a", self.da))
+        return tuple(layout)
+
+    @property
+    def n_frames(self) -> int:
+        return sum(len(seg.first) for seg in self.segments)
+
+    @property
+    def n_transitions(self) -> int:
+        """Number of valid transitions (reads only the episode flags)."""
+        total = 0
+        for seg in self.segments:
+            T = len(seg.first)
+            if seg.kind == "pairs":
+                total += T
+                continue
+            starts = 1  # frame 0 always starts an episode
+            # frame t >= 1 starts one when episode_starts[t], or when dones[t - 1]
+            if seg.starts is not None:
+                flags, first, last = seg.starts, 1, T
+            elif seg.dones is not None:
+                flags, first, last = seg.dones, 0, T - 1
+            else:
+                flags, first, last = None, 0, 0
+            step = 1 << 20
+            for s in range(first, last, step):
+                starts += int(np.count_nonzero(flags.read(s, min(last, s + step))))
+            total += T - starts
+        return total
+
+    def _check_actions(self, acts: np.ndarray, rows: np.ndarray, member: _Member) -> None:
+        """Validate the actions of valid transitions (``rows``: their indices in ``member``).
+
+        Only actions that label a transition are checked, so padding in the unused last action
+        of an episode (NaN, -1) is harmless.
+        """
+        if self.action_kind == "continuous":
+            bad = ~np.isfinite(acts.reshape(len(acts), -1)).all(axis=1)
+            what = "contains NaN or inf"
+        else:
+            bad = (acts < 0) | (acts >= self.n_actions)
+            what = f"is not an action id in 0..{self.n_actions - 1} (n_actions={self.n_actions})"
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            value = "" if self.action_kind == "continuous" else f" = {int(acts[i])}"
+            raise LamfastError(f"{member.name}: action {int(rows[i])}{value} {what}")
+
+    def action_rows(self, raw: np.ndarray) -> np.ndarray:
+        """Action ids or vectors (n,) / (n, da) to rows of the ``a`` block (one-hot if discrete)."""
+        if self.action_kind == "discrete":
+            ids = raw.astype(np.int64, copy=False)
+            out = np.zeros((ids.shape[0], self.da))
+            out[np.arange(ids.shape[0]), ids] = 1.0
+            return out
+        return np.asarray(raw, dtype=np.float64).reshape(raw.shape[0], self.da)
+
+    # ------------------------------------------------------------------ streaming
+    def _frames(self, member: _Member, start: int, stop: int) -> np.ndarray:
+        x = self.preprocess.apply(member.read(start, stop))
+        if not np.isfinite(x).all():
+            bad = start + int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+            raise LamfastError(f"{member.name}: frame {bad} contains NaN or inf")
+        return x
+
+    def transitions(self, progress: bool | None = None, label: str = "frames") -> Iterator[tuple]:
+        """Yield chunks ``(o, o_next, actions)`` of valid transitions, in global order.
+
+        ``actions`` is the raw id / vector array of the chunk's transitions, or None.
+        """
+        with Progress(total=self.n_frames, label=label, enabled=progress) as bar:
+            for seg in self.segments:
+                if seg.kind == "pairs":
+                    yield from self._pairs(seg, bar)
+                else:
+                    yield from self._trajectories(seg, bar)
+
+    def _pairs(self, seg: _Segment, bar, start: int = 0):
+        T, cf = len(seg.o), self.chunk_frames
+        for s in range(start, T, cf):
+            e = min(T, s + cf)
+            o, o2 = self._frames(seg.o, s, e), self._frames(seg.o_next, s, e)
+            acts = None
+            if seg.actions is not None:
+                acts = seg.actions.read(s, e)
+                self._check_actions(acts, np.arange(s, e), seg.actions)
+            bar.update(e - s)
+            yield o, o2, acts
+
+    @staticmethod
+    def _boundary(seg: _Segment, s: int, e: int) -> np.ndarray:
+        """``boundary[i]``: frame ``s + i`` starts an episode, so no transition ends there.
+
+        Stateless (reads ``dones[s - 1]`` itself), so a read can start at any frame.
+        """
+        if seg.starts is not None:
+            b = np.asarray(seg.starts.read(s, e), dtype=bool).copy()
+        elif seg.dones is not None:
+            d = np.asarray(seg.dones.read(max(s - 1, 0), e - 1), dtype=bool)
+            b = np.concatenate([[True], d]) if s == 0 else d.copy()
+        else:
+            b = np.zeros(e - s, dtype=bool)
+        if s == 0:
+            b[0] = True  # there is no transition into frame 0
+        return b
+
+    def _trajectories(self, seg: _Segment, bar, start: int = 0):
+        T, cf = len(seg.frames), self.chunk_frames
+        n_act = len(seg.actions) if seg.actions is not None else 0
+        carry_frame = carry_act = None
+        if start > 0:  # an indexed read starting mid-file: frame and action before it
+            carry_frame = self._frames(seg.frames, start - 1, start)[0]
+            if seg.actions is not None:
+                carry_act = seg.actions.read(start - 1, start)
+        for s in range(start, T, cf):
+            e = min(T, s + cf)
+            F = self._frames(seg.frames, s, e)
+            boundary = self._boundary(seg, s, e)
+            if carry_frame is None:
+                carry_frame = F[0]  # only read when boundary[0] is True (s == 0)
+            prev = np.concatenate([carry_frame[None, :], F[:-1]])
+            valid = ~boundary
+            acts = None
+            if seg.actions is not None:
+                A = seg.actions.read(s, min(e, n_act))
+                lead = A[:1] if carry_act is None else carry_act
+                if len(lead) == 0:  # no action at all (one frame, T - 1 = 0 actions)
+                    lead = np.zeros((1, *A.shape[1:]), A.dtype)
+                prev_a = np.concatenate([lead, A])[: e - s]
+                if len(A) == e - s:
+                    carry_act = A[-1:]
+                acts = prev_a[valid]
+                self._check_actions(acts, np.arange(s - 1, e - 1)[valid], seg.actions)
+            carry_frame = F[-1]
+            bar.update(e - s)
+            if valid.all():
+                yield prev, F, acts
+            elif valid.any():
+                yield prev[valid], F[valid], acts
+
+    # ------------------------------------------------------------------ indexed reads
+    def index(self, noop_action: int | None = None, stride: int | None = None) -> TransitionIndex:
+        """Where the transitions are, so that any range of them can be read directly.
+
+        Reads only the episode flags (and, with ``noop_action``, the action ids): counts the
+        valid transitions (those with action ``noop_action``) ending in each run of ``stride``
+        frames. Used by executors that compute blocks out of order (Dask, resumed runs).
+        """
+        stride = int(stride or config.FRAME_CHUNK)
+        if stride < 1:
+            raise LamfastError("stride must be >= 1")
+        if noop_action is not None:
+            self._check_noop(noop_action)
+        counts, offsets = [], [0]
+        for seg in self.segments:
+            T = len(seg.first)
+            per = []
+            for s in range(0, T, stride):
+                e = min(T, s + stride)
+                if seg.kind == "pairs":
+                    sel = np.ones(e - s, dtype=bool)
+                    if noop_action is not None:
+                        sel &= np.asarray(seg.actions.read(s, e)).astype(np.int64) == noop_action
+                else:
+                    sel = ~self._boundary(seg, s, e)
+                    if noop_action is not None:
+                        # transition ending at frame j carries actions[j - 1]; j = 0 is invalid
+                        a = np.asarray(seg.actions.read(max(s - 1, 0), e - 1)).astype(np.int64)
+                        if s == 0:
+                            a = np.concatenate([[-1], a])
+                        sel &= a == noop_action
+                per.append(int(np.count_nonzero(sel)))
+            counts.append(np.concatenate([[0], np.cumsum(per, dtype=np.int64)]))
+            offsets.append(offsets[-1] + int(counts[-1][-1]))
+        return TransitionIndex(stride, np.asarray(offsets, dtype=np.int64), tuple(counts))
+
+    def read_from(self, index: TransitionIndex, first: int, noop_action=None):
+        """Yield chunks ``(o, o_next, actions)`` of the transitions of ``index`` from ``first``
+        to the end: the same rows, in the same order, as :meth:`transitions` yields (filtered to
+        ``noop_action`` when the index was built with it)."""
+        if not 0 <= first < index.total:
+            return
+        seg_i, start, skip = index.locate(first)
+        bar = Progress(total=0, enabled=False)
+        for seg in self.segments[seg_i:]:
+            if seg.kind == "pairs":
+                chunks = self._pairs(seg, bar, start)
+            else:
+                chunks = self._trajectories(seg, bar, start)
+            for o, o2, acts in chunks:
+                if noop_action is not None:
+                    sel = acts.astype(np.int64) == noop_action
+                    o, o2, acts = o[sel], o2[sel], acts[sel]
+                n = o.shape[0]
+                if skip >= n:
+                    skip -= n
+                    continue
+                if skip:
+                    o, o2, acts = o[skip:], o2[skip:], (None if acts is None else acts[skip:])
+                    skip = 0
+                yield o, o2, acts
+            start = 0
+
+    def read_range(self, index: TransitionIndex, first: int, stop: int, noop_action=None):
+        """Yield chunks of transitions ``first..stop-1`` of ``index`` (see :meth:`read_from`)."""
+        need = int(min(stop, index.total)) - int(first)
+        if need > 0:
+            yield from _Cursor(self, index, int(first), noop_action).take(need)
+
+    def spec(self) -> dict:
+        """Constructor arguments that reopen this source (on a Dask worker) without a scan."""
+        return {
+            "path": str(self.path.resolve()),  # workers may run in another directory
+            "preprocess": self.preprocess,
+            "actions": self.action_kind or "none",
+            "n_actions": self.n_actions,
+            "chunk_frames": self.chunk_frames,
+        }
+
+    def files(self) -> list[list]:
+        """``[path, size, mtime_ns]`` of every file the dataset is read from (a checkpoint's
+        identity; other files beside them, such as the checkpoint itself, do not count)."""
+        paths = set()
+        for seg in self.segments:
+            for m in (seg.frames, seg.o, seg.o_next, seg.actions, seg.starts, seg.dones):
+                if isinstance(m, _NpyMember | _ZipMember):
+                    paths.add(m.path.resolve())
+                elif m is not None:  # zarr: the whole store
+                    paths.update(f.resolve() for f in self.path.rglob("*") if f.is_file())
+        out = []
+        for f in sorted(paths):
+            st = f.stat()
+            out.append([str(f), st.st_size, st.st_mtime_ns])
+        return out
+
+    def shift(self) -> np.ndarray:
+        """The first frame: subtracted from the ``o`` rows before accumulating, added back to the
+        mean, so a large common offset costs no precision (as in ``moments_from_rows``)."""
+        for seg in self.segments:
+            if len(seg.first):
+                return self._frames(seg.first, 0, 1)[0]
+        return np.zeros(self.do)  # no frames at all: moments() reports "no transitions"
+
+    def joint_rows(self, o, o2, acts, shift) -> np.ndarray:
+        """Rows ``[o - shift, o_next - o, (a)]`` of the joint layout (:attr:`blocks`)."""
+        cols = [o - shift, o2 - o]
+        if self.da:
+            cols.append(self.action_rows(acts))
+        return np.hstack(cols)
+
+    def would_read(self, path) -> bool:
+        """Whether a file at ``path`` would be read as part of this dataset (a directory of
+        ``.npy``/``.npz`` files reads every such file at its top level)."""
+        path = Path(os.path.abspath(path))
+        if not self.path.is_dir() or path.parent != Path(os.path.abspath(self.path)):
+            return False
+        if (self.path / "frames.npy").exists() or (self.path / "o.npy").exists():
+            # an unpacked .npz directory (open_segments): only its known members are read
+            return path.suffix.lower() == ".npy" and path.stem in _FRAME_KEYS
+        return path.suffix.lower() in (".npy", ".npz")
+
+    def _check_noop(self, noop_action) -> None:
+        if self.action_kind != "discrete":
+            raise LamfastError("--noop-action needs discrete actions")
+        if not 0 <= noop_action < self.n_actions:
+            raise LamfastError(
+                f"noop action {noop_action} is not an action id (0..{self.n_actions - 1})"
+            )
+
+    # ------------------------------------------------------------------ moments
+    def moments(
+        self,
+        *,
+        block_rows: int | None = None,
+        noop_action: int | None = None,
+        progress: bool | None = None,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        client=None,
+        checkpoint=None,
+    ) -> Moments | tuple[Moments, Moments | None]:
+        """Moments of ``[o, delta, (a)]`` over every valid transition.
+
+        With ``noop_action`` also returns the moments of ``delta`` over the transitions whose
+        (discrete) action is ``noop_action`` (None when there are none).
+
+        ``workers`` / ``scheduler`` / ``client`` compute the blocks on Dask and ``checkpoint``
+        (a ``.npz`` path) makes the run resumable; both read block ranges through
+        :meth:`index` and give the same bits as the single sequential pass
+        (``lamfast.distributed.frame_moments_tree``).
+        """
+        block_rows = int(block_rows or config.BLOCK_ROWS)
+        if block_rows < 1:
+            raise LamfastError("block_rows must be >= 1")
+        if noop_action is not None:
+            self._check_noop(noop_action)
+        if any(x is not None for x in (workers, scheduler, client, checkpoint)):
+            return frame_moments_tree(
+                self,
+                block_rows=block_rows,
+                noop_action=noop_action,
+                progress=progress,
+                workers=workers,
+                scheduler=scheduler,
+                client=client,
+                checkpoint=checkpoint,
+            )
+        # Blocks are computed on threads while the next chunk is read (same bits for any count),
+        # as many as the cores this process may use and the in-flight memory budget allow.
+        p = sum(size for _, size in self.blocks)
+        per_block = block_rows * p * 16 + p * p * 8
+        threads = int(config.STREAM_THREADS) or usable_cores()
+        threads = max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
+        acc = _BlockAccumulator(self.blocks, block_rows, threads=threads)
+        noop = (  # the smaller no-op side stream is computed in this thread
+            _BlockAccumulator((("delta", self.do),), block_rows)
+            if noop_action is not None
+            else None
+        )
+        shift = self.shift()
+        for o, o2, acts in self.transitions(progress=progress):
+            acc.add(self.joint_rows(o, o2, acts, shift))
+            if noop is not None:
+                sel = acts.astype(np.int64) == noop_action
+                if sel.any():
+                    noop.add(o2[sel] - o[sel])
+        if acc.added == 0:
+            raise LamfastError(f"{self.path}: no transitions (every frame starts an episode?)")
+        m = acc.result("frames")
+        m = Moments(m.count, m.mean + self.full_shift(shift), m.cov, m.blocks, m.source)
+        if noop is None:
+            return m
+        return m, (noop.result("frames") if noop.added else None)
+
+    def full_shift(self, shift: np.ndarray) -> np.ndarray:
+        """``shift`` padded to the joint layout (only the ``o`` block is shifted)."""
+        return np.concatenate([shift, np.zeros(self.do + self.da)])
+
+
+def frame_moments(
+    path,
+    *,
+    block_rows: int | None = None,
+    progress=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client=None,
+    checkpoint=None,
+    **source_options,
+):
+    """Moments ``[o, delta, (a)]`` of a frame dataset (see :class:`FrameSource` for options).
+
+    ``workers`` / ``scheduler`` / ``client`` (Dask) and ``checkpoint`` as in
+    :meth:`FrameSource.moments`: the same bits, computed elsewhere or resumably.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp(); p = os.path.join(d, "f.npz")
+    >>> np.savez(p, frames=np.arange(8.0).reshape(4, 2), actions=np.array([0, 1, 0, 1]))
+    >>> m = frame_moments(p)
+    >>> m.blocks, m.count
+    ((('o', 2), ('delta', 2), ('a', 2)), 3.0)
+    """
+    return FrameSource(path, **source_options).moments(
+        block_rows=block_rows,
+        progress=progress,
+        workers=workers,
+        scheduler=scheduler,
+        client=client,
+        checkpoint=checkpoint,
+    )
