@@ -152,9 +152,14 @@ def _resolve(path):
             if missing.split(".")[0] in OPTIONAL:
                 pytest.skip(f"{name} needs {missing}")
             raise
+        if getattr(obj, "__file__", None) is None:  # a directory without __init__.py
+            raise ModuleNotFoundError(f"{name} is a namespace package, not a module of lamfast")
         for j, attr in enumerate(parts[i:], start=i):
             if not hasattr(obj, attr):
-                raise AttributeError(f"{'.'.join(parts[:j])} has no attribute {attr!r}")
+                prefix = ".".join(parts[:j])
+                raise AttributeError(
+                    f"no module {prefix}.{attr}, no attribute {attr!r} of {prefix}"
+                )
             obj = getattr(obj, attr)
         return obj
     raise ModuleNotFoundError(path)
@@ -169,8 +174,12 @@ def test_dotted_path_resolves(path):
     """Every ``lamfast.x.y`` in README.md, docs/*.md and examples/*.py names something real."""
     try:
         _resolve(path)
+        error = None
     except (ImportError, AttributeError) as e:
-        pytest.fail(f"{path} (in {', '.join(DOTTED_PATHS[path])}) does not resolve: {e}")
+        error = e
+    if error is not None:
+        where = ", ".join(DOTTED_PATHS[path])
+        pytest.fail(f"{path} (in {where}) does not resolve: {error}", pytrace=False)
 
 
 def _anchor(heading):
@@ -202,7 +211,7 @@ def _links(file):
             yield target
 
 
-LINKS = [(f, t) for f in DOC_FILES for t in _links(f)]
+LINKS = [(f, t) for f in DOC_FILES for t in sorted(set(_links(f)))]
 
 
 def test_docs_have_links():
@@ -234,3 +243,33 @@ def test_quoted_case_count_agrees():
         (f.name, n) for f in DOC_FILES for n in re.findall(r"a table of (\d+) cases", f.read_text())
     }
     assert len({n for _, n in counts}) <= 1, counts
+
+
+def _py_files_named():
+    """{path: [file]} of every ``lamfast/...py``, ``tests/...py``, ``bench/...py`` or
+    ``examples/...py`` named in README.md and docs/*.md."""
+    found: dict[str, list[str]] = {}
+    for file in DOC_FILES:
+        for path in re.findall(
+            r"(?<![\w/.-])(?:lamfast|tests|bench|examples)/[\w/.-]*?\.py\b", file.read_text()
+        ):
+            where = found.setdefault(path, [])
+            if file.relative_to(ROOT).as_posix() not in where:
+                where.append(file.relative_to(ROOT).as_posix())
+    return found
+
+
+PY_FILES = _py_files_named()
+
+
+@pytest.mark.parametrize("path", sorted(PY_FILES))
+def test_named_python_file_exists(path):
+    """Source files named by the docs (e.g. ``lamfast/config.py``) are files of the repository."""
+    assert (ROOT / path).is_file(), f"{path} (named in {', '.join(PY_FILES[path])}) does not exist"
+
+
+def test_docs_name_nothing_outside_the_repository():
+    """The docs stand on their own: no design or style notes that live outside the repository."""
+    for file in DOC_FILES:
+        hits = re.findall(r"\b(?:DESIGN|STYLE)\b(?:[ .]*\d[\d.]*)?", file.read_text())
+        assert not hits, f"{file.relative_to(ROOT)} refers to notes outside the repository: {hits}"
