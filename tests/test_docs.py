@@ -1,5 +1,7 @@
 """Documentation that runs: doctests of every lamfast module, the tutorial's example scripts, the
-README's Python example, and an example in every CLI command's --help."""
+README's Python example, and an example in every CLI command's --help; and documentation that
+stays true: the dotted paths, .py files, links and #anchors that README.md and docs/ name exist,
+and README.md stays short."""
 
 from __future__ import annotations
 
