@@ -1,5 +1,7 @@
 """Documentation that runs: doctests of every lamfast module, the tutorial's example scripts, the
-README's Python example, and an example in every CLI command's --help."""
+README's Python example, and an example in every CLI command's --help; and documentation that
+stays true: the dotted paths, .py files, links and #anchors that README.md and docs/ name exist,
+and README.md stays short."""
 
 from __future__ import annotations
 
@@ -105,3 +107,171 @@ def test_readme_python_example_runs():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == shown
+
+
+# --- the docs stay true: dotted paths, links, length ------------------------------------------
+
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PATH_FILES = [*DOC_FILES, *EXAMPLES]
+DOTTED = re.compile(r"(?<![\w.])lamfast(?:\.[A-Za-z_]\w*)+")
+FROM_IMPORT = re.compile(
+    r"^[ \t]*from[ \t]+(lamfast(?:\.\w+)*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]+)", re.M
+)
+FENCE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$", re.M | re.S)
+
+
+def _dotted_paths():
+    """{dotted path: [where]} for every ``lamfast.x.y`` named in the docs and the examples, and
+    every ``from lamfast.x import y`` (as ``lamfast.x.y``)."""
+    found: dict[str, list[str]] = {}
+    for file in PATH_FILES:
+        text = file.read_text(encoding="utf-8")
+        where = file.relative_to(ROOT).as_posix()
+        hits = [(m.start(), m.group()) for m in DOTTED.finditer(text)]
+        for m in FROM_IMPORT.finditer(text):
+            for name in m.group(2).strip("()").split(","):
+                if name.split():
+                    hits.append((m.start(), f"{m.group(1)}.{name.split()[0]}"))
+        for pos, path in hits:
+            found.setdefault(path, []).append(f"{where}:{text.count(chr(10), 0, pos) + 1}")
+    return found
+
+
+DOTTED_PATHS = _dotted_paths()
+
+
+def _resolve(path):
+    """Import the longest importable module prefix of ``path``, then getattr the rest."""
+    parts = path.split(".")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            missing = e.name or ""
+            if missing == name or name.startswith(missing + "."):
+                continue  # not a module (an attribute, or a module that does not exist)
+            if missing.split(".")[0] in OPTIONAL:
+                pytest.skip(f"{name} needs {missing}")
+            raise
+        if getattr(obj, "__file__", None) is None:  # a directory without __init__.py
+            raise ModuleNotFoundError(f"{name} is a namespace package, not a module of lamfast")
+        for j, attr in enumerate(parts[i:], start=i):
+            if not hasattr(obj, attr):
+                prefix = ".".join(parts[:j])
+                raise AttributeError(
+                    f"no module {prefix}.{attr}, no attribute {attr!r} of {prefix}"
+                )
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(path)
+
+
+def test_docs_name_dotted_paths():
+    assert "lamfast.LinearLAM" in DOTTED_PATHS and len(DOTTED_PATHS) > 10
+
+
+@pytest.mark.parametrize("path", sorted(DOTTED_PATHS))
+def test_dotted_path_resolves(path):
+    """Every ``lamfast.x.y`` in README.md, docs/*.md and examples/*.py names something real."""
+    try:
+        _resolve(path)
+        error = None
+    except (ImportError, AttributeError) as e:
+        error = e
+    if error is not None:
+        where = ", ".join(DOTTED_PATHS[path])
+        pytest.fail(f"{path} (in {where}) does not resolve: {error}", pytrace=False)
+
+
+def _anchor(heading):
+    """GitHub's anchor of a heading: lowercase, punctuation other than '-' and '_' dropped, spaces
+    to '-'."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())  # a link's text
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(file):
+    """Anchors of the headings of a Markdown file (outside code blocks), duplicates numbered."""
+    seen: dict[str, int] = {}
+    anchors = set()
+    for m in re.finditer(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", FENCE.sub("", file.read_text()), re.M):
+        base = _anchor(m.group(1))
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        anchors.add(base if n == 0 else f"{base}-{n}")
+    return anchors
+
+
+def _links(file):
+    """Relative link targets ``[text](target)`` / ``![alt](target)`` outside code blocks."""
+    text = FENCE.sub("", file.read_text(encoding="utf-8"))
+    text = re.sub(r"`[^`\n]*`", "code", text)  # code spans are not links
+    for m in re.finditer(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", text):
+        target = m.group(1)
+        if not re.match(r"[a-z][a-z0-9+.-]*:", target, re.I):  # not http:, https:, mailto:, ...
+            yield target
+
+
+LINKS = [(f, t) for f in DOC_FILES for t in sorted(set(_links(f)))]
+
+
+def test_docs_have_links():
+    assert any(t.startswith("docs/") for f, t in LINKS if f.name == "README.md")
+
+
+@pytest.mark.parametrize(
+    "file, target", LINKS, ids=[f"{f.relative_to(ROOT).as_posix()}->{t}" for f, t in LINKS]
+)
+def test_relative_link_resolves(file, target):
+    """Relative Markdown links point at files of the repository, and #anchors at headings."""
+    path, _, anchor = target.partition("#")
+    dest = (file.parent / path).resolve() if path else file
+    assert dest.exists(), f"{file.name}: link to {target}: no file {path}"
+    assert dest.is_relative_to(ROOT), f"{file.name}: link to {target} leaves the repository"
+    if anchor and dest.suffix == ".md":
+        assert anchor in _anchors(dest), f"{file.name}: link to {target}: no heading #{anchor}"
+
+
+def test_readme_is_a_front_door():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 350, f"README.md has {lines} lines; move reference material to docs/"
+
+
+def test_quoted_case_count_agrees():
+    """README.md and docs/ quote the size of tests/test_hostile.py's table (that test checks
+    README.md); every quote states the same number."""
+    counts = {
+        (f.name, n) for f in DOC_FILES for n in re.findall(r"a table of (\d+) cases", f.read_text())
+    }
+    assert len({n for _, n in counts}) <= 1, counts
+
+
+def _py_files_named():
+    """{path: [file]} of every ``lamfast/...py``, ``tests/...py``, ``bench/...py`` or
+    ``examples/...py`` named in README.md and docs/*.md."""
+    found: dict[str, list[str]] = {}
+    for file in DOC_FILES:
+        for path in re.findall(
+            r"(?<![\w/.-])(?:lamfast|tests|bench|examples)/[\w/.-]*?\.py\b", file.read_text()
+        ):
+            where = found.setdefault(path, [])
+            if file.relative_to(ROOT).as_posix() not in where:
+                where.append(file.relative_to(ROOT).as_posix())
+    return found
+
+
+PY_FILES = _py_files_named()
+
+
+@pytest.mark.parametrize("path", sorted(PY_FILES))
+def test_named_python_file_exists(path):
+    """Source files named by the docs (e.g. ``lamfast/config.py``) are files of the repository."""
+    assert (ROOT / path).is_file(), f"{path} (named in {', '.join(PY_FILES[path])}) does not exist"
+
+
+def test_docs_name_nothing_outside_the_repository():
+    """The docs stand on their own: no design or style notes that live outside the repository."""
+    for file in DOC_FILES:
+        hits = re.findall(r"\b(?:DESIGN|STYLE)\b(?:[ .]*\d[\d.]*)?", file.read_text())
+        assert not hits, f"{file.relative_to(ROOT)} refers to notes outside the repository: {hits}"
