@@ -7,9 +7,9 @@ indices. So blocks can be computed anywhere — threads, processes, a Dask clust
 moments are bitwise identical to a single process.
 
 This script does it by hand with ``dask.distributed`` and the same unit of work lamfast's own
-executors use, ``lamfast.simulate.chunk_moments``, then with the packaged executor
-``lamfast.distributed.stream_moments_dask`` (bounded client memory, checkpoint/resume; on the
-command line ``lamfast fit --source stream --workers N`` or ``--scheduler ADDRESS``), and checks
+executors use, ``lamfast.sources.simulate.chunk_moments``, then with the packaged executor
+``lamfast.sources.distributed.stream_moments_dask`` (bounded client memory, checkpoint/resume; on
+the command line ``lamfast fit --source stream --workers N`` or ``--scheduler ADDRESS``), and checks
 the bitwise claim for both. Needs the ``dask``
 extra (``pip install 'lamfast[dask]'``); without it the script says so and exits. Run:
 
@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import lamfast
-from lamfast.moments.core import MergeTree
+from lamfast.moments import MergeTree
 from lamfast.sources.simulate import chunk_moments, stream_moments
 
 
@@ -94,7 +94,9 @@ def main(quick: bool, scheduler: str | None) -> None:
     print(f"{rows:,} rows in {n_blocks} blocks on {workers} Dask workers: {seconds:.2f} s")
     print(f"bitwise identical to one process: {same}")
     same_packaged = np.array_equal(packaged.cov, single.cov)
-    print(f"lamfast.distributed.stream_moments_dask, bitwise identical too: {same_packaged}")
+    print(
+        f"lamfast.sources.distributed.stream_moments_dask, bitwise identical too: {same_packaged}"
+    )
     same = same and same_packaged
     lam = lamfast.LinearLAM(dz=da).fit(m)
     r = lamfast.probe_metrics(lam, m)

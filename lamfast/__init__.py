@@ -6,8 +6,8 @@ closed-form linear LAMs and closed-form linear probes.
 
 The public API (everything in ``__all__``) is typed (PEP 561 ``py.typed``) and documented with
 numpydoc docstrings whose examples run in the test suite. Array arguments follow the rules of
-:mod:`lamfast.sources.arrays` (numpy arrays, memmaps, float32/float64 or integer frames, any object with
-``__array__`` such as a CPU torch tensor).
+:mod:`lamfast.sources.arrays` (numpy arrays, memmaps, float32/float64 or integer frames, any
+object with ``__array__`` such as a CPU torch tensor).
 
 Examples
 --------

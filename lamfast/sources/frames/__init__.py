@@ -1,4 +1,6 @@
-"""Frame files: readers, preprocessing, the transition index and range reads, :class:`FrameSource`."""
+"""Frame files: readers, preprocessing, the transition index and range reads, and
+:class:`FrameSource`.
+"""
 
 from .preprocess import Preprocess
 from .source import ACTION_KINDS, FrameSource, frame_moments

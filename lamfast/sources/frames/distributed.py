@@ -68,7 +68,8 @@ def frame_moments_tree(
     Examples
     --------
     >>> import os, tempfile
-    >>> from lamfast.frames import FrameSource
+    >>> import numpy as np
+    >>> from lamfast.sources.frames import FrameSource
     >>> p = os.path.join(tempfile.mkdtemp(), "f.npy")
     >>> np.save(p, np.random.default_rng(0).standard_normal((1000, 4)))
     >>> src = FrameSource(p)

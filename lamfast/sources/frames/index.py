@@ -15,7 +15,7 @@ from ...moments.accumulate import _BlockAccumulator
 
 @dataclasses.dataclass(frozen=True)
 class TransitionIndex:
-    """Selected transitions of a :class:`~lamfast.sources.frames.source.FrameSource` counted per run of ``stride`` frames.
+    """Selected transitions of a frame source, counted per run of ``stride`` frames.
 
     ``offsets[i]`` is the global number of the first transition of segment ``i`` (the last
     entry is the total); ``counts[i][c]`` the number of segment ``i``'s transitions ending
@@ -67,14 +67,14 @@ class _Cursor:
 
 
 class FrameChunks:
-    """``chunk_fn(first, stop)`` of frame blocks, for :func:`lamfast.distributed.tree_moments`.
+    """``chunk_fn(first, stop)`` of frame blocks, for :func:`lamfast.moments.tree.tree_moments`.
 
     Block ``k`` holds transitions ``k * block_rows ...`` of ``index`` (so the blocks are those
-    of :meth:`~lamfast.sources.frames.source.FrameSource.moments`). Pickles to the source's constructor arguments and the
-    index; each thread that runs it (a Dask worker may run several tasks at once) opens the
-    files itself, since readers of ``.npz`` members keep a position. A call that starts where
-    the thread's previous call stopped continues the same read, so an in-process run (resumable
-    with a checkpoint) reads every file once, in order.
+    of ``FrameSource.moments``). Pickles to the source's constructor arguments and the index;
+    each thread that runs it (a Dask worker may run several tasks at once) opens the files
+    itself, since readers of ``.npz`` members keep a position. A call that starts where the
+    thread's previous call stopped continues the same read, so an in-process run (resumable with
+    a checkpoint) reads every file once, in order.
     """
 
     def __init__(self, source, index: TransitionIndex, block_rows: int, noop_action):
