@@ -71,7 +71,7 @@ def test_single_process_free_blas(benchmark, monkeypatch):
 
     import lamfast.sources.simulate
 
-    monkeypatch.setattr(lamfast.sources.simulate, "_single_threaded_blas", contextlib.nullcontext)
+    monkeypatch.setattr(lamfast.sources.simulate, "one_blas_thread", contextlib.nullcontext)
     benchmark.group = f"stream {ROWS:.0e} rows, do=128"
     stream_moments(WORLD, 2 * 4096)
     m = benchmark.pedantic(stream_moments, args=(WORLD, ROWS), rounds=ROUNDS, iterations=1)

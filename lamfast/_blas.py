@@ -17,8 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls this BLAS: load it first)
+from threadpoolctl import ThreadpoolController
 
 _CONTROLLER = None
 
@@ -26,9 +29,6 @@ _CONTROLLER = None
 def _controller():
     global _CONTROLLER
     if _CONTROLLER is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls this BLAS: load it first)
-        from threadpoolctl import ThreadpoolController
-
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER
 
@@ -61,11 +61,6 @@ def one_blas_thread():
                 _LIMITER = None
 
 
-def single_threaded_blas():
-    """Alias of :func:`one_blas_thread` (the eigensolver and the threaded stream use it)."""
-    return one_blas_thread()
-
-
 def usable_cores() -> int:
     """Cores this process may run on (CPU affinity, e.g. a container's cpuset), not the host's."""
     try:
@@ -88,8 +83,6 @@ def thread_pool(threads: int | None = None):
     with _POOLS_LOCK:
         pool = _POOLS.get(threads)
         if pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
             pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="lamfast")
         return pool
 
@@ -97,7 +90,7 @@ def thread_pool(threads: int | None = None):
 def parallel_matmul(A, B):
     """``A @ B`` with the rows of ``A`` split over all cores, one single-threaded BLAS call each.
 
-    Call it inside :func:`single_threaded_blas`. Each output row is computed by one GEMM call
+    Call it inside :func:`one_blas_thread`. Each output row is computed by one GEMM call
     whatever the split, on the same kernel, so the result does not depend on the core count in
     practice; the threads are ours, so nothing spins while another process holds a core.
     """

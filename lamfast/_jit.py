@@ -24,8 +24,14 @@ directory also works for read-only installs. Only lamfast's kernels use it; numb
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numba
+
+try:  # numba's caching classes (public names since 0.59; internals may move)
+    from numba.core import caching
+except ImportError:  # pragma: no cover
+    caching = None
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -51,8 +57,6 @@ def cache_dir() -> str:
     if not base:
         home = os.path.expanduser("~")
         if home.startswith("~"):  # no HOME and no passwd entry: never a relative "~" folder
-            import tempfile
-
             user = getattr(os, "getuid", lambda: "user")()
             return os.path.join(tempfile.gettempdir(), f"lamfast-{user}", "numba")
         base = os.path.join(home, ".cache")
@@ -66,8 +70,8 @@ def _function_cache(py_func):
     kernel is then not cached at all (never in the package's own ``__pycache__``).
     """
     try:
-        from numba.core import caching
-
+        if caching is None:
+            raise ImportError
         base_locator = getattr(caching, "UserProvidedCacheLocator", None)
         if base_locator is None:  # pragma: no cover - numba < 0.59 named it privately
             base_locator = caching._UserProvidedCacheLocator

@@ -15,6 +15,7 @@ SYRK rate for the block shape. The hardware limit replaces ``P_blas`` by the CPU
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -23,13 +24,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
+import threadpoolctl
 
 from . import config
-from ._blas import single_threaded_blas
+from ._blas import one_blas_thread
 from ._jit import njit
 from .moments.eigen import top_eigh
-from .sources.simulate import _single_threaded_blas, stream_moments, wishart_moments
+from .sources.simulate import stream_moments, wishart_moments
 from .sources.world import LinearWorld
 
 
@@ -48,8 +51,6 @@ def median_time(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float
 
 def environment() -> dict:
     """What every benchmark record carries: BLAS core type and threads, numba threading."""
-    import numba
-
     env = {
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)"),
@@ -62,8 +63,6 @@ def environment() -> dict:
         "stream_threads": config.STREAM_THREADS or os.cpu_count(),
     }
     try:
-        import threadpoolctl
-
         env["threadpools"] = [
             {
                 key: pool.get(key)
@@ -84,8 +83,6 @@ def _cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:  # pragma: no cover - not Linux
         pass
-    import platform
-
     return platform.processor() or "unknown"
 
 
@@ -155,7 +152,7 @@ def machine_limits(r: int, block_rows: int, repeat: int = 5) -> dict:
         for _ in range(4):
             np.dot(S[i].T, S[i])
 
-    with _single_threaded_blas():
+    with one_blas_thread():
         t_threads = median_time(lambda: list(pool.map(syrk_part, range(cores))), repeat)
     t_one = median_time(lambda: np.dot(S[0].T, S[0]), repeat)
     pool.shutdown()
@@ -166,7 +163,7 @@ def machine_limits(r: int, block_rows: int, repeat: int = 5) -> dict:
     # single-call SYRK/GEMM rate implies on the AVX2 (16 flops/cycle) kernels OpenBLAS runs with
     # OPENBLAS_CORETYPE=Haswell, if it is higher.
     A = np.random.default_rng(1).standard_normal((1024, 1024))
-    with _single_threaded_blas():
+    with one_blas_thread():
         gemm_1core = 2 * 1024**3 / median_time(lambda: A @ A, repeat)
     ghz = max(ghz_nominal, gemm_1core / 16 / 1e9)
     peak = cores * fpc * ghz * 1e9
@@ -217,7 +214,7 @@ def stream_case(do: int, rows: int, block_rows: int | None = None) -> dict:
     fewest = max(block_rows, rows // 16 // block_rows * block_rows)
 
     def numpy_one_thread():
-        with single_threaded_blas():
+        with one_blas_thread():
             _numpy_pipeline(world, few, block_rows)
 
     fns = {
@@ -299,13 +296,12 @@ def eigen_matrix(d: int, kind: str, seed: int = 0, n: int = 10**6) -> np.ndarray
 
 def _one_thread(fn, *args, **kwargs):
 
-    with single_threaded_blas():
+    with one_blas_thread():
         return fn(*args, **kwargs)
 
 
 def eigen_case(d: int, k: int, kind: str) -> dict:
     """Top-k eigenpairs by lamfast and by numpy, scipy subset and ARPACK."""
-    import scipy.linalg
     import scipy.sparse.linalg
 
     C = eigen_matrix(d, kind)

@@ -10,7 +10,9 @@ import json
 import sys
 
 import click
+import numba
 import numpy as np
+import scipy
 
 from ._files import atomic_write_text, check_output
 from ._version import __version__
@@ -48,9 +50,6 @@ class Rows(click.ParamType):
 
 
 def _versions() -> str:
-    import numba
-    import scipy
-
     return (
         f"lamfast {__version__} (numba {numba.__version__}, numpy {np.__version__}, "
         f"scipy {scipy.__version__}, python {sys.version.split()[0]})"

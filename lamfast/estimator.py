@@ -15,6 +15,7 @@ covers every case that has a closed form; the others raise an error naming ``mom
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
 
@@ -234,8 +235,6 @@ class LinearLAM:
     # (tests/test_api.py).
     @classmethod
     def _get_param_names(cls) -> list[str]:
-        import inspect
-
         params = inspect.signature(cls.__init__).parameters.values()
         return sorted(p.name for p in params if p.name != "self" and p.kind != p.VAR_KEYWORD)
 

@@ -7,16 +7,17 @@ import os
 import platform
 import sys
 
+import numba
+import numpy as np
+import scipy
+import threadpoolctl
+
 from ._jit import CACHE, FASTMATH, NOGIL, cache_dir
 from ._version import __version__
 
 
 def machine_info() -> dict:
     """Versions, BLAS vendor/core type/threads, numba threading layer and cache, extras."""
-    import numba
-    import numpy as np
-    import scipy
-
     info = {
         "lamfast": __version__,
         "python": sys.version.split()[0],
@@ -28,21 +29,16 @@ def machine_info() -> dict:
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)"),
     }
-    try:
-        import threadpoolctl
-
-        pools = threadpoolctl.threadpool_info()
-        info["blas"] = (
-            "; ".join(
-                f"{p.get('internal_api')} {p.get('version')} {p.get('architecture')} "
-                f"threads={p.get('num_threads')}"
-                for p in pools
-                if p.get("user_api") == "blas"
-            )
-            or "(none found)"
+    pools = threadpoolctl.threadpool_info()
+    info["blas"] = (
+        "; ".join(
+            f"{p.get('internal_api')} {p.get('version')} {p.get('architecture')} "
+            f"threads={p.get('num_threads')}"
+            for p in pools
+            if p.get("user_api") == "blas"
         )
-    except ImportError:
-        info["blas"] = _blas_from_numpy()
+        or "(none found)"
+    )
     try:
         info["numba threading layer"] = _threading_layer(numba)
         info["numba threads"] = numba.config.NUMBA_NUM_THREADS
@@ -75,23 +71,3 @@ def _threading_layer(numba) -> str:
     except ValueError:  # no parallel kernel has run in this process
         active = "not initialised"
     return f"{requested} (active: {active})"
-
-
-def _blas_from_numpy() -> str:
-    """BLAS name and version from numpy's build configuration (no threadpoolctl needed)."""
-    import numpy as np
-
-    threads = next(
-        (
-            f"{k}={os.environ[k]}"
-            for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-            if k in os.environ
-        ),
-        f"threads=(unset, BLAS default; {os.cpu_count()} cpus)",
-    )
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        name = f"{blas.get('name')} {blas.get('version')}"
-    except Exception:  # older numpy without mode="dicts"
-        name = "(unknown)"
-    return f"{name} {threads} (install threadpoolctl for runtime details)"

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -33,8 +34,6 @@ def compose_cleaning(lam, U: np.ndarray):
     A LAM fitted on cleaned moments sees ``o'' = o + P delta`` with ``P = I - U U^T``; its latent
     on raw frames is ``(C + D - D P) o + D P o'``. Returned as a new fitted ``LinearLAM``.
     """
-    import copy
-
     P = np.eye(U.shape[0]) - U @ U.T
     out = copy.copy(lam)
     DP = lam.D_ @ P

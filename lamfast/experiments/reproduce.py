@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._blas import usable_cores
 from .._files import atomic_write_text
 from ..errors import LamfastError
 from .gridworld import gridworld_panel
@@ -16,7 +17,7 @@ from .panels import EXTRA_PANELS, PANELS, RunOptions, panel_names
 from .plots import available, plot_panel
 from .points import panel_points
 from .report import render
-from .runner import default_jobs, run_points
+from .runner import run_points
 from .tables import csv_text
 
 
@@ -116,7 +117,7 @@ def reproduce(
         compute_seconds=compute_seconds,
         figures=have_plots,
         plot_requested=plot,
-        jobs=jobs if jobs is not None else default_jobs(),
+        jobs=jobs if jobs is not None else usable_cores(),
         cpu_seconds=cpu_seconds,
     )
     rows_extra = {}

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+from .._blas import one_blas_thread, usable_cores
 from .._progress import Progress
 from ..errors import LamfastError
 from .points import Point, compute_points
@@ -64,26 +65,6 @@ def _worker_environment():
                 os.environ[k] = v
 
 
-@contextlib.contextmanager
-def _one_blas_thread():
-    """One BLAS thread in this process too, when threadpoolctl is installed (as in the workers)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
-
-
-def default_jobs() -> int:
-    """Worker processes by default: the cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def run_points(
     points: Sequence[Point],
     jobs: int | None = None,
@@ -101,7 +82,7 @@ def run_points(
     ``cpu_seconds``, if given, accumulates the CPU seconds of the tasks of each panel.
     """
     points = list(points)
-    jobs = default_jobs() if jobs is None else int(jobs)
+    jobs = usable_cores() if jobs is None else int(jobs)
     if jobs < 1:
         raise LamfastError(f"jobs must be >= 1, got {jobs}")
     groups = _groups(points)
@@ -133,7 +114,7 @@ def run_points(
 
     with Progress(total=len(points), label=label, enabled=progress) as bar:
         if jobs == 1 or len(groups) <= 1:
-            with _one_blas_thread():
+            with one_blas_thread():
                 for g in order:
                     start = time.process_time()
                     rows = compute_points([points[i] for i in groups[g]])

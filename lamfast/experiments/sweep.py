@@ -8,6 +8,7 @@ import itertools
 import math
 import os
 import time
+import tomllib
 from pathlib import Path
 
 from .._files import atomic_write_text
@@ -100,8 +101,6 @@ def load_grid(path: str | os.PathLike) -> dict:
         dz = [4, 8, 16]
         solver = "auto"
     """
-    import tomllib
-
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.linalg
 
 from .. import config
-from .._blas import parallel_matmul, single_threaded_blas
+from .._blas import one_blas_thread, parallel_matmul
 from .._jit import njit
 from ..errors import LamfastError
 
@@ -88,7 +88,7 @@ def _krylov_top(
     K = np.empty((d, max_basis))
     CK = np.empty((d, max_basis))
     T = np.zeros((max_basis, max_basis))
-    with single_threaded_blas():
+    with one_blas_thread():
         K[:, :b] = _orthonormalise(start, K[:, :0], rng)
         cols, done, matvecs, steps = b, 0, 0, 0  # basis columns; columns with a known C-product
         while True:
@@ -236,7 +236,7 @@ def top_eigh(
             w, V = got
     if method == "arpack" and k >= d - 1:
         method = "subset"  # ARPACK needs k < d - 1
-    one_thread = single_threaded_blas if d <= config.EIGH_LAPACK_ONE_THREAD_MAX_D else nullcontext
+    one_thread = one_blas_thread if d <= config.EIGH_LAPACK_ONE_THREAD_MAX_D else nullcontext
     if method == "dense":
         with one_thread():
             w, V = np.linalg.eigh(C)

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from .. import config
+from .._blas import usable_cores
 from .._progress import Progress
 from .._version import __version__
 from ..errors import LamfastError
@@ -297,7 +297,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         finally:
             client.close()
         return
-    n = (os.cpu_count() or 1) if workers is None else int(workers)
+    n = usable_cores() if workers is None else int(workers)
     if n < 1:
         raise LamfastError(f"workers must be >= 1, got {workers!r}")
     with (

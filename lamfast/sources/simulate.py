@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from .. import config
-from .._blas import single_threaded_blas, thread_pool, usable_cores
+from .._blas import one_blas_thread, thread_pool, usable_cores
 from .._jit import njit
 from .._progress import Progress
 from ..errors import LamfastError
@@ -224,12 +224,6 @@ def _threads(threads: int | None) -> int:
     return int(value) or usable_cores()
 
 
-def _single_threaded_blas():
-    """BLAS on one thread while blocks run: the block threads are the parallelism, and a fixed
-    BLAS thread count keeps each block's SYRK the same bits whatever ``threads`` is."""
-    return single_threaded_blas()
-
-
 def _iter_blocks(world, first, stop, rows, block_rows, threads, kernel):
     """Yield block moments of blocks ``first..stop-1`` in block order, computed on threads."""
     if kernel not in KERNELS:
@@ -247,7 +241,7 @@ def _iter_blocks(world, first, stop, rows, block_rows, threads, kernel):
                 x = local.x = np.empty((block_rows, Lt.shape[1]))
             return _rows_block(world, Lt, x, k, min(block_rows, rows - k * block_rows))
 
-    with _single_threaded_blas():
+    with one_blas_thread():
         if threads == 1 or stop - first <= 1:
             for k in range(first, stop):
                 yield work(k)
