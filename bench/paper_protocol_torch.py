@@ -1,6 +1,7 @@
 """A faithful PyTorch implementation of the paper's training protocol (baseline, not lamfast).
 
-Written from the paper's description (arXiv 2506.15691, section 3 and appendix B) and DESIGN 1:
+Written from the paper's description (arXiv 2506.15691, section 3 and appendix B) and
+docs/theory.md:
 bias-free linear IDM and FDM (``nn.Linear`` default initialisation), fresh Gaussian minibatches of
 128 from the linear world at every step, Adam with lr 1e-3, per-coordinate MSE; augmentation noise
 ``k1, k2 ~ N(0, kappa^2 I)`` fresh per sample; action labels on a random fraction ``m`` of each

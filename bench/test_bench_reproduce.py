@@ -1,4 +1,5 @@
-"""Wall time of ``lamfast reproduce`` (STYLE 13): the whole job, compilation included.
+"""Wall time of ``lamfast reproduce`` (docs/architecture.md, conventions): the whole job,
+compilation included.
 
 Run: ``pytest bench/test_bench_reproduce.py --benchmark-enable`` (quick grids, about 20 s), and
 ``LAMFAST_BENCH_FULL=1 pytest bench/test_bench_reproduce.py --benchmark-enable`` for the full

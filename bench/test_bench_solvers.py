@@ -1,6 +1,6 @@
 """Side-by-side timing of one grid point: the paper's PyTorch protocol, lamfast's numba ``sgd``
 (the same protocol), ``moment-gd`` (its deterministic twin ``mode="paper"`` and the default
-``mode="converge"``) and ``eig`` (STYLE 13).
+``mode="converge"``) and ``eig`` (docs/architecture.md, conventions).
 
 Run: ``OPENBLAS_NUM_THREADS=1 pytest bench/test_bench_solvers.py --benchmark-enable``
 (one thread everywhere: the panels run one grid point per core). Warm-up (numba compilation,

@@ -38,7 +38,8 @@ def augmentation(do: int, da: int) -> None:
     valley.A_, valley.B_ = best.A_ - best.B_ @ G, best.B_
     valley.C_, valley.D_, valley.draws_ = best.C_ + G, best.D_, ()
     print("   same loss, z = D delta + G o:       ", fmt(lamfast.probe_metrics(valley, m)))
-    # Augmentation adds kappa^2 (||A - I||^2 + ||B (C + D)||^2) / do to the loss (DESIGN 1): the
+    # Augmentation adds kappa^2 (||A - I||^2 + ||B (C + D)||^2) / do to the loss (docs/theory.md):
+    # the
     # valley's points pay for G, so kappa > 0 selects G = 0.
     kappa = 0.1
     penalty = kappa**2 * (

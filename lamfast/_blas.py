@@ -1,4 +1,5 @@
-"""One BLAS thread inside block kernels: the bitwise-determinism guard (DESIGN 3.2).
+"""One BLAS thread inside block kernels: the bitwise-determinism guard (docs/architecture.md,
+determinism).
 
 OpenBLAS splits a matrix product among its threads, and the split changes which micro-kernel
 (and so which rounding) computes some entries: the same block gives co-moments that differ in the

@@ -1,4 +1,4 @@
-"""The one place where numba options are chosen (STYLE 4).
+"""The one place where numba options are chosen (docs/architecture.md, conventions).
 
 Every kernel in lamfast is decorated with :func:`njit` from this module. The options come from
 environment switches read once at import:
@@ -6,7 +6,8 @@ environment switches read once at import:
 ``LAMFAST_CACHE``     (default ``1``) write compiled kernels to numba's on-disk cache, so the
                       second process does not recompile.
 ``LAMFAST_FASTMATH``  (default ``0``) off by default: fastmath reassociates sums, which would break
-                      the bitwise determinism promised for moments (DESIGN 3.2).
+                      the bitwise determinism promised for moments (docs/architecture.md,
+                      determinism).
 ``LAMFAST_NOGIL``     (default ``1``) release the GIL inside kernels so threads can overlap.
 ``LAMFAST_CACHE_DIR`` where the compiled kernels are cached (default
                       ``$XDG_CACHE_HOME/lamfast/numba``, i.e. ``~/.cache/lamfast/numba``).

@@ -1,9 +1,10 @@
 """Benchmark cases shared by ``lamfast bench`` and the pytest-benchmark suite in ``bench/``.
 
-One registry (STYLE 12): each case builds its inputs once and returns named callables for
+One registry (docs/architecture.md, conventions): each case builds its inputs once and returns
+named callables for
 lamfast, its reference path and the baselines, so the table and ``bench/`` time the same code.
 Every figure is the median of several runs, taken in the same process and run as its baselines,
-and reported as a ratio; the machine's limits (DESIGN 3.3) are measured in the same run:
+and reported as a ratio; the machine's limits (docs/performance.md) are measured in the same run:
 
     T_limit = n r / R_rng + n f / P_blas
 
@@ -470,7 +471,7 @@ def run_bench(quick: bool = False, log=None) -> dict:
 
 
 def format_table(result: dict, markdown: bool = False) -> str:
-    """The benchmark table (plain text, or Markdown for the README)."""
+    """The benchmark table (plain text, or Markdown for docs/performance.md)."""
     env = result["environment"]
     lim = result.get("limits", {})
     head = ["section", "case", "method", "median s", "rate", "lamfast ×", "notes"]

@@ -1,4 +1,5 @@
-"""The ``lamfast`` command line: thin click commands over the library (STYLE 15).
+"""The ``lamfast`` command line: thin click commands over the library (docs/architecture.md,
+conventions).
 
 Errors from bad input (``LamfastError`` or a click usage error) print one line,
 ``Error: <message>``, on stderr and exit with status 2; no traceback, no partial output.
@@ -20,14 +21,17 @@ from .benchmarks import format_table, run_bench
 from .errors import LamfastError
 from .experiments.fit import run_fit
 from .experiments.fitframes import encode_frames, fit_frames, save_lam
-from .experiments.panels import RunOptions
+from .experiments.panels import FIG4_MIDDLE_NOISES, SOLVER_CHOICES, RunOptions
 from .experiments.reproduce import reproduce as run_reproduce
 from .experiments.sweep import sweep as run_sweep
 from .info import machine_info
+from .solvers.variant import DECODERS, ENCODERS, SOLVERS, WEIGHTINGS
 from .sources.export import write_world
 from .sources.frames.preprocess import Preprocess
-from .sources.gridworld import write_gridworld
-from .sources.world import LinearWorld
+from .sources.frames.source import ACTION_KINDS
+from .sources.gridworld import POLICIES, write_gridworld
+from .sources.simulated import SOURCES
+from .sources.world import NOISE_KINDS, LinearWorld
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -85,6 +89,20 @@ def cli():
     """
 
 
+# Options shared by several commands.
+progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: usable cores].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
 def world_options(f):
     """Flags that describe a simulated ``LinearWorld``."""
     options = [
@@ -95,7 +113,7 @@ def world_options(f):
         click.option("--db", type=int, default=8, show_default=True, help="Exo-noise dim."),
         click.option(
             "--noise",
-            type=click.Choice(["none", "gaussian", "exo", "uniform"]),
+            type=click.Choice(NOISE_KINDS),
             default="none",
             show_default=True,
             help="Exogenous noise kind.",
@@ -123,14 +141,14 @@ def variant_options(f):
         click.option("--dz", type=int, default=8, show_default=True, help="Latent dim, 1..do."),
         click.option(
             "--decoder",
-            type=click.Choice(["identity", "learned"]),
+            type=click.Choice(DECODERS),
             default="identity",
             show_default=True,
             help="identity fixes A = I.",
         ),
         click.option(
             "--encoder",
-            type=click.Choice(["tied", "free"]),
+            type=click.Choice(ENCODERS),
             default="tied",
             show_default=True,
             help="tied forces C = -D (z sees only the frame difference).",
@@ -147,14 +165,14 @@ def variant_options(f):
         ),
         click.option(
             "--label-weighting",
-            type=click.Choice(["paper", "batch"]),
+            type=click.Choice(WEIGHTINGS),
             default="paper",
             show_default=True,
             help="paper: w = m; batch: w = 1 - (1 - m)^128 (authors' scripts).",
         ),
         click.option(
             "--solver",
-            type=click.Choice(["eig", "moment-gd", "sgd"]),
+            type=click.Choice(SOLVERS),
             default="eig",
             show_default=True,
             help="eig: closed forms (docs/theory.md); moment-gd: Adam on the exact loss; "
@@ -172,7 +190,7 @@ def frame_options(f):
         click.option(
             "--actions",
             "actions",
-            type=click.Choice(["auto", "discrete", "continuous", "none"]),
+            type=click.Choice(ACTION_KINDS),
             default="auto",
             show_default=True,
             help="How to read actions: integer ids are discrete (one-hot) under auto.",
@@ -243,7 +261,7 @@ def frame_options(f):
 @world_options
 @click.option(
     "--source",
-    type=click.Choice(["population", "wishart", "stream"]),
+    type=click.Choice(SOURCES),
     default="population",
     show_default=True,
     help="Exact moments, a direct Wishart draw of --rows rows, or streamed rows.",
@@ -253,10 +271,8 @@ def frame_options(f):
 )
 @variant_options
 @frame_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
-)
+@json_option
+@progress_option
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -309,7 +325,7 @@ def fit(
     """Fit a linear LAM to a simulated world, or to FRAMES_PATH, and probe its latent.
 
     Without FRAMES_PATH the data come from a simulated world (world flags). With it, frames are
-    streamed from a .npy / .npz / directory / zarr dataset (see "Real frames" in the README).
+    streamed from a .npy / .npz / directory / zarr dataset (see docs/frames.md).
 
     \b
     Examples:
@@ -454,9 +470,7 @@ def format_frames_fit(r: dict) -> str:
     "--out", type=click.Path(dir_okay=False), required=True, help="Latents (.npy, n x dz)."
 )
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=None, help="Frames per chunk.")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
-)
+@progress_option
 def encode(fit_path, frames_path, out, chunk_frames, progress):
     """Encode the transitions of FRAMES_PATH with a LAM saved by `lamfast fit ... --out`.
 
@@ -497,9 +511,7 @@ def simulate():
     "--noise-p", type=click.FloatRange(0, 1), default=0.5, show_default=True,
     help="Probability that a noise pixel is lit.",
 )  # fmt: skip
-@click.option(
-    "--policy", type=click.Choice(["uniform", "correlated"]), default="uniform", show_default=True
-)
+@click.option("--policy", type=click.Choice(POLICIES), default="uniform", show_default=True)
 @click.option(
     "--p", "p", type=click.FloatRange(0, 1), default=0.8, show_default=True,
     help="Correlated policy: probability of following the snake.",
@@ -525,9 +537,7 @@ def simulate_gridworld_cmd(out, episodes, length, noise, noise_p, policy, p, see
 @click.option("--rows", type=Rows(), required=True, help="Transitions to write.")
 @click.option("--out", type=click.Path(), required=True, help="Output directory, or a .npz file.")
 @click.option("--block-rows", type=click.IntRange(min=2), default=None, help="Rows per block.")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
-)
+@progress_option
 def simulate_linear_cmd(do, da, db, noise, sigma, chi, seed, rows, out, block_rows, progress):
     """Write a LinearWorld's stream (o, o_next, actions, noise; world.json spec) to disk.
 
@@ -583,14 +593,14 @@ def format_fit(r: dict) -> str:
 )
 @click.option(
     "--solver",
-    type=click.Choice(["auto", "eig", "moment-gd", "sgd"]),
+    type=click.Choice(SOLVER_CHOICES),
     default="auto",
     show_default=True,
     help="auto: eig where the variant is identifiable, moment-gd elsewhere.",
 )
 @click.option(
     "--source",
-    type=click.Choice(["population", "wishart", "stream"]),
+    type=click.Choice(SOURCES),
     default="population",
     show_default=True,
     help="Exact moments, or finite-sample moments of --rows rows.",
@@ -608,30 +618,22 @@ def format_fit(r: dict) -> str:
 @click.option("--quick", is_flag=True, help="Thin grids (a few points per axis).")
 @click.option(
     "--fig4-middle-noise",
-    type=click.Choice(["gaussian", "uniform"]),
+    type=click.Choice(FIG4_MIDDLE_NOISES),
     default="gaussian",
     show_default=True,
     help="gaussian: the paper's text; uniform: the authors' augmentation script.",
 )
 @click.option(
     "--label-weighting",
-    type=click.Choice(["batch", "paper"]),
+    type=click.Choice(WEIGHTINGS),
     default="batch",
     show_default=True,
     help="fig4-right lines drawn solid: batch (authors' scripts) or paper (w = m).",
 )
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Worker processes [default: usable cores].",
-)
+@jobs_option
 @click.option("--force", is_flag=True, help="Overwrite this run's files if they exist in --out.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write PNG figures.")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
-)
+@progress_option
 def reproduce(
     panels,
     out,
@@ -692,17 +694,9 @@ def reproduce(
 @click.option(
     "--out", type=click.Path(dir_okay=False), required=True, help="Output CSV (atomic write)."
 )
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Worker processes [default: usable cores].",
-)
+@jobs_option
 @click.option("--force", is_flag=True, help="Recompute every row (ignore finished rows).")
-@click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
-)
+@progress_option
 def sweep(grid, out, jobs, force, progress):
     """Fit every point of a TOML grid of axes; write one CSV; resume if interrupted.
 
@@ -725,7 +719,7 @@ def sweep(grid, out, jobs, force, progress):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def info(as_json):
     """Versions, BLAS, threads, numba cache and optional extras.
 
@@ -747,7 +741,7 @@ def info(as_json):
 @click.option(
     "--markdown",
     type=click.Path(dir_okay=False, writable=True),
-    help="Also write the table as Markdown (for the README).",
+    help="Also write the table as Markdown (for docs/performance.md).",
 )
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write raw results."

@@ -1,4 +1,5 @@
-"""Tunables (STYLE 5). Module constants; :func:`_reset` restores the defaults.
+"""Tunables (docs/architecture.md, conventions). Module constants; :func:`_reset` restores the
+defaults.
 
 Each constant states why it has the value it has.
 """
@@ -59,7 +60,7 @@ EIGH_DENSE_MAX = _default("EIGH_DENSE_MAX", 1024)
 # (k = 4); Krylov wins every population spectrum from d = 512. ARPACK was often fastest below
 # d = 2048, but auto never picks it: single-vector Lanczos can miss copies of a repeated
 # eigenvalue, and population moments have them (da equal action eigenvalues). At d = 4096 see the
-# README's Performance table.
+# Performance table of docs/performance.md.
 EIGH_KRYLOV_MIN_D = _default("EIGH_KRYLOV_MIN_D", 2048)
 EIGH_KRYLOV_MAX_K_FRACTION = _default("EIGH_KRYLOV_MAX_K_FRACTION", 16)
 # Block size max(k, EIGH_KRYLOV_MIN_BLOCK) and basis size in blocks of the Krylov solver.
@@ -106,7 +107,7 @@ PINV_RCOND_FACTOR = _default("PINV_RCOND_FACTOR", 10.0)
 INDEPENDENCE_RTOL = _default("INDEPENDENCE_RTOL", 1e-10)
 
 # Minibatch size of the authors' training scripts; sets the "batch" label weighting
-# w = 1 - (1 - m)^BATCH_SIZE (DESIGN 1.1 item 4).
+# w = 1 - (1 - m)^BATCH_SIZE (docs/theory.md, closed forms, item 4).
 BATCH_SIZE = _default("BATCH_SIZE", 128)
 
 # Checkpoints (--checkpoint) are written after this many new blocks or this many seconds,

@@ -79,7 +79,8 @@ class LinearLAM:
     loss_ : float
         Reconstruction loss per coordinate on the fitted moments (the LAM loss, no penalty).
     tie_ : tuple of int or None
-        ``(i0, i1)``: eigenvalues ``i0..i1-1`` are tied and ``dz`` splits them (DESIGN 1.1.5).
+        ``(i0, i1)``: eigenvalues ``i0..i1-1`` are tied and ``dz`` splits them (docs/theory.md,
+        ties).
     draws_ : tuple of LinearLAM
         Optima drawn by random rotations inside the tied block; probes average over them.
     notes_ : tuple of str
@@ -92,7 +93,7 @@ class LinearLAM:
     Examples
     --------
     Is the latent capturing the action or the noise? Structured noise twice as strong as the
-    action takes the latent (DESIGN 2, fig3-right):
+    action takes the latent (docs/reproduce.md, fig3-right):
 
     >>> from lamfast import LinearWorld
     >>> world = LinearWorld(do=32, da=4, db=4, noise="exo", sigma=2.0)
@@ -404,7 +405,8 @@ class LinearLAM:
     def score(self, o, o_next=None, a=None, *, noise=None) -> float:
         """LLO when the actions and the noise are known, else minus the reconstruction loss.
 
-        Probes are the closed-form least-squares probes of DESIGN 1.2, fitted and scored on the
+        Probes are the closed-form least-squares probes of docs/theory.md, scoring, fitted and
+        scored on the
         data given (in-sample), averaged over tie draws. Higher is better either way: LLO
         ``= -act_mse + obs_mse + noi_mse`` peaks at 2; ``-recon`` peaks at 0.
 
@@ -483,7 +485,8 @@ class LinearLAM:
         For the PCA variants, ``E[(v_i^T delta)^2]``: the uncentred second moment of the frame
         difference along each component (the LAM has no biases, so it is not centred, and rows are
         averaged with ``1/n``). For a learned decoder, the same for the innovation
-        ``delta - K o``; with action supervision, eigenvalues of ``M_aux`` (DESIGN 1.1).
+        ``delta - K o``; with action supervision, eigenvalues of ``M_aux`` (docs/theory.md, closed
+        forms).
         """
         self._check_fitted()
         return np.asarray(self.spectrum_[: self.dz])

@@ -1,4 +1,5 @@
-"""Shared fixtures: the test seed (STYLE 10) and tolerances by dtype (STYLE 7)."""
+"""Shared fixtures: the test seed (docs/architecture.md, conventions) and tolerances by dtype
+(docs/architecture.md, conventions)."""
 
 from __future__ import annotations
 

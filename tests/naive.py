@@ -1,4 +1,4 @@
-"""Slow, obviously-correct references (STYLE 6).
+"""Slow, obviously-correct references (docs/architecture.md, conventions).
 
 Plain numpy/scipy on materialised rows. One reference per public lamfast function, same name and
 arguments where that makes sense. References never import lamfast internals: they use only the
@@ -216,7 +216,8 @@ def transition_rows(o, o_next, a=None, noise=None) -> np.ndarray:
 
 def frame_diff_pca(o, o_next, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k eigenpairs of the uncentred second moment of frame differences, E[delta delta^T],
-    by np.linalg.eigh on the materialised rows: the linear LAM with A = I, C = -D (DESIGN 1.1.1).
+    by np.linalg.eigh on the materialised rows: the linear LAM with A = I, C = -D (docs/theory.md,
+    closed forms).
     Returns (eigenvalues descending, components (k x do), signs arbitrary)."""
     delta = np.asarray(o_next, dtype=np.float64) - np.asarray(o, dtype=np.float64)
     M = delta.T @ delta / delta.shape[0]
@@ -252,7 +253,7 @@ def lam_loss_rows(rows, do: int, A, B, C, D) -> float:
 def lam_objective(mean, cov, do: int, da: int, A, B, C, D, kappa=0.0, w=0.0, E=None, h=None):
     """Population objective of the augmented, supervised LAM written from the model itself.
 
-    The model (DESIGN 1): z = C(o + k1) + D(o' + k1), o^' = A(o + k2) + B z - k2, head
+    The model (docs/theory.md): z = C(o + k1) + D(o' + k1), o^' = A(o + k2) + B z - k2, head
     a^ = E z + h, with k1, k2 ~ N(0, kappa^2 I) independent. Each error is a linear map of the
     vector u = [o, delta, a, k1, k2, 1], whose second moment is assembled from (mean, cov) of
     [o, delta, a] and the augmentation law; E||T u||^2 = tr(T E[u u^T] T^T). Nothing is derived
@@ -284,7 +285,7 @@ def lam_objective(mean, cov, do: int, da: int, A, B, C, D, kappa=0.0, w=0.0, E=N
 
 
 def lam_minibatch_loss(o, o_next, a, k1, k2, mask, A, B, C, D, E=None, h=None, batch=True):
-    """One minibatch of the paper's protocol, written as the model reads (DESIGN 1 table).
+    """One minibatch of the paper's protocol, written as the model reads (docs/theory.md table).
 
     z = C(o + k1) + D(o' + k1); o^' = A(o + k2) + B z - k2; reconstruction averaged over rows;
     the head E z + h is scored on the rows where ``mask`` is True, averaged over those rows

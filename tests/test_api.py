@@ -20,7 +20,7 @@ import lamfast
 import lamfast.estimator as lam_module_estimator
 import lamfast.solvers.fitted as lam_module_fitted
 from lamfast import LamfastError, LinearLAM, LinearWorld, Moments, NotFittedError
-from lamfast.moments.core import moments_from_rows
+from lamfast.moments import moments_from_rows
 from lamfast.sources.arrays import moments_from_transitions
 
 from . import naive

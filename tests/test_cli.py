@@ -1,4 +1,4 @@
-"""The command line: stdout, stderr and exit codes (STYLE 15)."""
+"""The command line: stdout, stderr and exit codes (docs/architecture.md, conventions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Truncated eigensolver against np.linalg.eigh (STYLE 8)."""
+"""Truncated eigensolver against np.linalg.eigh (docs/architecture.md, conventions)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def point(panel="t", dz=8, solver=None, evals=("train",), latent="true", **kw):
 # ------------------------------------------------------------------------------ panels as data
 def test_panel_grids_match_design():
     sizes = {n: len(panel_points(n)) for n in ex_panels.PANELS}
-    # DESIGN 2: da 8 x dz 16; sigma 16 x dz 8; sigma_exo 2 x dz 15; chi 11 x dz 15;
+    # docs/reproduce.md: da 8 x dz 16; sigma 16 x dz 8; sigma_exo 2 x dz 15; chi 11 x dz 15;
     # kappa 3 x sigma 4 x dz 15; sigma_exo 3 x (m = 0, m = 0.01 x two weightings) x dz 15.
     assert sizes == {
         "fig3-left": 128,

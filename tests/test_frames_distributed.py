@@ -318,7 +318,7 @@ def test_cli_fit_frames_with_workers_and_checkpoint(frame_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------ robustness
-# DESIGN/issue bar: 1e-10 relative to the largest entry of a two-pass float64 reference. The
+# The bar: 1e-10 relative to the largest entry of a two-pass float64 reference. The
 # o rows are accumulated minus the first frame (exact by Sterbenz's lemma for values within a
 # factor 2), so the error is that of O(spread) numbers: ~sqrt(n) eps relative, 1e-14 here.
 REL = 1e-10
@@ -420,13 +420,13 @@ def test_in_flight_blocks_are_capped_by_memory(tmp_path, rng, monkeypatch):
 
     np.save(tmp_path / "f.npy", rng.standard_normal((700, 30)))
     seen = []
-    real = accumulate._BlockAccumulator.__init__
+    real = accumulate.BlockAccumulator.__init__
 
     def spy(self, *args, **kwargs):
         real(self, *args, **kwargs)
         seen.append(self.threads)
 
-    monkeypatch.setattr(accumulate._BlockAccumulator, "__init__", spy)
+    monkeypatch.setattr(accumulate.BlockAccumulator, "__init__", spy)
     monkeypatch.setattr(config, "STREAM_THREADS", 8)
     ref = FrameSource(tmp_path / "f.npy").moments(block_rows=64)
     per_block = 64 * 60 * 16 + 60 * 60 * 8

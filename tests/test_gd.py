@@ -1,4 +1,5 @@
-"""The moment-gd solver: objective, gradient, constraints, and agreement with eig (DESIGN 1.3)."""
+"""The moment-gd solver: objective, gradient, constraints, and agreement with eig
+(docs/solvers.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import scipy.linalg
 from lamfast import LinearWorld
 from lamfast.errors import LamfastError
 from lamfast.estimator import fit
-from lamfast.moments.core import moments_from_rows
+from lamfast.moments import moments_from_rows
 from lamfast.probes.closed import latent_map, probe_metrics
 from lamfast.solvers.gd import MomentObjective, moment_gd_fit
 from lamfast.solvers.trainer import paper_init
@@ -89,7 +90,8 @@ def test_constraints_and_init():
     assert np.abs(p["B"]).max() <= 1 / np.sqrt(15) and p["E"] is None
 
 
-# Identifiable variants (DESIGN 1.1 items 1, 2-tied, 3 with a random policy, 4). dz = da (or
+# Identifiable variants (docs/theory.md, closed forms items 1, 2-tied, 3 with a random policy, 4).
+# dz = da (or
 # da + db) never splits a tied eigenvalue block, so the optimum is unique.
 IDENTIFIABLE = [
     ("identity-tied", dict(noise="gaussian", sigma=0.3), Variant("identity", "tied"), 4),

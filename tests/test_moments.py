@@ -1,4 +1,5 @@
-"""Moments kernel, merge and merge tree against plain numpy (STYLE 6, 9)."""
+"""Moments kernel, merge and merge tree against plain numpy (docs/architecture.md, conventions,
+9)."""
 
 from __future__ import annotations
 

@@ -128,7 +128,8 @@ def test_stream_matches_naive(seed, kw):
 
 
 def test_stream_bitwise_across_threads(seed):
-    """Bitwise identical for any thread count and any chunking (DESIGN 3.2)."""
+    """Bitwise identical for any thread count and any chunking (docs/architecture.md,
+    determinism)."""
     world = _world(seed, noise="exo", sigma=2.0, chi=0.2)
     rows, block_rows = 20_000, 1000
     ref = simulate_simulate.stream_moments(world, rows, block_rows=block_rows, threads=1)

@@ -1,4 +1,5 @@
-"""Numerical robustness (STYLE 9): large offsets, float32 input, constant rows, zero differences."""
+"""Numerical robustness (docs/architecture.md, conventions): large offsets, float32 input, constant
+rows, zero differences."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The sgd solver (the paper's protocol): its kernel, its determinism, and agreement with the
-fast solvers on each panel's kind of setting (DESIGN 1.3, 6)."""
+fast solvers on each panel's kind of setting (docs/solvers.md, 6)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import lamfast.sources.minibatch as sgd_minibatch
 from lamfast import LinearWorld, config
 from lamfast.errors import LamfastError
 from lamfast.estimator import fit
-from lamfast.moments.core import moments_from_rows
+from lamfast.moments import moments_from_rows
 from lamfast.probes.closed import probe_metrics
 from lamfast.solvers.gd import moment_gd_fit
 from lamfast.solvers.trainer import paper_init
@@ -124,8 +124,8 @@ def test_repeatable_and_seeded():
 # answer depends on finite training (fig4-left: learned decoder, free encoder, kappa = 0, surrogate
 # probed on random actions; the plain twin, noise_aware=False, with which the spread was measured).
 # fig4-middle/right kinds (kappa = 0.1; 1% labels) have slow directions:
-# at 3000 steps minibatch Adam is far from both references (README "Finite training matters"), so
-# they run 20000 steps and are compared with eig.
+# at 3000 steps minibatch Adam is far from both references (docs/solvers.md, "Finite training
+# matters"), so they run 20000 steps and are compared with eig.
 # Tolerances, measured over seeds (world seed 3): metric differences to the reference had
 # 3000 steps, seeds 0..5: |mean| <= 1e-4 and sd <= 5e-4 (fig3 kinds), |mean| <= 8e-4 and
 #   sd <= 1.4e-3 (fig4-left);

@@ -66,7 +66,8 @@ def gridworld_panel(
     -----
     "No augmentation" is fitted with a learned decoder and a tied encoder (innovation PCA). The
     free-encoder optimum differs from it only along a flat direction that leaves the whole
-    residual unchanged (DESIGN 1.1 item 2), so both losses are those of every optimum. With
+    residual unchanged (docs/theory.md, closed forms, item 2), so both losses are those of every
+    optimum. With
     labels and no augmentation no closed form exists when ``o`` predicts the frame difference
     (borders clip the moves): those cells are fitted by ``moment-gd`` on the same moments (the
     exact objective, Adam then L-BFGS from the paper's initialisation) and say so in ``solver``
@@ -115,7 +116,7 @@ def gridworld_panel(
                             if "no closed form" not in str(e):
                                 raise
                             # No closed form (labels with a learned decoder: o predicts delta at
-                            # the borders). Optimise the exact moment objective (DESIGN 1.3).
+                            # the borders). Optimise the exact moment objective (docs/solvers.md).
                             lam = fit(m, dz, variant, solver="moment-gd", seed=seed)
                             row["solver"] = "moment-gd"
                             row["note"] = str(e).split(";")[0]

@@ -12,10 +12,10 @@ import dataclasses
 from collections.abc import Iterable
 
 from ..errors import LamfastError
-from ..solvers.variant import WEIGHTINGS
+from ..solvers.variant import SOLVERS, WEIGHTINGS
 from ..sources.simulated import SOURCES
 
-# How probes fitted on the training law are scored (DESIGN 1.2, distribution shift).
+# How probes fitted on the training law are scored (docs/theory.md, scoring, distribution shift).
 EVALS = ("train", "noise-free", "random-actions")
 
 
@@ -24,13 +24,15 @@ EVALS = ("train", "noise-free", "random-actions")
 LATENT_CHOICES = ("true", "surrogate", "act-surrogate")
 
 
-SOLVER_CHOICES = ("auto", "eig", "moment-gd", "sgd")
+SOLVER_CHOICES = ("auto", *SOLVERS)
+# Noise of fig4-middle: the paper's text (gaussian) or the authors' augmentation script (uniform).
+FIG4_MIDDLE_NOISES = ("gaussian", "uniform")
 
 
 # ------------------------------------------------------------------------------ panels as data
 @dataclasses.dataclass(frozen=True)
 class Panel:
-    """One simulation panel of the paper (DESIGN 2), as data.
+    """One simulation panel of the paper (docs/reproduce.md), as data.
 
     Parameters
     ----------
@@ -243,7 +245,7 @@ class RunOptions:
             raise LamfastError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.source != "population" and self.rows is None:
             raise LamfastError(f"the {self.source} source needs --rows")
-        if self.fig4_middle_noise not in ("gaussian", "uniform"):
+        if self.fig4_middle_noise not in FIG4_MIDDLE_NOISES:
             raise LamfastError(
                 f"fig4-middle noise must be gaussian or uniform, got {self.fig4_middle_noise!r}"
             )

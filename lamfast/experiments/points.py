@@ -22,7 +22,8 @@ from .tables import OUTPUTS
 def default_solver(world: LinearWorld, variant: Variant, source: str = "population") -> str:
     """The fastest exact solver for a variant: ``eig`` where a closed form exists, else moment-gd.
 
-    Mirrors the cases of DESIGN 1.1 that ``lam.fit(solver="eig")`` solves. On finite-sample
+    Mirrors the cases of docs/theory.md, closed forms that ``lam.fit(solver="eig")`` solves. On
+    finite-sample
     moments ``o`` is never exactly uncorrelated with ``delta`` (the cross moment is O(1/sqrt(n))),
     so the closed forms that rely on a random policy apply to population moments only.
 

@@ -1,6 +1,7 @@
 """``report.md`` of a ``lamfast reproduce`` run: the paper's claims, checked on the numbers.
 
-For each panel the report states the qualitative claims of the paper (DESIGN 2) and, for each, a
+For each panel the report states the qualitative claims of the paper (docs/reproduce.md) and, for
+each, a
 computed check on the panel's rows: the quantity, its value and whether it holds. A claim whose
 grid points were not computed (``--quick`` grids, a subset of panels) reads "not checked".
 """
@@ -65,7 +66,8 @@ def _missing(claim, test) -> Check:
 
 
 def label_weight(m: float, weighting: str) -> float:
-    """Effective weight of the action loss (DESIGN 1.1 item 4): ``m`` or ``1 - (1 - m)^128``."""
+    """Effective weight of the action loss (docs/theory.md, closed forms, item 4): ``m`` or ``1 -
+    (1 - m)^128``."""
     return m if weighting == "paper" else 1.0 - (1.0 - m) ** config.BATCH_SIZE
 
 
@@ -440,7 +442,7 @@ def render(
         "",
         "The simulation panels of *What Do Latent Action Models Actually Learn?* (Zhang, Pearce "
         "et al., arXiv 2506.15691), recomputed by lamfast. For each panel: the paper's qualitative "
-        "claims (DESIGN 2) and a computed check of each on the numbers in `<panel>.csv`.",
+        "claims (docs/reproduce.md) and a computed check of each on the numbers in `<panel>.csv`.",
         "",
         f"- panels: {', '.join(names)} ({points} CSV rows)",
         f"- solver: {options.solver}"

@@ -1,19 +1,19 @@
 """``Moments``: count, mean and centred covariance of a joint vector made of named blocks.
 
-Moments are the interface of lamfast (DESIGN intro): every source produces them, every solver and
+Moments are the interface of lamfast (docs/architecture.md): every source produces them, every
+solver and
 probe consumes them. This module holds the type, the accumulate kernel that turns a block of rows
 into moments, the Chan et al. pairwise merge, and the fixed merge tree that makes streamed moments
-bitwise identical for any chunking (DESIGN 3.2).
+bitwise identical for any chunking (docs/architecture.md, determinism).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from .. import config
 from .._blas import one_blas_thread
 from .._jit import njit
 from ..errors import LamfastError
@@ -163,7 +163,8 @@ def _centre(X, out_mean, out_xc):
     """Mean of the rows of ``X`` (float64, C-contiguous, n x p) and the centred rows.
 
     Two passes inside the block (mean, then centred values) so that large offsets with small
-    spread lose no precision (STYLE 9, stumpy #1160); the product is left to BLAS.
+    spread lose no precision (docs/architecture.md, conventions, stumpy #1160); the product is left
+    to BLAS.
     """
     n, p = X.shape
     for j in range(p):
@@ -205,7 +206,7 @@ class MergeTree:
     cover equal numbers of blocks (a binary counter), and :meth:`result` folds what is left from
     the right. The tree therefore depends only on the sequence of blocks, never on how they were
     grouped into chunks, threads or workers: streamed moments are bitwise reproducible
-    (DESIGN 3.2). The stack holds at most log2(blocks) partial results.
+    (docs/architecture.md, determinism). The stack holds at most log2(blocks) partial results.
     """
 
     def __init__(self, blocks: Blocks):
@@ -283,52 +284,3 @@ def block_moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     with one_blas_thread():  # bitwise identical whatever the BLAS threads (_blas.py)
         com = np.dot(xc.T, xc)
     return float(X.shape[0]), mean, com
-
-
-def moments_from_rows(
-    X,
-    blocks: Iterable[tuple[str, int]] | None = None,
-    block_rows: int | None = None,
-) -> Moments:
-    """Moments of the rows of ``X`` (n x p, any real dtype; accumulated in float64).
-
-    Rows are shifted by the first row (exactness at large offsets), cut into blocks of
-    ``block_rows`` and merged by :class:`MergeTree`, so the result is the same bit for bit as
-    streaming the same shifted blocks with any executor
-    (``lamfast.distributed.tree_moments(..., shift=X[0])``).
-
-    Examples
-    --------
-    >>> X = np.arange(12.0).reshape(6, 2)
-    >>> m = moments_from_rows(X, blocks=[("x", 2)])
-    >>> m.count, m.mean.tolist()
-    (6.0, [5.0, 6.0])
-    """
-
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise LamfastError(f"rows must be a 2-d array (n x p), got shape {X.shape}")
-    if X.dtype.kind not in "fiub":
-        raise LamfastError(f"rows must be numeric, got dtype {X.dtype}")
-    if X.shape[0] < 1:
-        raise LamfastError("no rows given")
-    blocks = tuple(blocks) if blocks is not None else (("x", X.shape[1]),)
-    if sum(s for _, s in blocks) != X.shape[1]:
-        raise LamfastError(f"layout {list(blocks)} does not match {X.shape[1]} columns")
-    step = int(block_rows or config.BLOCK_ROWS)
-    tree = MergeTree(blocks)
-    # Accumulate the rows shifted by the first row. Moments are shift-invariant, but float64
-    # block means near a large offset (1e6) carry absolute rounding of ~1e-10, which the merge's
-    # mean differences then amplify into the co-moment (relative error ~1e-8 at spread 1e-3).
-    # Shifted rows are small, and x - x0 is exact when x and x0 are within a factor of 2
-    # (Sterbenz), so every mean and difference keeps full relative precision; the shift is added
-    # back to the mean once at the end (tests/test_robust.py::test_large_offset).
-    shift = np.asarray(X[0], dtype=np.float64)
-    for start in range(0, X.shape[0], step):
-        chunk = X[start : start + step]
-        if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
-            bad = start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
-            raise LamfastError(f"row {bad} contains NaN or inf")
-        tree.push(*block_moments(np.subtract(chunk, shift, dtype=np.float64)))
-    m = tree.result("rows")
-    return Moments(m.count, m.mean + shift, m.cov, m.blocks, "rows")

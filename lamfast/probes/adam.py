@@ -15,7 +15,7 @@ from ..solvers.trainer import _adam_step, _check_positive
 from ..sources.minibatch import _draw_rows, _generator, _world_arrays
 from ..sources.simulate import stream_moments
 from ..sources.world import LinearWorld
-from .closed import _noise_target, latent_map, probe_metrics
+from .closed import _noise_target, latent_map, probe_metrics, probe_score
 
 PROBES = ("closed", "adam")
 
@@ -83,15 +83,7 @@ def adam_probe_mse(
         W, sl.start, sl.stop, lr, b1, b2, config.ADAM_EPS, theta,
     )  # fmt: skip
     G, c = theta[: dy * dz].reshape(dy, dz), theta[dy * dz :]
-    S, mu = eval_moments.cov, eval_moments.mean
-    total = float(np.trace(S[sl, sl]))
-    if total <= 0:
-        return 1.0
-    Szz = W @ S @ W.T
-    Szy = W @ S[:, sl]
-    bias = mu[sl] - G @ (W @ mu) - c
-    mse = total - 2 * float(np.sum(G * Szy.T)) + float(np.sum((G @ Szz) * G)) + bias @ bias
-    return float(max(mse, 0.0) / total)
+    return probe_score(G, c, W, eval_moments, sl)
 
 
 def sgd_metrics(

@@ -1,4 +1,5 @@
-"""Closed-form linear probes, the paper's LLO metric, and principal angles (DESIGN 1.2).
+"""Closed-form linear probes, the paper's LLO metric, and principal angles (docs/theory.md,
+scoring).
 
 A probe with bias from a latent ``z = W x`` to a target block ``y`` is a least-squares fit; for
 moments its MSE is a Schur complement::
@@ -53,7 +54,7 @@ def probe_mse(
     """Normalised MSE of the optimal linear probe (with bias) from ``z = W x`` to block ``target``.
 
     With ``eval_moments`` the probe (weights and intercept) is fitted on ``moments`` and scored on
-    ``eval_moments`` (distribution shift, DESIGN 1.2).
+    ``eval_moments`` (distribution shift, docs/theory.md, scoring).
 
     Examples
     --------
@@ -66,23 +67,31 @@ def probe_mse(
     test = moments if eval_moments is None else eval_moments
     _check_layout(moments, test)
     iy = moments.index(target)
-    Szz = W @ moments.cov @ W.T
-    Szy = W @ moments.cov[:, iy]
-    G = Szy.T @ _pinv_psd(Szz)  # dy x dz probe weights
-    Syy_te = test.cov[iy, iy]
-    total = float(np.trace(Syy_te))
+    G, h = linear_probe(W, moments, target)
+    total = float(np.trace(test.cov[iy, iy]))
     if total <= 0:
         return 1.0  # nothing to predict: the paper's "no noise -> 1"
     if eval_moments is None:
-        mse = total - float(np.sum(G * Szy.T))
-    else:
-        h = moments.mean[iy] - G @ (W @ moments.mean)
-        Szz_te = W @ test.cov @ W.T
-        Szy_te = W @ test.cov[:, iy]
-        bias = test.mean[iy] - G @ (W @ test.mean) - h
-        mse = (
-            total - 2 * float(np.sum(G * Szy_te.T)) + float(np.sum((G @ Szz_te) * G)) + bias @ bias
-        )
+        mse = total - float(np.sum(G * (W @ moments.cov[:, iy]).T))
+        return float(max(mse, 0.0) / total)
+    return probe_score(G, h, W, test, iy)
+
+
+def probe_score(G: np.ndarray, h: np.ndarray, W: np.ndarray, test: Moments, iy) -> float:
+    """Normalised MSE of the given probe ``y^ = G (W x) + h`` under the law of ``test``::
+
+        [tr S_yy - 2 tr(G S_zy) + tr(G S_zz G^T) + ||mu_y - G mu_z - h||^2] / tr S_yy
+
+    (1 when the target has no variance). ``iy``: the target block's slice of the joint vector.
+    """
+    S, mu = test.cov, test.mean
+    total = float(np.trace(S[iy, iy]))
+    if total <= 0:
+        return 1.0
+    Szz = W @ S @ W.T
+    Szy = W @ S[:, iy]
+    bias = mu[iy] - G @ (W @ mu) - h
+    mse = total - 2 * float(np.sum(G * Szy.T)) + float(np.sum((G @ Szz) * G)) + bias @ bias
     return float(max(mse, 0.0) / total)
 
 
@@ -106,7 +115,7 @@ def probe_metrics(
     latent: str = "true",
     world=None,
 ) -> dict:
-    """The paper's metrics for a fitted LAM, averaged over tie draws (DESIGN 1.1.5).
+    """The paper's metrics for a fitted LAM, averaged over tie draws (docs/theory.md, ties).
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """The ``moment-gd`` solver: deterministic Adam / gradient descent on the exact population loss.
 
 Every variant of the linear LAM has a population objective that is an explicit function of
-second moments (DESIGN 1.3). With ``x = [o; delta]``, ``Mx = E[x x^T]``, ``S = C + D`` (the
+second moments (docs/solvers.md). With ``x = [o; delta]``, ``Mx = E[x x^T]``, ``S = C + D`` (the
 ``o``-content of the latent) and ``W = [S, D]`` (so ``z = W x``)::
 
     residual   o^' - o' = R x,    R = [A + B S - I,  B D - I] = R0 + B W,   R0 = [A - I, -I]
@@ -10,7 +10,7 @@ second moments (DESIGN 1.3). With ``x = [o; delta]``, ``Mx = E[x x^T]``, ``S = C
     actions    L_act = w [tr S_aa - 2 tr(E W S_xa) + tr(E W S_xx W^T E^T)] / da
                        + w kappa^2 ||E S||_F^2 / da
 
-``L_aug``: the augmented model of DESIGN 1 is ``z = C(o + k1) + D(o' + k1)`` and
+``L_aug``: the augmented model of docs/theory.md is ``z = C(o + k1) + D(o' + k1)`` and
 ``o^' = A(o + k2) + B z - k2`` with ``k1, k2 ~ N(0, kappa^2 I)`` drawn independently of each other
 and of ``x``. Its residual is ``R x + B S k1 + (A - I) k2``; the three terms are uncorrelated, so
 ``E||.||^2 = tr(R Mx R^T) + kappa^2 ||B S||^2 + kappa^2 ||A - I||^2`` (the cross term

@@ -1,4 +1,4 @@
-"""The ``sgd`` solver: the paper's own training protocol, the slow reference (DESIGN 1.3).
+"""The ``sgd`` solver: the paper's own training protocol, the slow reference (docs/solvers.md).
 
 Fresh Gaussian minibatches drawn from a :class:`LinearWorld` at every step, Adam (PyTorch's
 update, lr 1e-3, betas (0.9, 0.999), eps 1e-8), batch 128, a configurable number of steps, from

@@ -23,7 +23,7 @@ SOLVERS = ("eig", "moment-gd", "sgd")
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """Options of a linear LAM (STYLE 3: variants are data).
+    """Options of a linear LAM (docs/architecture.md, conventions: variants are data).
 
     Parameters
     ----------
@@ -73,7 +73,7 @@ class Variant:
 
     @property
     def label_weight(self) -> float:
-        """Effective weight ``w`` of the action loss (DESIGN 1.1 item 4)."""
+        """Effective weight ``w`` of the action loss (docs/theory.md, closed forms, item 4)."""
         m = float(self.label_fraction)
         if self.label_weighting == "paper":
             return m

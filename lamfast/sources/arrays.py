@@ -8,7 +8,8 @@ Rules for every array argument (``o``, ``o_next``, ``a``, ``noise``, ``z``)
 - **dtypes.** float32 and float64 are used as given; integer and bool arrays (``uint8`` pixels)
   are accepted too. Everything is converted to float64 *before* any arithmetic, so a frame
   difference of ``uint8`` frames never wraps around, and moments are accumulated in float64
-  whatever the input dtype (DESIGN 3.2). complex, object and string dtypes are refused.
+  whatever the input dtype (docs/architecture.md, determinism). complex, object and string dtypes
+  are refused.
 - **Shapes.** Row ``i`` of every array belongs to the same transition. ``o`` and ``o_next`` are
   ``(n, do)``; arrays with more dimensions, such as ``(n, height, width, channels)`` frames, are
   flattened to ``(n, do)``. ``a`` (and ``noise``) are ``(n, da)``; a 1-d ``a`` is one action per
@@ -26,7 +27,8 @@ import numpy as np
 
 from .. import config
 from ..errors import LamfastError
-from ..moments.core import MergeTree, Moments, block_moments
+from ..moments.accumulate import BlockAccumulator
+from ..moments.core import Moments
 from .world import LinearWorld
 
 NOISE_NAMES = ("b", "eps")
@@ -222,8 +224,7 @@ def moments_from_transitions(
     step = int(block_rows or config.BLOCK_ROWS)
     if step < 1:
         raise LamfastError(f"block_rows must be >= 1, got {block_rows!r}")
-    tree = MergeTree(tuple(blocks))
-    shift = None
+    acc = None
     for start in range(0, n, step):
         stop = min(start + step, n)
         for name, x in arrays.items():
@@ -239,14 +240,12 @@ def moments_from_transitions(
                 x = arrays[name][start:stop]
                 joint[:, col : col + x.shape[1]] = x
                 col += x.shape[1]
-        if shift is None:
+        if acc is None:
             # Shift by the first joint row, exactly as moments_from_rows does (precision at large
             # offsets), so both give the same bits for the same rows.
-            shift = joint[0].copy()
-        joint -= shift
-        tree.push(*block_moments(joint))
-    m = tree.result("rows")
-    return Moments(m.count, m.mean + shift, m.cov, m.blocks, "rows")
+            acc = BlockAccumulator(tuple(blocks), step, shift=joint[0].copy())
+        acc.add(joint)
+    return acc.result("rows")
 
 
 def moments_of(source: Any) -> Moments:

@@ -4,7 +4,8 @@ Layout (what :mod:`lamfast.frames` reads): ``o`` and ``o_next`` (n x do float64)
 (n x da float64), the ground-truth noise ``b`` (exo) or ``eps`` (gaussian/uniform) when the world
 has noise, and ``world.json`` (the world's spec, block rows and row count). ``OUT`` is either a
 directory (one ``.npy`` per key, written in one pass through memory maps) or a ``.npz`` (the same
-files, then stored uncompressed into the archive). Rows are the world's stream (DESIGN 3.2), block
+files, then stored uncompressed into the archive). Rows are the world's stream
+(docs/architecture.md, determinism), block
 by block, so reading them back gives the moments of ``stream_moments`` on the same world.
 """
 

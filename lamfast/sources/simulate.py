@@ -1,6 +1,7 @@
 """Simulated moments of a ``LinearWorld``: streamed rows (numba) and direct Wishart draws.
 
-Stream rule (DESIGN 3.2): rows are generated in blocks of ``block_rows``; block ``k`` draws its
+Stream rule (docs/architecture.md, determinism): rows are generated in blocks of ``block_rows``;
+block ``k`` draws its
 sources from ``np.random.Generator(PCG64(SeedSequence(seed, spawn_key=(1, k))))``, first a
 ``(rows, n_gauss)`` array of standard normals (o, e, then b or xi), then a ``(rows, n_uniform)``
 array of U[0, 1) (uniform noise only). Block moments are merged by :class:`MergeTree`, so the
@@ -61,7 +62,8 @@ def _check_rows(rows) -> int:
 
 
 # ---------------------------------------------------------------------------- source-space path
-# The fast path (DESIGN 3.1 item 3): every row is x = L s with independent sources s, so the
+# The fast path (docs/architecture.md, sources): every row is x = L s with independent sources s,
+# so the
 # co-moment of a block is S_x = L S_s L^T. A block therefore only draws its r sources, centres
 # them and takes one SYRK of the (rows x r) source matrix (r^2 flops per row instead of the
 # p^2 + 2 p r of materialising and multiplying joint rows); the map to the joint layout is done
@@ -355,7 +357,8 @@ def wishart_moments(world: LinearWorld, rows, *, draw: int = 0) -> Moments:
 
     For Gaussian worlds the sources are N(0, I_r): the centred co-moment of ``n`` rows is
     Wishart(n - 1, I_r), independent of the mean, which is N(0, I_r / n). Both are drawn directly
-    (Bartlett decomposition) and mapped through the source map ``L`` (DESIGN 3.1).
+    (Bartlett decomposition) and mapped through the source map ``L`` (docs/architecture.md,
+    sources).
     ``draw`` selects an independent draw (``SeedSequence(seed, spawn_key=(2, draw))``).
 
     Examples

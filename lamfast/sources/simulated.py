@@ -66,7 +66,7 @@ def moments_from_world(
     world : LinearWorld
     source : {"population", "wishart", "stream"}
         Exact moments (``count = inf``), a direct Wishart draw of ``rows`` rows, or ``rows``
-        streamed rows (DESIGN 3.1).
+        streamed rows (docs/architecture.md, sources).
     rows : int, optional
         Number of rows (``wishart`` and ``stream``).
     progress : bool, optional

@@ -1,6 +1,6 @@
 """``LinearWorld``: the paper's simulated linear world, its bases and its exact population moments.
 
-Model (DESIGN 1)::
+Model (docs/theory.md)::
 
     o ~ N(0, I_do)                 observation
     a = chi * P o + (1 - chi) * e  action, e ~ N(0, I_da), P (da x do) with orthonormal rows
@@ -35,7 +35,7 @@ def _orthonormal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class LinearWorld:
-    """A simulated linear world of the paper (DESIGN 1).
+    """A simulated linear world of the paper (docs/theory.md).
 
     Parameters
     ----------

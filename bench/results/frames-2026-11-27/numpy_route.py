@@ -1,4 +1,4 @@
-"""The numpy route the README compares `lamfast fit` with: python numpy_route.py data.npz"""
+"""The numpy route docs/frames.md compares `lamfast fit` with: python numpy_route.py data.npz"""
 
 import sys
 

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 
 from ...errors import LamfastError
-from ...moments.accumulate import _BlockAccumulator
+from ...moments.accumulate import BlockAccumulator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +119,9 @@ class FrameChunks:
         if state.cursor is None or state.cursor.pos != g0:
             state.cursor = _Cursor(src, self.index, g0, self.noop_action)
         out = []
-        acc = _BlockAccumulator(self.blocks, self.block_rows, sink=out.append)
+        shift = None if self.shift is None else src.full_shift(self.shift)
+        acc = BlockAccumulator(self.blocks, self.block_rows, sink=out.append, shift=shift)
         for o, o2, acts in state.cursor.take(max(g1 - g0, 0)):
-            acc.add(o2 - o if self.shift is None else src.joint_rows(o, o2, acts, self.shift))
+            acc.add(o2 - o if self.shift is None else src.joint_rows(o, o2, acts))
         acc.flush()
         return out

@@ -42,7 +42,7 @@ from ... import config
 from ..._blas import usable_cores
 from ..._progress import Progress
 from ...errors import LamfastError
-from ...moments.accumulate import _BlockAccumulator
+from ...moments.accumulate import BlockAccumulator
 from ...moments.core import Blocks, Moments
 from .distributed import frame_moments_tree
 from .index import TransitionIndex, _Cursor
@@ -404,9 +404,9 @@ class FrameSource:
                 return self._frames(seg.first, 0, 1)[0]
         return np.zeros(self.do)  # no frames at all: moments() reports "no transitions"
 
-    def joint_rows(self, o, o2, acts, shift) -> np.ndarray:
-        """Rows ``[o - shift, o_next - o, (a)]`` of the joint layout (:attr:`blocks`)."""
-        cols = [o - shift, o2 - o]
+    def joint_rows(self, o, o2, acts) -> np.ndarray:
+        """Rows ``[o, o_next - o, (a)]`` of the joint layout (:attr:`blocks`)."""
+        cols = [o, o2 - o]
         if self.da:
             cols.append(self.action_rows(acts))
         return np.hstack(cols)
@@ -474,15 +474,13 @@ class FrameSource:
         per_block = block_rows * p * 16 + p * p * 8
         threads = int(config.STREAM_THREADS) or usable_cores()
         threads = max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
-        acc = _BlockAccumulator(self.blocks, block_rows, threads=threads)
+        shift = self.full_shift(self.shift())
+        acc = BlockAccumulator(self.blocks, block_rows, threads=threads, shift=shift)
         noop = (  # the smaller no-op side stream is computed in this thread
-            _BlockAccumulator((("delta", self.do),), block_rows)
-            if noop_action is not None
-            else None
+            BlockAccumulator((("delta", self.do),), block_rows) if noop_action is not None else None
         )
-        shift = self.shift()
         for o, o2, acts in self.transitions(progress=progress):
-            acc.add(self.joint_rows(o, o2, acts, shift))
+            acc.add(self.joint_rows(o, o2, acts))
             if noop is not None:
                 sel = acts.astype(np.int64) == noop_action
                 if sel.any():
@@ -490,7 +488,6 @@ class FrameSource:
         if acc.added == 0:
             raise LamfastError(f"{self.path}: no transitions (every frame starts an episode?)")
         m = acc.result("frames")
-        m = Moments(m.count, m.mean + self.full_shift(shift), m.cov, m.blocks, m.source)
         if noop is None:
             return m
         return m, (noop.result("frames") if noop.added else None)
