@@ -1,5 +1,4 @@
-"""The ``lamfast`` command line: thin click commands over the library (docs/architecture.md,
-conventions).
+"""The commands of ``lamfast``: each parses its options, calls one library function, prints.
 
 Errors from bad input (``LamfastError`` or a click usage error) print one line,
 ``Error: <message>``, on stderr and exit with status 2; no traceback, no partial output.
@@ -15,42 +14,33 @@ import numba
 import numpy as np
 import scipy
 
-from ._files import atomic_write_text, check_output
-from ._version import __version__
-from .benchmarks import format_table, run_bench
-from .errors import LamfastError
-from .experiments.fit import run_fit
-from .experiments.fitframes import encode_frames, fit_frames, save_lam
-from .experiments.panels import FIG4_MIDDLE_NOISES, SOLVER_CHOICES, RunOptions
-from .experiments.reproduce import reproduce as run_reproduce
-from .experiments.sweep import sweep as run_sweep
-from .info import machine_info
-from .solvers.variant import DECODERS, ENCODERS, SOLVERS, WEIGHTINGS
-from .sources.export import write_world
-from .sources.frames.preprocess import Preprocess
-from .sources.frames.source import ACTION_KINDS
-from .sources.gridworld import POLICIES, write_gridworld
-from .sources.simulated import SOURCES
-from .sources.world import NOISE_KINDS, LinearWorld
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class Rows(click.ParamType):
-    """A whole number of rows, written as ``1000000`` or ``1e6``."""
-
-    name = "ROWS"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not np.isfinite(number) or number < 2 or number != int(number):
-            self.fail(f"{value!r} is not a whole number >= 2", param, ctx)
-        return int(number)
+from .._files import atomic_write_text, check_output
+from .._version import __version__
+from ..benchmarks import format_table, run_bench
+from ..errors import LamfastError
+from ..experiments.fit import run_fit
+from ..experiments.fitframes import encode_frames, fit_frames, save_lam
+from ..experiments.panels import FIG4_MIDDLE_NOISES, SOLVER_CHOICES, RunOptions
+from ..experiments.reproduce import reproduce as run_reproduce
+from ..experiments.sweep import sweep as run_sweep
+from ..info import machine_info
+from ..solvers.variant import WEIGHTINGS
+from ..sources.export import write_world
+from ..sources.frames.preprocess import Preprocess
+from ..sources.gridworld import POLICIES, write_gridworld
+from ..sources.simulated import SOURCES
+from ..sources.world import LinearWorld
+from .format import format_fit, format_frames_fit
+from .options import (
+    CONTEXT,
+    Rows,
+    frame_options,
+    jobs_option,
+    json_option,
+    progress_option,
+    variant_options,
+    world_options,
+)
 
 
 def _versions() -> str:
@@ -87,173 +77,6 @@ def cli():
 
     The linear theory of Zhang, Pearce et al. (arXiv 2506.15691), exact and fast.
     """
-
-
-# Options shared by several commands.
-progress_option = click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
-)
-jobs_option = click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Worker processes [default: usable cores].",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-
-
-def world_options(f):
-    """Flags that describe a simulated ``LinearWorld``."""
-    options = [
-        click.option(
-            "--do", "do", type=int, default=128, show_default=True, help="Observation dim."
-        ),
-        click.option("--da", type=int, default=8, show_default=True, help="Action dim."),
-        click.option("--db", type=int, default=8, show_default=True, help="Exo-noise dim."),
-        click.option(
-            "--noise",
-            type=click.Choice(NOISE_KINDS),
-            default="none",
-            show_default=True,
-            help="Exogenous noise kind.",
-        ),
-        click.option(
-            "--sigma", type=float, default=0.0, show_default=True, help="Noise scale >= 0."
-        ),
-        click.option(
-            "--chi",
-            type=float,
-            default=0.0,
-            show_default=True,
-            help="Policy determinism in [0, 1].",
-        ),
-        click.option("--seed", type=int, default=0, show_default=True, help="World seed (>= 0)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def variant_options(f):
-    """Flags that choose the LAM variant and solver."""
-    options = [
-        click.option("--dz", type=int, default=8, show_default=True, help="Latent dim, 1..do."),
-        click.option(
-            "--decoder",
-            type=click.Choice(DECODERS),
-            default="identity",
-            show_default=True,
-            help="identity fixes A = I.",
-        ),
-        click.option(
-            "--encoder",
-            type=click.Choice(ENCODERS),
-            default="tied",
-            show_default=True,
-            help="tied forces C = -D (z sees only the frame difference).",
-        ),
-        click.option(
-            "--kappa", type=float, default=0.0, show_default=True, help="Augmentation >= 0."
-        ),
-        click.option(
-            "--label-fraction",
-            type=float,
-            default=0.0,
-            show_default=True,
-            help="Fraction of rows with action labels, in [0, 1].",
-        ),
-        click.option(
-            "--label-weighting",
-            type=click.Choice(WEIGHTINGS),
-            default="paper",
-            show_default=True,
-            help="paper: w = m; batch: w = 1 - (1 - m)^128 (authors' scripts).",
-        ),
-        click.option(
-            "--solver",
-            type=click.Choice(SOLVERS),
-            default="eig",
-            show_default=True,
-            help="eig: closed forms (docs/theory.md); moment-gd: Adam on the exact loss; "
-            "sgd: the paper's minibatch protocol.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def frame_options(f):
-    """Flags for reading frame files (only with FRAMES_PATH)."""
-    options = [
-        click.option(
-            "--actions",
-            "actions",
-            type=click.Choice(ACTION_KINDS),
-            default="auto",
-            show_default=True,
-            help="How to read actions: integer ids are discrete (one-hot) under auto.",
-        ),
-        click.option(
-            "--n-actions", type=click.IntRange(min=1), default=None, help="Discrete action count."
-        ),
-        click.option("--crop", default=None, help="Crop frames to rows y0:y1, columns x0:x1."),
-        click.option(
-            "--downsample",
-            type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            help="Block-average frames by this factor.",
-        ),
-        click.option(
-            "--scale",
-            type=float,
-            default=None,
-            help="Multiply pixel values (default 1/255 for uint8, else 1).",
-        ),
-        click.option(
-            "--chunk-frames",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Frames read per chunk (bounds memory; never changes results).",
-        ),
-        click.option(
-            "--clean-basis",
-            type=click.Path(exists=True, dir_okay=False),
-            default=None,
-            help="Noise basis (.npy, do x k) removed from the frame differences before fitting.",
-        ),
-        click.option(
-            "--noop-action",
-            type=click.IntRange(min=0),
-            default=None,
-            help="Clean with the top --clean-k directions of this action's frame differences.",
-        ),
-        click.option(
-            "--clean-k",
-            type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            help="Noise directions estimated from no-op transitions.",
-        ),
-        click.option(
-            "--accuracy/--no-accuracy",
-            default=True,
-            show_default=True,
-            help="Second pass: argmax accuracy of the action probe (discrete actions).",
-        ),
-        click.option(
-            "--out",
-            "out",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="Save the fitted LAM to this .npz (for lamfast encode).",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 @cli.command(context_settings=CONTEXT)
@@ -415,54 +238,6 @@ def _fit_frames_cmd(
     click.echo(json.dumps(result) if as_json else format_frames_fit(result))
 
 
-def format_frames_fit(r: dict) -> str:
-    """A readable table of a fit to frame files."""
-    v = r["variant"]
-    lines = [
-        f"data    {r['path']}: {r['frames']} frames, {r['transitions']} transitions, "
-        f"frame {'x'.join(map(str, r['frame_shape']))} -> do={r['do']}",
-        f"actions {r['actions'] or 'none'}" + (f" (da={r['da']})" if r["da"] else ""),
-        f"model   dz={r['dz']} "
-        + " ".join(f"{k}={x}" for k, x in v.items())
-        + f" solver={r['solver']}",
-        "",
-        "  frame-difference covariance, top eigenvalues (total variance "
-        f"{r['delta_total_variance']:.4g}):",
-        "    " + " ".join(f"{x:.4g}" for x in r["delta_spectrum"][:12]),
-        f"  recon    {r['recon']:.6f}   (LAM loss per coordinate)",
-        f"  obs_mse  {r['obs_mse']:.6f}   (1 = latent knows nothing of the observation)",
-    ]
-    if "act_mse" in r:
-        lines.append(f"  act_mse  {r['act_mse']:.6f}   (chance {r['act_mse_chance']:g})")
-    if "act_acc" in r:
-        lines.append(
-            f"  act_acc  {r['act_acc']:.6f}   (chance {r['act_acc_chance']:.6f}, majority action)"
-        )
-    if "recon_clean" in r:
-        lines += [
-            "",
-            f"  cleaned: {r['clean_dim']} noise direction(s) from {r['clean_from']} removed "
-            "from delta",
-            f"  recon    {r['recon_clean']:.6f}",
-            f"  obs_mse  {r['obs_mse_clean']:.6f}",
-        ]
-        if "act_mse_clean" in r:
-            lines.append(
-                f"  act_mse  {r['act_mse_clean']:.6f}   (was {r['act_mse']:.6f}, improvement "
-                f"{r['act_mse'] - r['act_mse_clean']:+.6f})"
-            )
-        if "act_acc_clean" in r:
-            lines.append(
-                f"  act_acc  {r['act_acc_clean']:.6f}   (was {r['act_acc']:.6f}, improvement "
-                f"{r['act_acc_clean'] - r['act_acc']:+.6f})"
-            )
-    lines += [f"  note: {n}" for n in r["notes"]]
-    if "out" in r:
-        lines.append(f"  saved {r['out']}")
-    lines.append(f"\n{r['seconds']:.3f} s")
-    return "\n".join(lines)
-
-
 @cli.command(context_settings=CONTEXT)
 @click.argument("fit_path", type=click.Path(exists=True, dir_okay=False))
 @click.argument("frames_path", type=click.Path(exists=True))
@@ -549,37 +324,6 @@ def simulate_linear_cmd(do, da, db, noise, sigma, chi, seed, rows, out, block_ro
     world = LinearWorld(do=do, da=da, db=db, noise=noise, sigma=sigma, chi=chi, seed=seed)
     r = write_world(world, rows, out, block_rows=block_rows, progress=progress)
     click.echo(f"wrote {r['out']}: {r['rows']} transitions (block rows {r['block_rows']})")
-
-
-def format_fit(r: dict) -> str:
-    """A readable table of one fit."""
-    w = r["world"]
-    lines = [
-        f"world   do={w['do']} da={w['da']} db={w['db']} noise={w['noise']} sigma={w['sigma']:g} "
-        f"chi={w['chi']:g} seed={w['seed']}",
-        f"source  {r['source']}" + (f" ({r['rows']:.3g} rows)" if r["rows"] else ""),
-        f"model   dz={r['dz']} "
-        + " ".join(f"{k}={v}" for k, v in r["variant"].items())
-        + f" solver={r['solver']}",
-        "",
-        f"  act_mse  {r['act_mse']:.6f}   (0 = latent predicts the action)",
-        f"  obs_mse  {r['obs_mse']:.6f}   (1 = latent knows nothing of the observation)",
-        f"  noi_mse  {r['noi_mse']:.6f}   (1 = latent knows nothing of the noise)",
-        f"  recon    {r['recon']:.6f}   (LAM loss per coordinate)",
-        f"  LLO      {r['llo']:.6f}   (optimum 2)",
-        "",
-        "  top eigenvalues  "
-        + " ".join(f"{x:.4g}" for x in r["spectrum"][: min(12, len(r["spectrum"]))]),
-        "  angles to span(X), deg  " + " ".join(f"{np.degrees(x):.1f}" for x in r["angles_action"]),
-    ]
-    if "angles_noise" in r:
-        lines.append(
-            "  angles to span(Y), deg  "
-            + " ".join(f"{np.degrees(x):.1f}" for x in r["angles_noise"])
-        )
-    lines += [f"  note: {n}" for n in r["notes"]]
-    lines.append(f"\n{r['seconds']:.3f} s")
-    return "\n".join(lines)
 
 
 @cli.command(context_settings=CONTEXT)

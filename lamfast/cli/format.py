@@ -1,0 +1,84 @@
+"""Readable tables of fit results, for the terminal (``--json`` prints the record itself)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def format_frames_fit(r: dict) -> str:
+    """A readable table of a fit to frame files."""
+    v = r["variant"]
+    lines = [
+        f"data    {r['path']}: {r['frames']} frames, {r['transitions']} transitions, "
+        f"frame {'x'.join(map(str, r['frame_shape']))} -> do={r['do']}",
+        f"actions {r['actions'] or 'none'}" + (f" (da={r['da']})" if r["da"] else ""),
+        f"model   dz={r['dz']} "
+        + " ".join(f"{k}={x}" for k, x in v.items())
+        + f" solver={r['solver']}",
+        "",
+        "  frame-difference covariance, top eigenvalues (total variance "
+        f"{r['delta_total_variance']:.4g}):",
+        "    " + " ".join(f"{x:.4g}" for x in r["delta_spectrum"][:12]),
+        f"  recon    {r['recon']:.6f}   (LAM loss per coordinate)",
+        f"  obs_mse  {r['obs_mse']:.6f}   (1 = latent knows nothing of the observation)",
+    ]
+    if "act_mse" in r:
+        lines.append(f"  act_mse  {r['act_mse']:.6f}   (chance {r['act_mse_chance']:g})")
+    if "act_acc" in r:
+        lines.append(
+            f"  act_acc  {r['act_acc']:.6f}   (chance {r['act_acc_chance']:.6f}, majority action)"
+        )
+    if "recon_clean" in r:
+        lines += [
+            "",
+            f"  cleaned: {r['clean_dim']} noise direction(s) from {r['clean_from']} removed "
+            "from delta",
+            f"  recon    {r['recon_clean']:.6f}",
+            f"  obs_mse  {r['obs_mse_clean']:.6f}",
+        ]
+        if "act_mse_clean" in r:
+            lines.append(
+                f"  act_mse  {r['act_mse_clean']:.6f}   (was {r['act_mse']:.6f}, improvement "
+                f"{r['act_mse'] - r['act_mse_clean']:+.6f})"
+            )
+        if "act_acc_clean" in r:
+            lines.append(
+                f"  act_acc  {r['act_acc_clean']:.6f}   (was {r['act_acc']:.6f}, improvement "
+                f"{r['act_acc_clean'] - r['act_acc']:+.6f})"
+            )
+    lines += [f"  note: {n}" for n in r["notes"]]
+    if "out" in r:
+        lines.append(f"  saved {r['out']}")
+    lines.append(f"\n{r['seconds']:.3f} s")
+    return "\n".join(lines)
+
+
+def format_fit(r: dict) -> str:
+    """A readable table of one fit."""
+    w = r["world"]
+    lines = [
+        f"world   do={w['do']} da={w['da']} db={w['db']} noise={w['noise']} sigma={w['sigma']:g} "
+        f"chi={w['chi']:g} seed={w['seed']}",
+        f"source  {r['source']}" + (f" ({r['rows']:.3g} rows)" if r["rows"] else ""),
+        f"model   dz={r['dz']} "
+        + " ".join(f"{k}={v}" for k, v in r["variant"].items())
+        + f" solver={r['solver']}",
+        "",
+        f"  act_mse  {r['act_mse']:.6f}   (0 = latent predicts the action)",
+        f"  obs_mse  {r['obs_mse']:.6f}   (1 = latent knows nothing of the observation)",
+        f"  noi_mse  {r['noi_mse']:.6f}   (1 = latent knows nothing of the noise)",
+        f"  recon    {r['recon']:.6f}   (LAM loss per coordinate)",
+        f"  LLO      {r['llo']:.6f}   (optimum 2)",
+        "",
+        "  top eigenvalues  "
+        + " ".join(f"{x:.4g}" for x in r["spectrum"][: min(12, len(r["spectrum"]))]),
+        "  angles to span(X), deg  " + " ".join(f"{np.degrees(x):.1f}" for x in r["angles_action"]),
+    ]
+    if "angles_noise" in r:
+        lines.append(
+            "  angles to span(Y), deg  "
+            + " ".join(f"{np.degrees(x):.1f}" for x in r["angles_noise"])
+        )
+    lines += [f"  note: {n}" for n in r["notes"]]
+    lines.append(f"\n{r['seconds']:.3f} s")
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""Option groups and parameter types shared by the commands of the ``lamfast`` command line.
+
+Choices are read from the library's constants (noise kinds, decoders, encoders, weightings,
+solvers, sources, action kinds, policies), so the command line cannot drift from the library.
+"""
+
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from ..solvers.variant import DECODERS, ENCODERS, SOLVERS, WEIGHTINGS
+from ..sources.frames.source import ACTION_KINDS
+from ..sources.world import NOISE_KINDS
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Rows(click.ParamType):
+    """A whole number of rows, written as ``1000000`` or ``1e6``."""
+
+    name = "ROWS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not np.isfinite(number) or number < 2 or number != int(number):
+            self.fail(f"{value!r} is not a whole number >= 2", param, ctx)
+        return int(number)
+
+
+# Options shared by several commands.
+progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+)
+
+
+jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: usable cores].",
+)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def world_options(f):
+    """Flags that describe a simulated ``LinearWorld``."""
+    options = [
+        click.option(
+            "--do", "do", type=int, default=128, show_default=True, help="Observation dim."
+        ),
+        click.option("--da", type=int, default=8, show_default=True, help="Action dim."),
+        click.option("--db", type=int, default=8, show_default=True, help="Exo-noise dim."),
+        click.option(
+            "--noise",
+            type=click.Choice(NOISE_KINDS),
+            default="none",
+            show_default=True,
+            help="Exogenous noise kind.",
+        ),
+        click.option(
+            "--sigma", type=float, default=0.0, show_default=True, help="Noise scale >= 0."
+        ),
+        click.option(
+            "--chi",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Policy determinism in [0, 1].",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="World seed (>= 0)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def variant_options(f):
+    """Flags that choose the LAM variant and solver."""
+    options = [
+        click.option("--dz", type=int, default=8, show_default=True, help="Latent dim, 1..do."),
+        click.option(
+            "--decoder",
+            type=click.Choice(DECODERS),
+            default="identity",
+            show_default=True,
+            help="identity fixes A = I.",
+        ),
+        click.option(
+            "--encoder",
+            type=click.Choice(ENCODERS),
+            default="tied",
+            show_default=True,
+            help="tied forces C = -D (z sees only the frame difference).",
+        ),
+        click.option(
+            "--kappa", type=float, default=0.0, show_default=True, help="Augmentation >= 0."
+        ),
+        click.option(
+            "--label-fraction",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Fraction of rows with action labels, in [0, 1].",
+        ),
+        click.option(
+            "--label-weighting",
+            type=click.Choice(WEIGHTINGS),
+            default="paper",
+            show_default=True,
+            help="paper: w = m; batch: w = 1 - (1 - m)^128 (authors' scripts).",
+        ),
+        click.option(
+            "--solver",
+            type=click.Choice(SOLVERS),
+            default="eig",
+            show_default=True,
+            help="eig: closed forms (docs/theory.md); moment-gd: Adam on the exact loss; "
+            "sgd: the paper's minibatch protocol.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def frame_options(f):
+    """Flags for reading frame files (only with FRAMES_PATH)."""
+    options = [
+        click.option(
+            "--actions",
+            "actions",
+            type=click.Choice(ACTION_KINDS),
+            default="auto",
+            show_default=True,
+            help="How to read actions: integer ids are discrete (one-hot) under auto.",
+        ),
+        click.option(
+            "--n-actions", type=click.IntRange(min=1), default=None, help="Discrete action count."
+        ),
+        click.option("--crop", default=None, help="Crop frames to rows y0:y1, columns x0:x1."),
+        click.option(
+            "--downsample",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Block-average frames by this factor.",
+        ),
+        click.option(
+            "--scale",
+            type=float,
+            default=None,
+            help="Multiply pixel values (default 1/255 for uint8, else 1).",
+        ),
+        click.option(
+            "--chunk-frames",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Frames read per chunk (bounds memory; never changes results).",
+        ),
+        click.option(
+            "--clean-basis",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Noise basis (.npy, do x k) removed from the frame differences before fitting.",
+        ),
+        click.option(
+            "--noop-action",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Clean with the top --clean-k directions of this action's frame differences.",
+        ),
+        click.option(
+            "--clean-k",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Noise directions estimated from no-op transitions.",
+        ),
+        click.option(
+            "--accuracy/--no-accuracy",
+            default=True,
+            show_default=True,
+            help="Second pass: argmax accuracy of the action probe (discrete actions).",
+        ),
+        click.option(
+            "--out",
+            "out",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Save the fitted LAM to this .npz (for lamfast encode).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
