@@ -34,6 +34,7 @@ from .format import format_fit, format_frames_fit
 from .options import (
     CONTEXT,
     Rows,
+    force_option,
     frame_options,
     jobs_option,
     json_option,
@@ -186,6 +187,8 @@ def fit(
         flag = given[0].replace("_", "-")
         raise click.UsageError(f"--{flag} applies to frame files (give FRAMES_PATH)")
 
+    if checkpoint is not None:
+        check_output(checkpoint, flag="--checkpoint", checkpoint=True)
     result = run_fit(
         world=dict(do=do, da=da, db=db, noise=noise, sigma=sigma, chi=chi, seed=seed),
         variant=variant,
@@ -207,13 +210,16 @@ def fit(
 def _fit_frames_cmd(
     path, dz, variant, solver, seed, as_json, progress, *, actions, n_actions, crop, downsample,
     scale, chunk_frames, clean_basis, noop_action, clean_k, accuracy, out, workers, scheduler,
-    checkpoint,
+    checkpoint, force,
 ):  # fmt: skip
-
     if clean_basis is not None and noop_action is not None:
         raise click.UsageError("give --clean-basis or --noop-action, not both")
+    # Every output is checked before the fit, which may take hours: none may be an input.
+    inputs = [("dataset", path), ("clean basis", clean_basis)]
+    if checkpoint is not None:
+        check_output(checkpoint, inputs=inputs, flag="--checkpoint", checkpoint=True)
     if out is not None:
-        check_output(out)  # before the fit, which may take hours
+        check_output(out, inputs=[*inputs, ("checkpoint", checkpoint)], force=force)
     result, lam = fit_frames(
         path,
         dz,
@@ -246,7 +252,8 @@ def _fit_frames_cmd(
 )
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=None, help="Frames per chunk.")
 @progress_option
-def encode(fit_path, frames_path, out, chunk_frames, progress):
+@force_option
+def encode(fit_path, frames_path, out, chunk_frames, progress, force):
     """Encode the transitions of FRAMES_PATH with a LAM saved by `lamfast fit ... --out`.
 
     Writes z = C o + D o' for every transition (episode boundaries respected), one row each.
@@ -256,7 +263,9 @@ def encode(fit_path, frames_path, out, chunk_frames, progress):
       lamfast encode fit.npz new_frames.npz --out z.npy
     """
 
-    r = encode_frames(fit_path, frames_path, out, chunk_frames=chunk_frames, progress=progress)
+    r = encode_frames(
+        fit_path, frames_path, out, chunk_frames=chunk_frames, progress=progress, force=force
+    )
     click.echo(f"wrote {r['out']}: {r['transitions']} x {r['dz']} latents")
 
 
@@ -292,7 +301,8 @@ def simulate():
     help="Correlated policy: probability of following the snake.",
 )  # fmt: skip
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-def simulate_gridworld_cmd(out, episodes, length, noise, noise_p, policy, p, seed):
+@force_option
+def simulate_gridworld_cmd(out, episodes, length, noise, noise_p, policy, p, seed, force):
     """The paper's 4x4 grid world (5 actions, Bernoulli noise row) as frames/actions/episodes.
 
     \b
@@ -302,7 +312,7 @@ def simulate_gridworld_cmd(out, episodes, length, noise, noise_p, policy, p, see
 
     r = write_gridworld(
         out, episodes=episodes, length=length, noise=noise, noise_p=noise_p, policy=policy,
-        p=p, seed=seed,
+        p=p, seed=seed, force=force,
     )  # fmt: skip
     click.echo(f"wrote {r['out']}: {r['frames']} frames ({episodes} episodes of {length})")
 
@@ -313,7 +323,10 @@ def simulate_gridworld_cmd(out, episodes, length, noise, noise_p, policy, p, see
 @click.option("--out", type=click.Path(), required=True, help="Output directory, or a .npz file.")
 @click.option("--block-rows", type=click.IntRange(min=2), default=None, help="Rows per block.")
 @progress_option
-def simulate_linear_cmd(do, da, db, noise, sigma, chi, seed, rows, out, block_rows, progress):
+@force_option
+def simulate_linear_cmd(
+    do, da, db, noise, sigma, chi, seed, rows, out, block_rows, progress, force
+):
     """Write a LinearWorld's stream (o, o_next, actions, noise; world.json spec) to disk.
 
     \b
@@ -322,7 +335,7 @@ def simulate_linear_cmd(do, da, db, noise, sigma, chi, seed, rows, out, block_ro
     """
 
     world = LinearWorld(do=do, da=da, db=db, noise=noise, sigma=sigma, chi=chi, seed=seed)
-    r = write_world(world, rows, out, block_rows=block_rows, progress=progress)
+    r = write_world(world, rows, out, block_rows=block_rows, progress=progress, force=force)
     click.echo(f"wrote {r['out']}: {r['rows']} transitions (block rows {r['block_rows']})")
 
 
@@ -490,7 +503,8 @@ def info(as_json):
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write raw results."
 )
-def bench(quick, markdown, json_path):
+@force_option
+def bench(quick, markdown, json_path, force):
     """Side-by-side benchmark table: stream, Wishart, eigensolver, cold start.
 
     Medians of several runs, baselines (numpy, scikit-learn, LAPACK, ARPACK) in the same run,
@@ -501,6 +515,10 @@ def bench(quick, markdown, json_path):
       lamfast bench --quick
     """
 
+    if markdown is not None:  # before minutes of measuring
+        check_output(markdown, flag="--markdown", force=force)
+    if json_path is not None:
+        check_output(json_path, inputs=[("--markdown", markdown)], flag="--json", force=force)
     result = run_bench(quick=quick, log=lambda msg: click.echo(msg, err=True))
     click.echo(format_table(result))
     for path, text in (

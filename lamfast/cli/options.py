@@ -49,6 +49,7 @@ jobs_option = click.option(
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+force_option = click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 
 
 def world_options(f):
@@ -198,6 +199,7 @@ def frame_options(f):
             default=None,
             help="Save the fitted LAM to this .npz (for lamfast encode).",
         ),
+        force_option,
     ]
     for option in reversed(options):
         f = option(f)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import atomic_output
+from .._files import ARCHIVE_ERRORS, atomic_output, check_input, check_output
 from ..errors import LamfastError
 from ..estimator import LinearLAM, fit
 from ..moments.cleaning import clean_moments, noise_basis_from_noop, orthonormal_basis
@@ -188,10 +188,10 @@ def fit_frames(
 
 def load_basis(path) -> np.ndarray:
     """A noise basis from ``.npy`` (or the first array of a ``.npz``)."""
-    path = Path(path)
+    path = check_input(path, "clean basis")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except ARCHIVE_ERRORS as e:
         raise LamfastError(f"{path}: cannot read the clean basis ({e})") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
@@ -253,12 +253,15 @@ def load_lam(path):
     return lam
 
 
-def encode_frames(fit_path, frames_path, out, *, chunk_frames=None, progress=None) -> dict:
+def encode_frames(
+    fit_path, frames_path, out, *, chunk_frames=None, progress=None, force: bool = False
+) -> dict:
     """Encode the transitions of ``frames_path`` with a saved LAM into ``out`` (n x dz ``.npy``).
 
     The preprocessing stored with the fit is applied; episode rules are those of
     :class:`FrameSource`. The output is written to a temporary file and renamed when complete.
     """
+    check_output(out, inputs=[("fit file", fit_path), ("frames", frames_path)], force=force)
     lam = load_lam(fit_path)
     meta = lam.frames_meta_ or {}
     pre = Preprocess(**(meta.get("preprocess") or {}))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._blas import usable_cores
-from .._files import atomic_write_text
+from .._files import atomic_write_text, check_output, check_output_folder, output_lock
 from ..errors import LamfastError
 from .gridworld import gridworld_panel
 from .panels import EXTRA_PANELS, PANELS, RunOptions, panel_names
@@ -89,54 +89,60 @@ def reproduce(
             + (" ..." if len(existing) > 3 else "")
             + "; pass --force to overwrite"
         )
-    points = [p for n in names for p in panel_points(n, options)]
-    cpu_seconds: dict[str, float] = {}
-    results = run_points(
-        points, jobs=jobs, progress=progress, label="reproduce", cpu_seconds=cpu_seconds
-    )
-    by_panel: dict[str, list[dict]] = {n: [] for n in names}
-    for p, rows in zip(points, results, strict=True):
-        by_panel[p.panel].extend(rows)
-    compute_seconds = time.perf_counter() - start
+    for f in output_files(requested):  # a FIFO or a device named like an output: refused
+        if os.path.lexists(outdir / f):
+            check_output(outdir / f, force=True)
+    check_output_folder(outdir)  # before minutes of computing
     outdir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for n in names:
-        atomic_write_text(outdir / f"{n}.csv", csv_text(by_panel[n]))
-        written.append(f"{n}.csv")
-    have_plots = plot and plots_available()
-    if have_plots:
+    # One run at a time per folder: a second one fails now instead of replacing these files.
+    with output_lock(outdir / ".lamfast-reproduce.lock", f"into {outdir}"):
+        points = [p for n in names for p in panel_points(n, options)]
+        cpu_seconds: dict[str, float] = {}
+        results = run_points(
+            points, jobs=jobs, progress=progress, label="reproduce", cpu_seconds=cpu_seconds
+        )
+        by_panel: dict[str, list[dict]] = {n: [] for n in names}
+        for p, rows in zip(points, results, strict=True):
+            by_panel[p.panel].extend(rows)
+        compute_seconds = time.perf_counter() - start
+        written = []
         for n in names:
-            plot_panel(PANELS[n], by_panel[n], outdir / f"{n}.png", options)
-            written.append(f"{n}.png")
-    seconds = time.perf_counter() - start
-    text, checks = render(
-        names,
-        by_panel,
-        options,
-        seconds=seconds,
-        compute_seconds=compute_seconds,
-        figures=have_plots,
-        plot_requested=plot,
-        jobs=jobs if jobs is not None else usable_cores(),
-        cpu_seconds=cpu_seconds,
-    )
-    rows_extra = {}
-    if "gridworld" in extras:
-        grid_rows, grid_md = gridworld_panel(seed=options.seed)
-        columns = list(grid_rows[0])
-        atomic_write_text(outdir / "gridworld.csv", csv_text(grid_rows, columns))
-        written.append("gridworld.csv")
-        rows_extra["gridworld"] = len(grid_rows)
-        text = (text if names else "# lamfast reproduce: report\n") + "\n" + grid_md + "\n"
-    atomic_write_text(outdir / "report.md", text)
-    written.append("report.md")
-    by_panel_rows = {n: len(by_panel[n]) for n in names}
-    return {
-        "out": str(outdir),
-        "files": written,
-        "rows": {**by_panel_rows, **rows_extra},
-        "points": len(points),
-        "seconds": time.perf_counter() - start,
-        "figures": have_plots,
-        "checks": checks,
-    }
+            atomic_write_text(outdir / f"{n}.csv", csv_text(by_panel[n]))
+            written.append(f"{n}.csv")
+        have_plots = plot and plots_available()
+        if have_plots:
+            for n in names:
+                plot_panel(PANELS[n], by_panel[n], outdir / f"{n}.png", options)
+                written.append(f"{n}.png")
+        seconds = time.perf_counter() - start
+        text, checks = render(
+            names,
+            by_panel,
+            options,
+            seconds=seconds,
+            compute_seconds=compute_seconds,
+            figures=have_plots,
+            plot_requested=plot,
+            jobs=jobs if jobs is not None else usable_cores(),
+            cpu_seconds=cpu_seconds,
+        )
+        rows_extra = {}
+        if "gridworld" in extras:
+            grid_rows, grid_md = gridworld_panel(seed=options.seed)
+            columns = list(grid_rows[0])
+            atomic_write_text(outdir / "gridworld.csv", csv_text(grid_rows, columns))
+            written.append("gridworld.csv")
+            rows_extra["gridworld"] = len(grid_rows)
+            text = (text if names else "# lamfast reproduce: report\n") + "\n" + grid_md + "\n"
+        atomic_write_text(outdir / "report.md", text)
+        written.append("report.md")
+        by_panel_rows = {n: len(by_panel[n]) for n in names}
+        return {
+            "out": str(outdir),
+            "files": written,
+            "rows": {**by_panel_rows, **rows_extra},
+            "points": len(points),
+            "seconds": time.perf_counter() - start,
+            "figures": have_plots,
+            "checks": checks,
+        }

@@ -11,7 +11,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from .._files import atomic_write_text
+from .._files import atomic_write_text, check_input, check_output, output_lock
 from ..errors import LamfastError
 from ..sources.simulated import SOURCES
 from .panels import EVALS, LATENT_CHOICES, SOLVER_CHOICES, RunOptions
@@ -101,13 +101,18 @@ def load_grid(path: str | os.PathLike) -> dict:
         dz = [4, 8, 16]
         solver = "auto"
     """
+    if not os.path.lexists(path):
+        raise LamfastError(f"grid file {path} does not exist")
+    check_input(path, "grid file")  # a FIFO would block forever
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
-    except FileNotFoundError:
-        raise LamfastError(f"grid file {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise LamfastError(f"grid file {path} is not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise LamfastError(f"grid file {path} is not UTF-8 text (TOML must be)") from None
+    except OSError as e:
+        raise LamfastError(f"grid file {path}: cannot read ({e.strerror or e})") from None
     return parse_grid(data, default_name=Path(path).stem)
 
 
@@ -194,8 +199,13 @@ def _read_finished(path: Path) -> dict[tuple, dict]:
     """Complete rows of a (partial or final) sweep CSV, by key; a torn last line is dropped."""
     if not path.exists():
         return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise LamfastError(
+            f"{path} is not a lamfast sweep CSV (not UTF-8 text); move it away or use --force"
+        ) from None
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # an interrupted write: drop the torn line
     reader = csv.reader(io.StringIO(text))
@@ -237,15 +247,23 @@ def sweep(
         ``seconds``.
     """
     start = time.perf_counter()
+    out = Path(out)
+    grid_path = None if isinstance(grid, dict) else grid
+    if os.path.isdir(out):
+        raise LamfastError(f"--out {out} is a folder; give a CSV file name")
     if not isinstance(grid, dict):
         grid = load_grid(grid)
     points = grid_points(grid)
-    out = Path(out)
-    if out.exists() and out.is_dir():
-        raise LamfastError(f"--out {out} is a folder; give a CSV file name")
-    if not out.parent.exists():
-        raise LamfastError(f"folder {out.parent} does not exist")
+    # OUT is rewritten (a finished or partial sweep resumes from it), but never an input.
     partial = out.with_name(out.name + ".partial")
+    inputs = [("grid", grid_path)]
+    check_output(out, inputs=inputs, overwrite_ok=True)
+    check_output(partial, inputs=inputs, overwrite_ok=True)
+    with output_lock(out.with_name(f".{out.name}.lock"), f"the sweep {out}"):
+        return _sweep(grid, points, out, partial, jobs, force, progress, start)
+
+
+def _sweep(grid, points, out, partial, jobs, force, progress, start) -> dict:
     keys = [row_key(point_inputs(p, p.evals[0])) for p in points]
     done: dict[tuple, dict] = {}
     if not force:

@@ -22,12 +22,11 @@ import json
 import os
 import tempfile
 import time
-import zipfile
 
 import numpy as np
 
 from .. import config
-from .._files import atomic_output, remove_stale_temporaries
+from .._files import ARCHIVE_ERRORS, atomic_output, remove_stale_temporaries
 from .._version import __version__
 from ..errors import LamfastError
 from .core import MergeTree
@@ -158,9 +157,12 @@ class Checkpoint:
 
     def _read(self) -> dict:
         try:
-            with np.load(self.path, allow_pickle=False) as f:
+            loaded = np.load(self.path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy array, not an archive
+                raise LamfastError(f"checkpoint {self.path} is not a lamfast checkpoint")
+            with loaded as f:
                 data = {key: f[key] for key in f.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        except ARCHIVE_ERRORS as e:
             raise LamfastError(
                 f"checkpoint {self.path} is not a readable lamfast checkpoint "
                 f"({type(e).__name__}); delete it to start over"

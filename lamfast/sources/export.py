@@ -12,6 +12,7 @@ by block, so reading them back gives the moments of ``stream_moments`` on the sa
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import config
-from .._files import atomic_folder, atomic_output
+from .._files import atomic_folder, atomic_output, check_output, check_output_folder
 from .._progress import Progress
 from ..errors import LamfastError
 from .simulate import _check_rows, simulate_rows
@@ -27,7 +28,13 @@ from .world import LinearWorld
 
 
 def write_world(
-    world: LinearWorld, rows, out, *, block_rows: int | None = None, progress=None
+    world: LinearWorld,
+    rows,
+    out,
+    *,
+    block_rows: int | None = None,
+    progress=None,
+    force: bool = False,
 ) -> dict:
     """Write ``rows`` transitions of ``world`` to ``out`` (directory or ``.npz``), atomically.
 
@@ -44,8 +51,12 @@ def write_world(
     block_rows = int(block_rows or config.BLOCK_ROWS)
     out = Path(out)
     as_npz = out.suffix.lower() == ".npz"
-    if out.exists() and not as_npz:
+    if as_npz:
+        check_output(out, force=force, create_folder=True)
+    elif os.path.lexists(out):
         raise LamfastError(f"{out} exists; remove it or choose another --out")
+    else:
+        check_output_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     spec = {
         "world": world.to_dict(),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._files import atomic_output
+from .._files import atomic_output, check_output
 from ..errors import LamfastError
 
 ACTIONS = ("up", "down", "left", "right", "stay")
@@ -136,12 +136,16 @@ def simulate_gridworld(
     return {"frames": frames, "actions": acts.ravel(), "episode_starts": starts.ravel()}
 
 
-def write_gridworld(out, **options) -> dict:
-    """Simulate and write a grid-world dataset to ``out`` (``.npz``), atomically."""
-    data = simulate_gridworld(**options)
+def write_gridworld(out, *, force: bool = False, **options) -> dict:
+    """Simulate and write a grid-world dataset to ``out`` (``.npz``), atomically.
+
+    An existing ``out`` is refused unless ``force``; missing folders are created.
+    """
     out = Path(out)
     if out.suffix != ".npz":
         raise LamfastError(f"the grid world is written as .npz, got {out}")
+    check_output(out, force=force, create_folder=True)
+    data = simulate_gridworld(**options)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, **data)

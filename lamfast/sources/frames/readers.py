@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ..._files import ARCHIVE_ERRORS, check_input
 from ...errors import LamfastError
 
 _FRAME_KEYS = ("frames", "o", "o_next", "actions", "episode_starts", "dones")
@@ -35,7 +37,7 @@ class _NpyMember(_Member):
     """A ``.npy`` file, memory-mapped."""
 
     def __init__(self, path: Path, label: str):
-        self.name, self.path = label, Path(path)
+        self.name, self.path = label, check_input(path, "frames")
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
@@ -45,7 +47,7 @@ class _NpyMember(_Member):
             raise LamfastError(f"{label}: not a readable .npy file ({e})") from None
         _check_shape(shape, label)
         _check_dtype(dtype, label)
-        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        need = math.prod(int(n) for n in shape) * dtype.itemsize  # Python ints: no overflow
         have = os.path.getsize(path) - offset
         if have < need:
             raise LamfastError(
@@ -75,7 +77,8 @@ class _ZipMember(_Member):
         try:
             version = np.lib.format.read_magic(f)
             shape, fortran, dtype = _read_header(f, version)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            header = f.tell()
+        except ARCHIVE_ERRORS as e:
             raise LamfastError(f"{label}: not a readable .npy member ({e})") from None
         finally:
             f.close()
@@ -84,13 +87,22 @@ class _ZipMember(_Member):
         if fortran and len(shape) > 1:
             raise LamfastError(f"{label}: Fortran-ordered arrays are not supported; save C order")
         self.shape, self.dtype = tuple(shape), dtype
-        self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self._row_bytes = math.prod(int(n) for n in shape[1:]) * dtype.itemsize
+        # A header may claim any shape: check it against the member's real size before reading.
+        need = self._row_bytes * int(shape[0]) if shape else dtype.itemsize
+        size = self._size
+        if size - header < need:
+            raise LamfastError(
+                f"{label}: damaged or truncated member (its header claims shape {tuple(shape)}, "
+                f"{need} bytes, but the member holds {max(size - header, 0)})"
+            )
 
     def _open(self):
         try:
             with zipfile.ZipFile(self.path) as z:  # the member keeps the file open until closed
+                self._size = z.getinfo(self.member).file_size
                 return z.open(self.member)
-        except (zipfile.BadZipFile, OSError, KeyError) as e:
+        except ARCHIVE_ERRORS as e:
             raise LamfastError(f"{self.name}: cannot open ({e})") from None
 
     def close(self):
@@ -118,7 +130,7 @@ class _ZipMember(_Member):
                 self._pos = start
             n = max(stop - start, 0)
             buf = _read_exact(self._f, n * self._row_bytes, self.name)
-        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        except ARCHIVE_ERRORS as e:
             raise LamfastError(f"{self.name}: corrupt or truncated archive ({e})") from None
         self._pos = start + n
         return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
@@ -234,11 +246,13 @@ def _check_segment(seg: _Segment):
 
 
 def _open_npz(path: Path) -> _Segment:
+    check_input(path, "frames")
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
+    except ARCHIVE_ERRORS as e:
         raise LamfastError(f"{path}: not a readable .npz archive ({e})") from None
+    _refuse_damaged_names(path, [n[:-4] if n.endswith(".npy") else n for n in names])
     members = {}
     for name in names:
         key = name[:-4] if name.endswith(".npy") else name
@@ -247,7 +261,23 @@ def _open_npz(path: Path) -> _Segment:
     return _segment_from_members(members, path.name)
 
 
+def _refuse_damaged_names(path: Path, keys: list[str]) -> None:
+    """Refuse a member whose name is a near miss of a known key that is absent (``actons``
+    beside ``frames``): read as it is, the archive would silently lose its actions or its
+    episode boundaries."""
+    for key in keys:
+        if key in _FRAME_KEYS:
+            continue
+        close = difflib.get_close_matches(key, _FRAME_KEYS, n=1, cutoff=0.75)
+        if close and close[0] not in keys:
+            raise LamfastError(
+                f"{path}: member {key!r} looks like a damaged {close[0]!r} (known members: "
+                f"{', '.join(_FRAME_KEYS)}); rename it, or remove it if it is not meant as one"
+            )
+
+
 def _open_member_dir(path: Path) -> _Segment:
+    _refuse_damaged_names(path, [f.stem for f in path.glob("*.npy")])
     members = {}
     for key in _FRAME_KEYS:
         f = path / f"{key}.npy"
@@ -285,9 +315,7 @@ def _open_file(path: Path) -> list[_Segment]:
 
 def open_segments(path) -> list[_Segment]:
     """The segments (files) of a frame dataset, in order; validates shapes without reading data."""
-    path = Path(path)
-    if not path.exists():
-        raise LamfastError(f"{path}: no such file or directory")
+    path = check_input(path, "frames", folder_ok=True)  # never open a FIFO or a device
     if path.suffix.lower() == ".zarr" or (path.is_dir() and (path / ".zgroup").exists()):
         return _open_zarr(path)
     if path.is_dir() and (path / "zarr.json").exists():
