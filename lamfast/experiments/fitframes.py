@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +177,8 @@ def fit_frames(
     final.frames_meta_ = {
         "preprocess": source.preprocess.to_dict(),
         "frame_shape": list(source.frame_shape),
+        "dtype": str(source.raw_dtype),
+        "scale": source.scale,
         "do": do,
         "actions": source.action_kind,
         "n_actions": source.n_actions,
@@ -201,6 +202,11 @@ def load_basis(path) -> np.ndarray:
     return np.asarray(data)
 
 
+# Formats of fit files: 1 had no "format" key (frame shape and width only), 2 also stores the
+# frames' dtype and pixel scale, which encode must reproduce.
+FIT_FORMATS = ("lamfast-fit-1", "lamfast-fit-2")
+
+
 def save_lam(lam, out) -> Path:
     """Save a fitted ``LinearLAM`` (and its frame preprocessing) to ``.npz``, atomically."""
     lam._check_fitted()
@@ -212,6 +218,7 @@ def save_lam(lam, out) -> Path:
         "loss": float(lam.loss_),
         "notes": list(lam.notes_),
         "frames": getattr(lam, "frames_meta_", None),
+        "format": FIT_FORMATS[-1],
     }
     arrays = {"A": lam.A_, "B": lam.B_, "C": lam.C_, "D": lam.D_, "spectrum": lam.spectrum_}
     if lam.E_ is not None:
@@ -221,35 +228,78 @@ def save_lam(lam, out) -> Path:
     return Path(out)
 
 
-def load_lam(path):
-    """Load a ``LinearLAM`` saved by :func:`save_lam` (with ``frames_meta_``)."""
+def _fit_error(path, why: str) -> LamfastError:
+    return LamfastError(f"{path}: not a readable lamfast fit file ({why})")
 
-    path = Path(path)
+
+def load_lam(path):
+    """Load a ``LinearLAM`` saved by :func:`save_lam` (with ``frames_meta_``).
+
+    Every damage (not an archive, ``meta`` not JSON, missing keys, a newer format or an unknown
+    variant option, matrices of inconsistent shapes) is one :class:`LamfastError` line.
+    """
+    path = check_input(path, "fit file")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise _fit_error(path, "a .npy array, not a .npz archive")
+        with loaded as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise LamfastError(f"{path}: not a lamfast fit file ({e})") from None
+    except ARCHIVE_ERRORS as e:
+        raise _fit_error(path, f"{type(e).__name__}: {e}") from None
     missing = [k for k in ("meta", "A", "B", "C", "D") if k not in arrays]
     if missing:
-        raise LamfastError(f"{path}: not a lamfast fit file (missing {', '.join(missing)})")
-    meta = json.loads(str(arrays["meta"]))
+        raise _fit_error(path, f"missing {', '.join(missing)}")
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except ValueError:
+        raise _fit_error(path, "meta is not JSON") from None
+    if not isinstance(meta, dict):
+        raise _fit_error(path, "meta is not a JSON object")
+    fmt = meta.get("format", FIT_FORMATS[0])
+    if fmt not in FIT_FORMATS:
+        raise _fit_error(path, f"format {fmt!r}; this lamfast reads {', '.join(FIT_FORMATS)}")
+    try:
+        dz, solver, seed = int(meta["dz"]), str(meta["solver"]), int(meta["seed"])
+        variant = Variant(**meta["variant"])
+    except KeyError as e:
+        raise _fit_error(path, f"meta lacks {e}") from None
+    except (TypeError, ValueError, LamfastError) as e:
+        raise _fit_error(path, f"bad meta: {str(e).splitlines()[0]}") from None
+    A, B, C, D = (np.asarray(arrays[k]) for k in "ABCD")
+    E, h = arrays.get("E"), arrays.get("h")
+    do = A.shape[0] if A.ndim == 2 else -1
+    shapes_ok = (
+        A.shape == (do, do)
+        and B.shape == (do, dz)
+        and C.shape == (dz, do)
+        and D.shape == (dz, do)
+        and (E is None) == (h is None)
+        and (E is None or (E.ndim == 2 and E.shape[1] == dz and h.shape == (E.shape[0],)))
+        and all(x.dtype.kind == "f" for x in (A, B, C, D))
+    )
+    if not shapes_ok:
+        got = ", ".join(f"{k} {x.shape}" for k, x in zip("ABCD", (A, B, C, D), strict=True))
+        raise _fit_error(path, f"matrices of inconsistent shapes for dz = {dz}: {got}")
+    frames = meta.get("frames")
+    if frames is not None and not isinstance(frames, dict):
+        raise _fit_error(path, "its frame metadata is not a JSON object")
     lam = LinearLAM._fitted(
-        meta["dz"],
-        Variant(**meta["variant"]),
-        meta["solver"],
-        meta["seed"],
-        arrays["A"],
-        arrays["B"],
-        arrays["C"],
-        arrays["D"],
+        dz,
+        variant,
+        solver,
+        seed,
+        A,
+        B,
+        C,
+        D,
         arrays.get("spectrum", np.empty(0)),
         loss=meta.get("loss", float("nan")),
-        E=arrays.get("E"),
-        h=arrays.get("h"),
+        E=E,
+        h=h,
         notes=meta.get("notes", ()),
     )
-    lam.frames_meta_ = meta.get("frames")
+    lam.frames_meta_ = frames
     return lam
 
 
@@ -266,6 +316,18 @@ def encode_frames(
     meta = lam.frames_meta_ or {}
     pre = Preprocess(**(meta.get("preprocess") or {}))
     source = FrameSource(frames_path, preprocess=pre, actions="none", chunk_frames=chunk_frames)
+    fitted_shape = meta.get("frame_shape")
+    if fitted_shape is not None and tuple(fitted_shape) != tuple(source.frame_shape):
+        raise LamfastError(
+            f"{frames_path}: frames of shape {'x'.join(map(str, source.frame_shape))}, but the "
+            f"fit was made on frames of shape {'x'.join(map(str, fitted_shape))}"
+        )
+    if "scale" in meta and float(meta["scale"]) != source.scale:
+        raise LamfastError(
+            f"{frames_path}: {source.raw_dtype} frames are scaled by {source.scale:g}, but the "
+            f"fit scaled its {meta.get('dtype')} frames by {float(meta['scale']):g}; convert the "
+            "frames to the fit's dtype (or refit with an explicit --scale)"
+        )
     if source.do != lam.C_.shape[1]:
         raise LamfastError(
             f"{frames_path}: frames have {source.do} values after preprocessing but the fit "

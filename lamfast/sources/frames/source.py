@@ -98,12 +98,20 @@ class FrameSource:
         first = self.segments[0].first
         self.frame_shape = tuple(first.shape[1:])
         self.raw_dtype = first.dtype
+        self.scale = self.preprocess.scale_for(self.raw_dtype)  # what every pixel is multiplied by
         for seg in self.segments:
             for m in (seg.frames, seg.o, seg.o_next):
                 if m is not None and tuple(m.shape[1:]) != self.frame_shape:
                     raise LamfastError(
                         f"{m.name}: frame shape {tuple(m.shape[1:])} differs from "
                         f"{self.frame_shape} of {first.name}"
+                    )
+                scale = None if m is None else self.preprocess.scale_for(m.dtype)
+                if scale is not None and scale != self.scale:
+                    raise LamfastError(
+                        f"{m.name}: dtype {m.dtype} is scaled by {scale:g} but {first.name} "
+                        f"({self.raw_dtype}) by {self.scale:g}: the files would be scaled "
+                        "differently in one fit; convert them to one dtype or pass --scale"
                     )
         self.shape = self.preprocess.out_shape(self.frame_shape, first.name)
         self.do = int(np.prod(self.shape))
