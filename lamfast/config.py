@@ -188,6 +188,23 @@ SGD_EVAL_ROWS = _default("SGD_EVAL_ROWS", 200_000)
 SGD_PROBE_STEPS = _default("SGD_PROBE_STEPS", 3000)
 
 
+# Largest row count of a simulated source: moments hold counts as float64, exact up to 2^53.
+MAX_ROWS = _default("MAX_ROWS", 2**53)
+
+# Largest joint co-moment (p x p float64, p = 2 do + da + noise) a run may hold, in bytes: a
+# larger world or frame width is refused before anything is allocated (a few of them live at
+# once: the merge tree's stack, the eigensolver's copy).
+MAX_MOMENT_BYTES = _default("MAX_MOMENT_BYTES", 4 * 2**30)
+
+# Discrete actions become one-hot columns of the joint vector: more ids than this (inferred from
+# the data) is refused unless --n-actions says so explicitly.
+MAX_ACTIONS = _default("MAX_ACTIONS", 4096)
+
+# A local Dask cluster of more single-threaded worker processes than this many per usable core
+# is refused (each process costs memory and start-up; none adds speed).
+MAX_WORKERS_PER_CORE = _default("MAX_WORKERS_PER_CORE", 4)
+
+
 def pinv_rtol(dim: int) -> float:
     """Relative eigenvalue cut-off used by every pseudo-inverse in lamfast."""
     return PINV_RCOND_FACTOR * max(int(dim), 1) * np.finfo(np.float64).eps

@@ -2,7 +2,7 @@
 
 Stages, bottom to top (docs/architecture.md):
 
-    ground       config, errors, _jit, _blas, _progress, _version, _files
+    ground       config, errors, _jit, _blas, _progress, _version, _files, _procs
     moments      lamfast.moments.*
     sources      lamfast.sources.*
     solvers      lamfast.solvers.*
@@ -25,7 +25,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lamfast"
 STAGES = ("ground", "moments", "sources", "solvers", "probes", "estimator", "experiments", "top")
-GROUND = {"config", "errors", "_jit", "_blas", "_progress", "_version", "_files"}
+GROUND = {"config", "errors", "_jit", "_blas", "_progress", "_version", "_files", "_procs"}
 TOP = {"cli", "info", "benchmarks"}
 # Modules an import inside a function may name: the optional extras, and one measured start-up
 # cost. Anything else inside a function is a dodged circle or a needless deferral.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import click
 import numba
@@ -56,7 +57,12 @@ class LamfastGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            # Numerical warnings (a NaN compared, a division by a zero variance) are handled by
+            # the library's own checks; printed, they would read as failures of a run that ends
+            # well, or precede its one-line error.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.ClickException as e:
@@ -64,6 +70,9 @@ class LamfastGroup(click.Group):
             sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code or 1)
         except LamfastError as e:
             click.echo(f"Error: {e}", err=True)
+            sys.exit(2)
+        except MemoryError:  # sizes are checked before allocating; this is the last resort
+            click.echo("Error: out of memory (try a smaller problem, or --chunk-frames)", err=True)
             sys.exit(2)
         except (click.Abort, KeyboardInterrupt):
             click.echo("Interrupted.", err=True)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._blas import one_blas_thread, usable_cores
+from .._procs import die_with_parent
 from .._progress import Progress
 from ..errors import LamfastError
 from .points import Point, compute_points
@@ -126,7 +127,10 @@ def run_points(
             # on submit.
             with _worker_environment():
                 pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=min(jobs, len(groups)), mp_context=ctx
+                    max_workers=min(jobs, len(groups)),
+                    mp_context=ctx,
+                    initializer=die_with_parent,  # no orphans after a kill -9 of this process
+                    initargs=(os.getpid(),),
                 )
                 try:
                     futures = {

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import config
 from .._blas import one_blas_thread
 from .._jit import njit
 from ..errors import LamfastError
@@ -284,3 +285,15 @@ def block_moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     with one_blas_thread():  # bitwise identical whatever the BLAS threads (_blas.py)
         com = np.dot(xc.T, xc)
     return float(X.shape[0]), mean, com
+
+
+def check_moment_size(p: int, what: str) -> None:
+    """Refuse, before allocating, a joint vector whose co-moment exceeds
+    ``config.MAX_MOMENT_BYTES`` (one line instead of a MemoryError, or minutes of swapping)."""
+    need = 8 * int(p) ** 2
+    if need > config.MAX_MOMENT_BYTES:
+        raise LamfastError(
+            f"{what} has a joint vector of {p} values: its co-moment alone needs "
+            f"{need / 2**30:.3g} GiB (the limit, config.MAX_MOMENT_BYTES, is "
+            f"{config.MAX_MOMENT_BYTES / 2**30:.3g} GiB)"
+        )

@@ -300,6 +300,13 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
     n = usable_cores() if workers is None else int(workers)
     if n < 1:
         raise LamfastError(f"workers must be >= 1, got {workers!r}")
+    most = config.MAX_WORKERS_PER_CORE * usable_cores()
+    if n > most:
+        raise LamfastError(
+            f"--workers {n}: a local cluster of more than {most} single-threaded processes "
+            f"({config.MAX_WORKERS_PER_CORE} per usable core) only costs memory; for more "
+            "machines start a scheduler and pass --scheduler"
+        )
     with (
         distributed.LocalCluster(
             n_workers=n,

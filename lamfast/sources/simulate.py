@@ -58,6 +58,9 @@ def _check_rows(rows) -> int:
         raise LamfastError(f"rows must be a number, got {rows!r}") from None
     if not np.isfinite(value) or value < 2 or value != int(value):
         raise LamfastError(f"rows must be a whole number >= 2, got {rows!r}")
+    if value > config.MAX_ROWS:
+        # counts are float64: beyond 2^53 they are no longer exact (and no stream ends)
+        raise LamfastError(f"rows must be at most {config.MAX_ROWS:.3g} (2^53), got {rows!r}")
     return int(value)
 
 

@@ -22,7 +22,7 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import LamfastError
-from ..moments.core import Moments
+from ..moments.core import Moments, check_moment_size
 
 NOISE_KINDS = ("none", "gaussian", "exo", "uniform")
 
@@ -88,6 +88,7 @@ class LinearWorld:
             raise LamfastError(f"seed must be an integer, got {self.seed!r}")
         if self.seed < 0:
             raise LamfastError(f"seed must be >= 0, got {self.seed!r}")
+        check_moment_size(sum(size for _, size in self.blocks), f"a world with do = {self.do}")
 
     def replace(self, **changes) -> LinearWorld:
         """A copy with some parameters changed (e.g. ``chi=0`` for random-action evaluation)."""

@@ -82,7 +82,8 @@ class Preprocess:
         out = np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=np.float64)
         s = self.scale_for(raw.dtype)
         if s != 1.0:
-            out *= s
+            # float64 frames are a read-only view of the memory map: scale a copy of those
+            out = np.multiply(out, s, out=out) if out.flags.writeable else out * s
         return out
 
     def to_dict(self) -> dict:

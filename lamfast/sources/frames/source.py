@@ -43,7 +43,7 @@ from ..._blas import usable_cores
 from ..._progress import Progress
 from ...errors import LamfastError
 from ...moments.accumulate import BlockAccumulator
-from ...moments.core import Blocks, Moments
+from ...moments.core import Blocks, Moments, check_moment_size
 from .distributed import frame_moments_tree
 from .index import TransitionIndex, _Cursor
 from .preprocess import Preprocess
@@ -153,9 +153,17 @@ class FrameSource:
                         if ids.size:
                             top = max(top, int(ids.max()))
                 n_actions = top + 1
+                if n_actions > config.MAX_ACTIONS:
+                    raise LamfastError(
+                        f"{acts[0].name}: action ids go up to {top}, more than "
+                        f"config.MAX_ACTIONS = {config.MAX_ACTIONS} one-hot columns; pass "
+                        "--n-actions if that many discrete actions is right, or --actions "
+                        "continuous"
+                    )
             if int(n_actions) < 1:
                 raise LamfastError("n_actions must be >= 1")
             self.action_kind, self.n_actions, self.da = "discrete", int(n_actions), int(n_actions)
+            check_moment_size(2 * self.do + self.da, f"{self.path} with {self.da} actions")
         else:
             if n_actions is not None:
                 raise LamfastError("n_actions applies to discrete actions only")
