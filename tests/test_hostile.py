@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -63,6 +64,13 @@ def _truncated_checkpoint(tmp: Path) -> None:
 def _npz_without_fingerprint(tmp: Path) -> None:
     with open(tmp / "ck.npz", "wb") as f:
         np.savez(f, mean=np.zeros(3))
+
+
+def _frames_at(name):
+    def setup(tmp: Path) -> None:
+        _frames(tmp, name=name)
+
+    return setup
 
 
 def _regular_file(tmp: Path) -> None:
@@ -135,6 +143,145 @@ def _grid(text: str):
 def _nonempty_directory(tmp: Path) -> None:
     (tmp / "data").mkdir()
     (tmp / "data" / "keep.txt").write_text("someone's file\n")
+
+
+# ------------------------------------------------------------------------------ outputs, special
+# files, damaged archives and huge values (outputs never destroy inputs; inputs are what they
+# claim; every error is one line)
+def _all(*setups):
+    def setup(tmp: Path) -> None:
+        for s in setups:
+            s(tmp)
+
+    return setup
+
+
+def _fifo(name="fifo"):
+    def setup(tmp: Path) -> None:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(tmp / name)  # a private FIFO: opening it for reading would block forever
+
+    return setup
+
+
+def _symlink(name, target):
+    def setup(tmp: Path) -> None:
+        (tmp / name).symlink_to(tmp / target)
+
+    return setup
+
+
+def _file(name, data: bytes):
+    def setup(tmp: Path) -> None:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+
+    return setup
+
+
+def _a_fit(frames=None, name="fit.npz", source="f.npy"):
+    """A real fit file of frames (written to ``source``, fitted, saved to ``name``)."""
+
+    def setup(tmp: Path) -> None:
+        from lamfast.experiments.fitframes import fit_frames, save_lam
+
+        if frames is None:
+            _frames(tmp, name=source)
+        else:
+            np.save(tmp / source, frames)
+        _, lam = fit_frames(tmp / source, 2)
+        save_lam(lam, tmp / name)
+
+    return setup
+
+
+def _edited_fit(edit):
+    """A fit file whose ``meta`` (or arrays) ``edit(meta, arrays)`` damaged."""
+
+    def setup(tmp: Path) -> None:
+        import json
+
+        _a_fit()(tmp)
+        with np.load(tmp / "fit.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays["meta"]))
+        text = edit(meta, arrays)
+        arrays["meta"] = np.array(text if isinstance(text, str) else json.dumps(meta))
+        with open(tmp / "fit.npz", "wb") as f:
+            np.savez(f, **arrays)
+
+    return setup
+
+
+def _npz(name="f.npz", compressed=False, **arrays):
+    def setup(tmp: Path) -> None:
+        save = np.savez_compressed if compressed else np.savez
+        with open(tmp / name, "wb") as f:
+            save(f, **arrays)
+
+    return setup
+
+
+def _patched_zip(name, patch):
+    """An .npz of frames whose zip bytes ``patch(bytearray)`` changed."""
+
+    def setup(tmp: Path) -> None:
+        frames = np.random.default_rng(0).standard_normal((400, 6))
+        with open(tmp / name, "wb") as f:
+            np.savez_compressed(f, frames=frames, actions=np.zeros(400, dtype=np.int64))
+        data = bytearray((tmp / name).read_bytes())
+        patch(data)
+        (tmp / name).write_bytes(bytes(data))
+
+    return setup
+
+
+def _zip_headers(data: bytearray, local_offset: int, central_offset: int, value: bytes):
+    """Write ``value`` at an offset of every local (PK 3 4) and central (PK 1 2) header."""
+    for sig, off in ((b"PK\x03\x04", local_offset), (b"PK\x01\x02", central_offset)):
+        i = data.find(sig)
+        while i >= 0:
+            data[i + off : i + off + len(value)] = value
+            i = data.find(sig, i + 4)
+
+
+def _encrypted(data):  # general-purpose flag bit 0: "encrypted"
+    _zip_headers(data, 6, 8, b"\x01\x00")
+
+
+def _unknown_compression(data):  # compression method 99 (AES): not supported
+    _zip_headers(data, 8, 10, b"\x63\x00")
+
+
+def _corrupt_deflate(data):  # flip bytes in the middle of the first compressed member
+    start = data.find(b"PK\x03\x04") + 30 + 200
+    for k in range(start, start + 40):
+        data[k] ^= 0xFF
+
+
+def _zarr_missing_chunk(tmp: Path) -> None:
+    import zarr
+
+    a = zarr.open(str(tmp / "f.zarr"), mode="w", shape=(60, 6), chunks=(10, 6), dtype="f8")
+    a[:] = np.random.default_rng(0).standard_normal((60, 6))
+    chunk = sorted(p for p in (tmp / "f.zarr").rglob("*") if p.is_file() and p.name == "0")[-1]
+    chunk.unlink()
+
+
+def _zarr_corrupt_chunk(tmp: Path) -> None:
+    import zarr
+
+    a = zarr.open(str(tmp / "f.zarr"), mode="w", shape=(60, 6), chunks=(10, 6), dtype="f8")
+    a[:] = np.random.default_rng(0).standard_normal((60, 6))
+    chunk = sorted(p for p in (tmp / "f.zarr").rglob("*") if p.is_file() and p.name == "0")[-1]
+    chunk.write_bytes(b"\x00garbage" * 3)
+
+
+def _huge_action_ids(tmp: Path) -> None:
+    frames = np.random.default_rng(0).standard_normal((40, 6))
+    actions = np.arange(40, dtype=np.int64) * 1_000_000
+    with open(tmp / "f.npz", "wb") as f:
+        np.savez(f, frames=frames, actions=actions)
 
 
 def _not_a_fit(tmp: Path) -> None:
@@ -390,6 +537,270 @@ CASES = [
         _nonempty_directory,
     ),
     Case("simulate-rows-zero", ["simulate", "linear", "--rows", "0", "--out", "{tmp}/d"], r"rows"),
+    # --- outputs never destroy inputs
+    Case(
+        "out-is-the-dataset",
+        ["fit", "{tmp}/f.npy", "--dz", "2", "--out", "{tmp}/f.npy"],
+        r"is the dataset",
+        _frames,
+    ),
+    Case(
+        "out-is-a-link-to-the-dataset",
+        ["fit", "{tmp}/f.npy", "--dz", "2", "--out", "{tmp}/link.npz"],
+        r"is the dataset",
+        _all(_frames, _symlink("link.npz", "f.npy")),
+    ),
+    Case(
+        "out-inside-the-dataset-folder",
+        ["fit", "{tmp}/data", "--dz", "2", "--out", "{tmp}/data/fit.npz"],
+        r"inside the dataset",
+        _frame_directory,
+    ),
+    Case(
+        "out-is-the-checkpoint",
+        [
+            "fit",
+            "{tmp}/f.npy",
+            "--dz",
+            "2",
+            "--checkpoint",
+            "{tmp}/ck.npz",
+            "--out",
+            "{tmp}/ck.npz",
+        ],
+        r"is the checkpoint",
+        _frames,
+    ),
+    Case(
+        "out-is-a-fifo",
+        ["fit", "{tmp}/f.npy", "--dz", "2", "--out", "{tmp}/fifo"],
+        r"is a FIFO",
+        _all(_frames, _fifo()),
+    ),
+    Case(
+        "out-exists-without-force",
+        ["fit", "{tmp}/f.npy", "--dz", "2", "--out", "{tmp}/o.npz"],
+        r"exists; pass --force",
+        _all(_frames, _file("o.npz", b"someone's results")),
+    ),
+    Case(
+        "encode-out-is-the-frames",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/f.npy"],
+        r"is the frames",
+        _a_fit(),
+    ),
+    Case(
+        "encode-out-is-the-fit",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/fit.npz"],
+        r"is the fit file",
+        _a_fit(),
+    ),
+    Case(
+        "checkpoint-is-the-dataset",
+        ["fit", "{tmp}/f.npy", "--dz", "2", "--checkpoint", "{tmp}/f.npy"],
+        r"is the dataset",
+        _frames,
+    ),
+    Case("checkpoint-is-a-fifo", [*STREAM, "--checkpoint", "{tmp}/fifo"], r"is a FIFO", _fifo()),
+    Case(
+        "checkpoint-is-a-npy-array",
+        [*STREAM, "--checkpoint", "{tmp}/x.npy"],
+        r"not a lamfast checkpoint",
+        _frames_at("x.npy"),
+    ),
+    Case(
+        "sweep-out-is-the-grid",
+        ["sweep", "{tmp}/grid.toml", "--out", "{tmp}/grid.toml"],
+        r"is the grid",
+        _grid("[axes]\ndo = 8\nda = 2\ndz = 2\n"),
+    ),
+    Case(
+        "sweep-existing-out-not-utf8",
+        ["sweep", "{tmp}/grid.toml", "--out", "{tmp}/s.csv"],
+        r"not UTF-8",
+        _all(_grid("[axes]\ndo = 8\nda = 2\ndz = 2\n"), _file("s.csv", b"\xff\xfe\x00")),
+    ),
+    Case(
+        "reproduce-out-under-a-file",
+        ["reproduce", "fig3-right", "--quick", "--out", "{tmp}/afile/sub"],
+        r"not a folder",
+        _regular_file,
+    ),
+    Case(
+        "reproduce-output-is-a-fifo",
+        ["reproduce", "fig3-right", "--quick", "--out", "{tmp}/rep", "--force"],
+        r"is a FIFO",
+        _fifo("rep/fig3-right.csv"),
+    ),
+    Case(
+        "simulate-npz-exists",
+        ["simulate", "gridworld", "--out", "{tmp}/g.npz"],
+        r"exists; pass --force",
+        _file("g.npz", b"someone's dataset"),
+    ),
+    Case(
+        "simulate-folder-uncreatable",
+        ["simulate", "linear", "--rows", "100", "--out", "/proc/lamfast-nowhere/data"],
+        r"cannot write",
+    ),
+    Case(
+        "bench-markdown-uncreatable",
+        ["bench", "--quick", "--markdown", "/proc/lamfast-x.md"],
+        r"cannot write",
+    ),
+    Case(
+        "bench-json-is-the-markdown",
+        ["bench", "--quick", "--markdown", "{tmp}/t.md", "--json", "{tmp}/t.md"],
+        r"is the --markdown",
+    ),
+    # --- inputs are only what they claim
+    Case("frames-are-a-fifo", ["fit", "{tmp}/fifo", "--dz", "2"], r"is a FIFO", _fifo()),
+    Case(
+        "frames-member-is-a-fifo",
+        ["fit", "{tmp}/data", "--dz", "2"],
+        r"is a FIFO",
+        _fifo("data/frames.npy"),
+    ),
+    Case(
+        "clean-basis-is-a-fifo",
+        ["fit", "{tmp}/f.npy", "--dz", "2", "--clean-basis", "{tmp}/fifo"],
+        r"is a FIFO",
+        _all(_frames, _fifo()),
+    ),
+    Case(
+        "fit-file-is-a-fifo",
+        ["encode", "{tmp}/fifo", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"is a FIFO",
+        _all(_frames, _fifo()),
+    ),
+    Case("grid-is-a-fifo", ["sweep", "{tmp}/fifo", "--out", "{tmp}/s.csv"], r"is a FIFO", _fifo()),
+    Case(
+        "grid-not-utf8",
+        ["sweep", "{tmp}/grid.toml", "--out", "{tmp}/s.csv"],
+        r"not UTF-8",
+        _file("grid.toml", b"[axes]\ndo = \xff\xfe\n"),
+    ),
+    Case(
+        "npy-header-shape-overflows",
+        ["fit", "{tmp}/f.npy", "--dz", "2"],
+        r"truncated",
+        lambda tmp: _patch_header(tmp, b"(40, 6)", b"(4611686018427387904, 8)"),
+    ),
+    Case(
+        "npz-member-name-lost-a-byte",
+        ["fit", "{tmp}/f.npz", "--dz", "2"],
+        r"damaged 'actions'",
+        _npz(frames=np.zeros((10, 4)), actons=np.zeros(10, np.int64)),
+    ),
+    Case(
+        "npz-episode-flags-name-damaged",
+        ["fit", "{tmp}/f.npz", "--dz", "2"],
+        r"damaged 'episode_starts'",
+        _npz(frames=np.zeros((10, 4)), episode_stars=np.zeros(10, bool)),
+    ),
+    Case(
+        "npz-corrupt-deflate-stream",
+        ["fit", "{tmp}/f.npz", "--dz", "2"],
+        r"f\.npz",
+        _patched_zip("f.npz", _corrupt_deflate),
+    ),
+    Case(
+        "npz-encrypted",
+        ["fit", "{tmp}/f.npz", "--dz", "2"],
+        r"encrypted",
+        _patched_zip("f.npz", _encrypted),
+    ),
+    Case(
+        "npz-unsupported-compression",
+        ["fit", "{tmp}/f.npz", "--dz", "2"],
+        r"compression",
+        _patched_zip("f.npz", _unknown_compression),
+    ),
+    Case(
+        "zarr-missing-chunk",
+        ["fit", "{tmp}/f.zarr", "--dz", "2"],
+        r"chunks are missing",
+        _zarr_missing_chunk,
+    ),
+    Case(
+        "zarr-corrupt-chunk",
+        ["fit", "{tmp}/f.zarr", "--dz", "2"],
+        r"corrupt zarr chunk",
+        _zarr_corrupt_chunk,
+    ),
+    Case(
+        "discrete-action-ids-in-the-millions",
+        ["fit", "{tmp}/f.npz", "--dz", "2"],
+        r"MAX_ACTIONS",
+        _huge_action_ids,
+    ),
+    Case(
+        "frames-mix-uint8-and-float",
+        ["fit", "{tmp}/data", "--dz", "2"],
+        r"scaled differently",
+        _all(
+            _file("data/.keep", b""),
+            lambda tmp: np.save(tmp / "data/a.npy", np.zeros((20, 4), np.uint8)),
+            lambda tmp: np.save(tmp / "data/b.npy", np.zeros((20, 4))),
+        ),
+    ),
+    # --- fit files carry what encoding needs
+    Case(
+        "encode-frames-of-another-shape",
+        ["encode", "{tmp}/fit.npz", "{tmp}/g.npy", "--out", "{tmp}/z.npy"],
+        r"fit was made on frames of shape 4x6",
+        _all(
+            _a_fit(np.random.default_rng(0).standard_normal((30, 4, 6))),
+            lambda tmp: np.save(tmp / "g.npy", np.zeros((30, 6, 4))),
+        ),
+    ),
+    Case(
+        "encode-frames-of-another-scale",
+        ["encode", "{tmp}/fit.npz", "{tmp}/g.npy", "--out", "{tmp}/z.npy"],
+        r"scaled by 1, but the fit scaled its uint8 frames by 0\.00392",
+        _all(
+            _a_fit(np.random.default_rng(0).integers(0, 255, (30, 8)).astype(np.uint8)),
+            lambda tmp: np.save(tmp / "g.npy", np.zeros((30, 8))),
+        ),
+    ),
+    Case(
+        "fit-file-meta-not-json",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"meta is not JSON",
+        _edited_fit(lambda m, a: "{not json"),
+    ),
+    Case(
+        "fit-file-missing-keys",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"lacks 'dz'",
+        _edited_fit(lambda m, a: m.pop("dz") and None),
+    ),
+    Case(
+        "fit-file-newer-format",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"format 'lamfast-fit-9'",
+        _edited_fit(lambda m, a: m.update(format="lamfast-fit-9")),
+    ),
+    Case(
+        "fit-file-unknown-variant-key",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"bad meta",
+        _edited_fit(lambda m, a: m["variant"].update(frob=1)),
+    ),
+    Case(
+        "fit-file-wrong-shapes",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"inconsistent shapes",
+        _edited_fit(lambda m, a: a.update(B=np.zeros((3, 3)))),
+    ),
+    # --- huge values: sizes are checked before anything is allocated
+    Case(
+        "wishart-rows-1e30",
+        ["fit", "--do", "8", "--da", "2", "--source", "wishart", "--rows", "1e30"],
+        r"2\^53",
+    ),
+    Case("observation-dim-a-million", ["fit", "--do", "1000000"], r"GiB"),
+    Case("workers-a-billion", [*STREAM, "--workers", "1000000000"], r"local cluster"),
     # --- the command line itself
     Case("command-unknown", ["fitt"], r"No such command 'fitt'"),
     Case("option-unknown", ["fit", "--frobnicate"], r"No such option"),
@@ -413,7 +824,17 @@ def test_hostile_input(case, tmp_path, monkeypatch):
         monkeypatch.setattr(config, name, value)
     before = _snapshot(tmp_path)
     args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
-    result = CliRunner().invoke(cli, args)
+
+    def hang(signum, frame):  # a FIFO opened for reading would block forever
+        raise TimeoutError(f"{case.id} did not finish in 60 s")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(60)
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
     assert isinstance(result.exception, SystemExit)  # not an escaped exception
     assert result.stdout == ""
@@ -458,3 +879,77 @@ def test_real_process_one_line_exit_2(tmp_path):
     assert proc.stderr.count("\n") == 1 and "another configuration" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert _snapshot(tmp_path) == before
+
+
+def test_two_runs_into_one_output_folder(tmp_path):
+    """While one reproduce writes into a folder, a second one into the same folder is refused
+    (one line, exit 2) instead of silently replacing the first one's files."""
+    from lamfast._files import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(out / ".lamfast-reproduce.lock", f"into {out}"):
+        result = CliRunner().invoke(cli, ["reproduce", "fig3-right", "--quick", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: another lamfast run is writing into")
+    assert sorted(p.name for p in out.iterdir()) == [] or sorted(p.name for p in out.iterdir()) == [
+        ".lamfast-reproduce.lock"
+    ]
+    # once the first run is done the folder is free again
+    result = CliRunner().invoke(cli, ["reproduce", "fig3-right", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not (out / ".lamfast-reproduce.lock").exists()
+
+
+def test_two_sweeps_into_one_csv(tmp_path):
+    from lamfast._files import output_lock
+
+    (tmp_path / "g.toml").write_text("[axes]\ndo = 8\nda = 2\ndz = 2\n")
+    out = tmp_path / "s.csv"
+    with output_lock(tmp_path / ".s.csv.lock", f"the sweep {out}"):
+        result = CliRunner().invoke(cli, ["sweep", str(tmp_path / "g.toml"), "--out", str(out)])
+    assert result.exit_code == 2 and "another lamfast run" in result.stderr
+    assert not out.exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in text:
+            out.append(int(status.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_worker_processes_die_with_a_killed_parent(tmp_path):
+    """kill -9 of ``reproduce -j 2`` leaves no worker process computing on."""
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from lamfast.cli import main; main()", "reproduce", "fig4-left",
+         "--out", str(tmp_path / "out"), "-j", "2", "--no-plot"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(workers) < 2:
+        # the spawned pool: children of the run that are not its resource tracker
+        workers = [
+            c for c in _children(proc.pid)
+            if "spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")
+        ]  # fmt: skip
+        time.sleep(0.2)
+    assert len(workers) == 2, workers
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in alive:  # never leave them running, even when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert alive == []

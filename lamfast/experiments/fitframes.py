@@ -241,12 +241,14 @@ def load_lam(path):
     path = check_input(path, "fit file")
     try:
         loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise _fit_error(path, "a .npy array, not a .npz archive")
-        with loaded as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as z:
+                arrays = {k: z[k] for k in z.files}
     except ARCHIVE_ERRORS as e:
         raise _fit_error(path, f"{type(e).__name__}: {e}") from None
+    if arrays is None:
+        raise _fit_error(path, "a .npy array, not a .npz archive")
     missing = [k for k in ("meta", "A", "B", "C", "D") if k not in arrays]
     if missing:
         raise _fit_error(path, f"missing {', '.join(missing)}")

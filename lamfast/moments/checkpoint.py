@@ -158,10 +158,11 @@ class Checkpoint:
     def _read(self) -> dict:
         try:
             loaded = np.load(self.path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy array, not an archive
-                raise LamfastError(f"checkpoint {self.path} is not a lamfast checkpoint")
-            with loaded as f:
-                data = {key: f[key] for key in f.files}
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded as f:
+                    data = {key: f[key] for key in f.files}
+            else:  # a .npy array, not an archive
+                data = {}
         except ARCHIVE_ERRORS as e:
             raise LamfastError(
                 f"checkpoint {self.path} is not a readable lamfast checkpoint "

@@ -160,9 +160,27 @@ class _ZarrMember(_Member):
         self._a, self.name = array, label
         self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
         _check_dtype(self.dtype, label)
+        # zarr reads a missing chunk as its fill value: a deleted or never-written chunk would
+        # enter the moments as zeros. Refuse instead (stores written with zarr 3's default
+        # write_empty_chunks=False omit all-fill chunks too: rewrite those with it set to True).
+        try:
+            have, want = int(array.nchunks_initialized), int(array.nchunks)
+        except Exception as e:  # zarr raises many types for damaged stores
+            raise LamfastError(f"{label}: unreadable zarr array ({type(e).__name__})") from None
+        if have < want:
+            raise LamfastError(
+                f"{label}: {want - have} of {want} zarr chunks are missing (they would read as "
+                "the fill value); restore them, or rewrite the array with write_empty_chunks=True"
+            )
 
     def read(self, start, stop):
-        return np.asarray(self._a[start:stop])
+        try:
+            return np.asarray(self._a[start:stop])
+        except Exception as e:  # a corrupt chunk: codec errors of many types
+            raise LamfastError(
+                f"{self.name}: corrupt zarr chunk in rows {start}..{stop - 1} "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            ) from None
 
 
 def _check_shape(shape, label: str):
