@@ -1,4 +1,4 @@
-"""The one exception type lamfast raises for bad input."""
+"""The exceptions lamfast raises for bad input (one-line messages)."""
 
 from __future__ import annotations
 
@@ -8,3 +8,7 @@ class LamfastError(ValueError):
 
     The CLI turns it into ``Error: <message>`` on stderr and exit code 2.
     """
+
+
+class LamfastTypeError(LamfastError, TypeError):
+    """An argument of the wrong kind (objects that are not numbers); also a ``TypeError``."""

@@ -354,7 +354,10 @@ class LinearLAM:
         else:
             moments = moments_from_transitions(*split_transitions(o, o_next, a))
         lam = fit(moments, self.dz, self.variant, solver=self.solver, seed=self.seed)
-        return self._adopt(lam)
+        self._adopt(lam)
+        # scikit-learn's contract: the width of X in its [o | o_next] form
+        self.n_features_in_ = 2 * moments.size("o")
+        return self
 
     def fit_transform(self, o, o_next=None, a=None) -> np.ndarray:
         """:meth:`fit` on transitions, then :meth:`transform` them (arrays only)."""
@@ -386,8 +389,8 @@ class LinearLAM:
         [0.0, 2.0, 0.0, 0.0]
         """
         self._check_fitted()
-
         if o_next is None:
+            self._check_width(as_rows(o, "X").shape[1])
             o, o_next, _ = split_transitions(o)
         else:
             o, o_next = as_rows(o, "o"), as_rows(o_next, "o_next")
@@ -402,7 +405,7 @@ class LinearLAM:
         _check_finite(o_next, "o_next")
         return o @ self.C_.T + o_next @ self.D_.T
 
-    def score(self, o, o_next=None, a=None, *, noise=None) -> float:
+    def score(self, o, o_next=None, a=None, *, noise=None, y=None) -> float:
         """LLO when the actions and the noise are known, else minus the reconstruction loss.
 
         Probes are the closed-form least-squares probes of docs/theory.md, scoring, fitted and
@@ -418,6 +421,8 @@ class LinearLAM:
             Noise rows ``(n, k)`` when known (simulations), or ``"none"`` to declare noise-free
             transitions. With ``Moments``, a ``b`` or ``eps`` block counts as known noise; a
             ``LinearWorld`` always knows its noise.
+        y : array_like, optional
+            The actions in scikit-learn's ``score(X, y=...)`` form (``X = [o | o_next]``).
 
         Returns
         -------
@@ -435,7 +440,11 @@ class LinearLAM:
         (-0.125, 1.5)
         """
         self._check_fitted()
-
+        if y is not None:
+            if o_next is not None or a is not None:
+                raise LamfastError("score(X, y=...) takes the actions as y or as a, not both")
+            o_next = y
+        xy_form = y is not None
         declared_none = isinstance(noise, str)
         if declared_none and noise != "none":
             raise LamfastError(f"noise must be an array or 'none', got {noise!r}")
@@ -445,6 +454,10 @@ class LinearLAM:
             m = moments_of(o)
             known = isinstance(o, LinearWorld)
         else:
+            first = as_rows(o, "o")
+            second = None if o_next is None else as_rows(o_next, "o_next", allow_1d=True)
+            separate = not xy_form and second is not None and second.shape == first.shape
+            self._check_width(2 * first.shape[1] if separate else first.shape[1])
             o, o_next, a = split_transitions(o, o_next, a)
             m = moments_from_transitions(o, o_next, a, None if declared_none else noise)
             known = False
@@ -454,6 +467,15 @@ class LinearLAM:
         if m.has("a") and known:
             return float(probe_metrics(self, m)["llo"])
         return 0.0 - recon_loss(self, m)  # 0.0 - x: a perfect fit scores 0.0, not -0.0
+
+    def _check_width(self, width: int) -> None:
+        """scikit-learn's rule: ``X = [o | o_next]`` has the width fit saw (``2 * do``)."""
+        expected = getattr(self, "n_features_in_", None)
+        if expected is not None and int(width) != expected:
+            raise LamfastError(
+                f"X has {width} features, but LinearLAM is expecting {expected} features as "
+                "input ([o | o_next] of the fitted do)"
+            )
 
     @staticmethod
     def _rows(x: np.ndarray, name: str, cols: int) -> np.ndarray:

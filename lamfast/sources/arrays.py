@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import config
-from ..errors import LamfastError
+from ..errors import LamfastError, LamfastTypeError
 from ..moments.accumulate import BlockAccumulator
 from ..moments.core import Moments
 from .world import LinearWorld
@@ -60,10 +60,15 @@ def as_rows(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
     >>> as_rows(np.zeros(3, dtype=complex), "o")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lamfast.errors.LamfastError: o must hold real numbers (...), got dtype complex128
+    lamfast.errors.LamfastError: o: Complex data not supported (...), got dtype complex128
     """
     if x is None:
         raise LamfastError(f"{name} is missing")
+    if hasattr(x, "tocsr") or type(x).__module__.startswith("scipy.sparse"):
+        raise LamfastError(
+            f"{name} is a sparse matrix: sparse input is not supported (frames and their "
+            "differences are dense); pass a dense array, e.g. x.toarray()"
+        )
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
@@ -73,6 +78,18 @@ def as_rows(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}); pass a CPU array, "
                 "e.g. tensor.detach().cpu()"
             ) from None
+    if x.dtype.kind == "O":  # objects that are numbers (a list of Decimals, a pandas column)
+        try:
+            x = x.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise LamfastTypeError(
+                f"{name} has dtype object and holds objects that are not numbers "
+                f"({str(e).splitlines()[0]})"
+            ) from None
+    if x.dtype.kind == "c":
+        raise LamfastError(
+            f"{name}: Complex data not supported (frames are real), got dtype {x.dtype}"
+        )
     if x.dtype.kind not in "fiub":
         raise LamfastError(
             f"{name} must hold real numbers (float32 or float64; integers and bool are "
@@ -91,7 +108,9 @@ def as_rows(x: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
     if x.shape[0] < 1:
         raise LamfastError(f"{name} has no rows")
     if x.shape[1] < 1:
-        raise LamfastError(f"{name} has no columns, shape {x.shape}")
+        raise LamfastError(
+            f"{name} has 0 feature(s) (shape={x.shape}) while a minimum of 1 is required."
+        )
     return x
 
 
@@ -138,12 +157,15 @@ def split_transitions(o, o_next=None, a=None) -> tuple[np.ndarray, np.ndarray, n
         arrays = {"o": first, "o_next": second, **({"a": a} if a is not None else {})}
         _same_rows(arrays)
         return first, second, a
-    looks_like_xy = (
-        a is None
-        and np.ndim(o_next) <= 2
-        and first.shape[1] % 2 == 0
-        and second.shape[1] <= first.shape[1] // 2
-    )
+    # the raw array's own ndim (np.ndim would call __array_function__, which array-likes such
+    # as scikit-learn's _NotAnArray refuse)
+    raw_ndim = np.asarray(o_next).ndim if not isinstance(o_next, np.ndarray) else o_next.ndim
+    if a is None and raw_ndim <= 2 and first.shape[1] % 2:
+        raise LamfastError(
+            "X needs an even number of columns: o and o_next side by side, (n, 2 * do); "
+            f"got {first.shape[1]} columns"
+        )
+    looks_like_xy = a is None and raw_ndim <= 2 and second.shape[1] <= first.shape[1] // 2
     if not looks_like_xy:
         raise LamfastError(
             f"o_next must have the same shape as o, got {second.shape} and {first.shape}"
