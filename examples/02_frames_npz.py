@@ -8,6 +8,10 @@ each episode, reduces them to moments with ``lamfast.moments_from_rows``, fits t
 its latent against the recorded actions. Run:
 
     python examples/02_frames_npz.py [--quick] [--npz PATH]
+
+``--npz`` takes either that layout or the one ``lamfast fit`` reads (one time axis: ``frames``
+(T, ...) with ``actions`` (T or T - 1 rows) and optionally ``episode_starts`` or ``dones``; or
+pairs ``o`` / ``o_next``), which goes through ``lamfast.FrameSource``, the path of ``lamfast fit``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,31 @@ def write_dataset(path: str, episodes: int, steps: int, side: int, da: int, sigm
     np.savez(path, frames=frames, actions=actions.astype(np.float32))
 
 
+def layout(path: str) -> str:
+    """``episodes`` (frames per episode, this script's layout) or ``lamfast`` (one time axis)."""
+    with np.load(path) as data:
+        keys = set(data.files)
+        if keys & {"o", "o_next", "episode_starts", "dones"}:
+            return "lamfast"
+        if "frames" not in keys or "actions" not in keys:
+            raise SystemExit(
+                f"{path}: needs 'frames' and 'actions' (found {sorted(keys)}): either frames "
+                "(episodes, steps, ...) with actions (episodes, steps - 1, da), or the layout of "
+                "lamfast fit (frames (T, ...) with actions of T or T - 1 rows)"
+            )
+        frames, actions = data["frames"], data["actions"]
+    per_episode = actions.ndim == 3 and actions.shape[:2] == (frames.shape[0], frames.shape[1] - 1)
+    if per_episode and frames.ndim >= 3:
+        return "episodes"
+    if actions.shape[0] in (frames.shape[0], frames.shape[0] - 1):
+        return "lamfast"
+    raise SystemExit(
+        f"{path}: frames {frames.shape} and actions {actions.shape} match neither layout: frames "
+        "(episodes, steps, ...) with actions (episodes, steps - 1, da), or frames (T, ...) with "
+        "actions of T or T - 1 rows (then lamfast fit reads it too)"
+    )
+
+
 def transition_moments(path: str) -> lamfast.Moments:
     """Moments of [o, delta, a] over consecutive frames; differences never cross episodes."""
     data = np.load(path)
@@ -59,7 +88,13 @@ def main(quick: bool, npz: str | None) -> None:
         path = npz or os.path.join(tmp, "frames.npz")
         if not os.path.exists(path):
             write_dataset(path, episodes, steps, side, da, sigma=2.0)
-        m = transition_moments(path)
+        kind = layout(path)
+        if kind == "lamfast":  # the reader of `lamfast fit`: episodes, chunks, dtypes handled
+            m = lamfast.FrameSource(path).moments()
+        else:
+            m = transition_moments(path)
+        if not m.has("a"):
+            raise SystemExit(f"{path}: has no actions to probe the latent with")
         da = m.size("a")
         print(f"{path.rsplit('/', 1)[-1]}: {m.count:.0f} transitions, do={m.size('o')}, da={da}")
 
@@ -75,13 +110,17 @@ def main(quick: bool, npz: str | None) -> None:
         print(f"dz = 2*da = {2 * da}: act_mse {lamfast.probe_metrics(wide, m)['act_mse']:.3f}")
 
         # The estimator also takes the arrays themselves (same moments, one pass).
-        data = np.load(path)
-        f = data["frames"].reshape(data["frames"].shape[0], data["frames"].shape[1], -1)
-        direct = lamfast.LinearLAM(dz=da).fit(
-            f[:, :-1].reshape(-1, f.shape[-1]),
-            f[:, 1:].reshape(-1, f.shape[-1]),
-            data["actions"].reshape(-1, da),
-        )
+        if kind == "lamfast":
+            src = lamfast.FrameSource(path)
+            chunks = list(src.transitions())
+            o, o_next = np.vstack([c[0] for c in chunks]), np.vstack([c[1] for c in chunks])
+            a = np.vstack([src.action_rows(c[2]) for c in chunks])
+        else:
+            data = np.load(path)
+            f = data["frames"].reshape(data["frames"].shape[0], data["frames"].shape[1], -1)
+            o, o_next = f[:, :-1].reshape(-1, f.shape[-1]), f[:, 1:].reshape(-1, f.shape[-1])
+            a = data["actions"].reshape(-1, da)
+        direct = lamfast.LinearLAM(dz=da).fit(o, o_next, a)
         # Compare subspaces through their projectors (eigenvectors are defined up to sign).
         P1, P2 = direct.components_.T @ direct.components_, lam.components_.T @ lam.components_
         same = np.allclose(P1, P2, atol=1e-8)
@@ -91,6 +130,8 @@ def main(quick: bool, npz: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
-    parser.add_argument("--npz", help="an existing .npz with 'frames' and 'actions'")
+    parser.add_argument(
+        "--npz", help="an existing .npz: frames per episode, or the layout lamfast fit reads"
+    )
     args = parser.parse_args()
     main(args.quick, args.npz)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -275,3 +276,18 @@ def test_docs_name_nothing_outside_the_repository():
     for file in DOC_FILES:
         hits = re.findall(r"\b(?:DESIGN|STYLE)\b(?:[ .]*\d[\d.]*)?", file.read_text())
         assert not hits, f"{file.relative_to(ROOT)} refers to notes outside the repository: {hits}"
+
+
+def test_frames_example_reads_lamfasts_own_layout(tmp_path):
+    """examples/02_frames_npz.py --npz takes a file in the layout `lamfast fit` reads (one time
+    axis, episode_starts) as well as its own per-episode layout."""
+    from lamfast.sources.gridworld import write_gridworld
+
+    write_gridworld(tmp_path / "grid.npz", episodes=30, length=12)
+    result = _run([str(ROOT / "examples" / "02_frames_npz.py"), "--npz", "grid.npz"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "finds the same latent directions: True" in result.stdout
+    np.savez(tmp_path / "bad.npz", frames=np.zeros((10, 4)), actions=np.zeros(3))
+    result = _run([str(ROOT / "examples" / "02_frames_npz.py"), "--npz", "bad.npz"], tmp_path)
+    assert result.returncode == 1 and "match neither layout" in result.stderr
+    assert "Traceback" not in result.stderr
