@@ -18,6 +18,7 @@ import importlib.util
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -160,6 +161,16 @@ def _fifo(name="fifo"):
     def setup(tmp: Path) -> None:
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         os.mkfifo(tmp / name)  # a private FIFO: opening it for reading would block forever
+
+    return setup
+
+
+def _device(name, major, minor):
+    """A private character device node in the scratch folder (never the real /dev entries):
+    ``(1, 5)`` reads like /dev/zero, ``(1, 3)`` like /dev/null."""
+
+    def setup(tmp: Path) -> None:
+        os.mknod(tmp / name, 0o600 | stat.S_IFCHR, os.makedev(major, minor))
 
     return setup
 
@@ -653,7 +664,30 @@ CASES = [
         ["bench", "--quick", "--markdown", "{tmp}/t.md", "--json", "{tmp}/t.md"],
         r"is the --markdown",
     ),
+    Case(
+        "out-is-a-device-node",
+        ["fit", "{tmp}/f.npy", "--dz", "2", "--out", "{tmp}/null"],
+        r"is a character device",
+        _all(_frames, _device("null", 1, 3)),
+    ),
+    Case(
+        "reproduce-folder-uncreatable",
+        ["reproduce", "fig3-right", "--quick", "--out", "/proc/lamfast-nowhere/out"],
+        r"cannot write",
+    ),
     # --- inputs are only what they claim
+    Case(
+        "frames-are-a-zero-device",
+        ["fit", "{tmp}/zero", "--dz", "2"],
+        r"is a character device",
+        _device("zero", 1, 5),
+    ),
+    Case(
+        "frames-link-to-a-zero-device",
+        ["fit", "{tmp}/frames.npy", "--dz", "2"],
+        r"is a character device",
+        _all(_device("zero", 1, 5), _symlink("frames.npy", "zero")),
+    ),
     Case("frames-are-a-fifo", ["fit", "{tmp}/fifo", "--dz", "2"], r"is a FIFO", _fifo()),
     Case(
         "frames-member-is-a-fifo",
