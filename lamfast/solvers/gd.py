@@ -42,8 +42,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.optimize
-import scipy.stats
 
 from .. import config
 from .._jit import njit
@@ -270,6 +268,8 @@ class MomentObjective:
             m = float(self.variant.label_fraction)
             if label_weighting == "batch":
                 # E[1/K; K > 0] for K ~ Binomial(batch, m)
+                import scipy.stats  # 0.24 s of start-up: only noise-aware fits need it
+
                 k = np.arange(1, batch + 1)
                 inv_k = float(np.sum(scipy.stats.binom.pmf(k, batch, m) / k))
 
@@ -680,6 +680,8 @@ def _lbfgs(fun, x0, maxiter, gtol):
         "gtol": gtol,
         "maxfun": 2 * int(maxiter),
     }
+    import scipy.optimize  # 0.14 s of start-up: only the polish of moment-gd needs it
+
     return scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", options=options)
 
 
