@@ -131,6 +131,9 @@ DASK_CONNECT_TIMEOUT = _default("DASK_CONNECT_TIMEOUT", 10.0)
 
 # Seconds of work before a progress bar is shown on stderr.
 PROGRESS_AFTER_SECONDS = _default("PROGRESS_AFTER_SECONDS", 2.0)
+# Off a terminal: plain progress lines (the command line turns them on), this many seconds apart.
+PROGRESS_PLAIN = _default("PROGRESS_PLAIN", False)
+PROGRESS_PLAIN_SECONDS = _default("PROGRESS_PLAIN_SECONDS", 10.0)
 
 # ---- moment-gd (lamfast/gd.py). Adam is the paper's optimiser: the init-dependent flat directions
 # (learned decoder, free encoder, kappa = 0) end where an Adam trainer leaves them, so Adam is the

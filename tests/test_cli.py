@@ -131,3 +131,50 @@ def test_info_runs():
     assert r.exit_code == 0
     for key in ("numba", "numpy", "OPENBLAS_CORETYPE", "extra: dask"):
         assert key in r.stdout
+
+
+def test_progress_off_a_terminal_is_plain_lines(monkeypatch):
+    """In a log (stderr not a terminal) the command line writes plain progress lines, never a
+    redrawn bar; --no-progress writes none; library calls stay silent off a terminal."""
+    import io
+
+    from lamfast import config
+    from lamfast._progress import Progress
+
+    monkeypatch.setattr(config, "PROGRESS_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(config, "PROGRESS_PLAIN_SECONDS", 0.0)
+    args = ["fit", "--do", "8", "--da", "2", "--dz", "2", "--source", "stream", "--rows", "5e4"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines and all(line.startswith("stream: ") and " of 50,000 " in line for line in lines)
+    assert "\r" not in result.stderr
+    quiet = CliRunner().invoke(cli, [*args, "--no-progress"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    log = io.StringIO()  # not a terminal, and not the command line: silent
+    with Progress(10, "x", stream=log) as bar:
+        bar.update(5)
+    assert log.getvalue() == ""
+
+
+def test_reproduce_prints_each_panel_when_it_is_done(tmp_path, monkeypatch):
+    from lamfast.experiments import reproduce as module
+
+    seen = []
+    real = module.run_points
+
+    def spy(points, **kw):
+        out = real(points, **kw)
+        seen.append("computed")
+        return out
+
+    monkeypatch.setattr(module, "run_points", spy)
+    messages = []
+    module.reproduce(
+        ["fig3-left", "fig3-right"], tmp_path, module.RunOptions(quick=True), jobs=1, plot=False,
+        on_panel=lambda name, n: messages.append((name, n, list(seen))),
+    )  # fmt: skip
+    # both panel lines came while the points were still being computed, not after
+    assert sorted(m[0] for m in messages) == ["fig3-left", "fig3-right"]
+    assert all(m[2] == [] for m in messages)
+    assert dict((m[0], m[1]) for m in messages) == {"fig3-left": 18, "fig3-right": 6}

@@ -270,22 +270,21 @@ def _corrupt_deflate(data):  # flip bytes in the middle of the first compressed 
         data[k] ^= 0xFF
 
 
-def _zarr_missing_chunk(tmp: Path) -> None:
+def _zarr_last_chunk(tmp: Path) -> Path:
+    """A zarr store of frames in chunks of 10 rows; the file of its last chunk."""
     import zarr
 
     a = zarr.open(str(tmp / "f.zarr"), mode="w", shape=(60, 6), chunks=(10, 6), dtype="f8")
     a[:] = np.random.default_rng(0).standard_normal((60, 6))
-    chunk = sorted(p for p in (tmp / "f.zarr").rglob("*") if p.is_file() and p.name == "0")[-1]
-    chunk.unlink()
+    return sorted(p for p in (tmp / "f.zarr").rglob("*") if p.is_file() and p.name == "0")[-1]
+
+
+def _zarr_missing_chunk(tmp: Path) -> None:
+    _zarr_last_chunk(tmp).unlink()
 
 
 def _zarr_corrupt_chunk(tmp: Path) -> None:
-    import zarr
-
-    a = zarr.open(str(tmp / "f.zarr"), mode="w", shape=(60, 6), chunks=(10, 6), dtype="f8")
-    a[:] = np.random.default_rng(0).standard_normal((60, 6))
-    chunk = sorted(p for p in (tmp / "f.zarr").rglob("*") if p.is_file() and p.name == "0")[-1]
-    chunk.write_bytes(b"\x00garbage" * 3)
+    _zarr_last_chunk(tmp).write_bytes(b"\x00garbage" * 3)
 
 
 def _huge_action_ids(tmp: Path) -> None:

@@ -15,6 +15,7 @@ import numba
 import numpy as np
 import scipy
 
+from .. import config
 from .._files import atomic_write_text, check_output
 from .._version import __version__
 from ..benchmarks import format_table, run_bench
@@ -60,9 +61,14 @@ class LamfastGroup(click.Group):
             # Numerical warnings (a NaN compared, a division by a zero variance) are handled by
             # the library's own checks; printed, they would read as failures of a run that ends
             # well, or precede its one-line error.
+            plain = config.PROGRESS_PLAIN
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                config.PROGRESS_PLAIN = True  # long runs in a log are never silent
+                try:
+                    rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                finally:
+                    config.PROGRESS_PLAIN = plain
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         except click.ClickException as e:
@@ -440,12 +446,20 @@ def reproduce(
         fig4_middle_noise=fig4_middle_noise,
         label_weighting=label_weighting,
     )
+    shown = set()
+
+    def panel_done(name, n):  # each panel's line when it is done, not after the whole run
+        shown.add(name)
+        click.echo(f"{name:<12} {n:4d} rows")
+
     result = run_reproduce(
-        panels, out, options, jobs=jobs, force=force, progress=progress, plot=plot
-    )
+        panels, out, options, jobs=jobs, force=force, progress=progress, plot=plot,
+        on_panel=panel_done,
+    )  # fmt: skip
     passed, computed = result["checks"]
     for name, n in result["rows"].items():
-        click.echo(f"{name:<12} {n:4d} rows")
+        if name not in shown:
+            click.echo(f"{name:<12} {n:4d} rows")
     if not result["figures"]:
         click.echo("figures skipped" + ("" if not plot else ": matplotlib is not installed"))
     checks = f"{passed} of {computed} claim checks hold; " if computed else ""

@@ -4,9 +4,10 @@ whose claims are computed checks (:mod:`lamfast.experiments.report`).
 
 from __future__ import annotations
 
+import collections
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .._blas import usable_cores
@@ -43,6 +44,7 @@ def reproduce(
     force: bool = False,
     progress: bool | None = None,
     plot: bool = True,
+    on_panel: Callable[[str, int], None] | None = None,
 ) -> dict:
     """Regenerate the paper's simulation panels: CSV + PNG per panel, one ``report.md``.
 
@@ -59,6 +61,9 @@ def reproduce(
         Worker processes (default: the usable cores).
     plot : bool
         Write PNGs when matplotlib is installed (skipped, and said so, when it is not).
+    on_panel : callable, optional
+        ``on_panel(name, rows)``, called as soon as every point of a simulation panel is computed
+        (a long run is never silent).
 
     Returns
     -------
@@ -98,8 +103,24 @@ def reproduce(
     with output_lock(outdir / ".lamfast-reproduce.lock", f"into {outdir}"):
         points = [p for n in names for p in panel_points(n, options)]
         cpu_seconds: dict[str, float] = {}
+        left = collections.Counter(p.panel for p in points)
+        rows_of = collections.Counter()
+
+        def finished(indices, rows):  # in this process, as each task ends
+            rows_of.update(row["panel"] for row in rows)
+            for i in indices:
+                name = points[i].panel
+                left[name] -= 1
+                if left[name] == 0 and on_panel is not None:
+                    on_panel(name, rows_of[name])
+
         results = run_points(
-            points, jobs=jobs, progress=progress, label="reproduce", cpu_seconds=cpu_seconds
+            points,
+            jobs=jobs,
+            progress=progress,
+            label="reproduce",
+            cpu_seconds=cpu_seconds,
+            on_rows=finished,
         )
         by_panel: dict[str, list[dict]] = {n: [] for n in names}
         for p, rows in zip(points, results, strict=True):
