@@ -32,6 +32,7 @@ import threadpoolctl
 from . import config
 from ._blas import one_blas_thread
 from ._jit import njit
+from .moments.accumulate import moments_from_rows
 from .moments.eigen import top_eigh
 from .sources.simulate import stream_moments, wishart_moments
 from .sources.world import LinearWorld
@@ -265,6 +266,48 @@ def stream_case(do: int, rows: int, block_rows: int | None = None) -> dict:
     return {"world": world, "rows": rows, "block_rows": block_rows, "r": r, "p": p, "fns": fns}
 
 
+def equal_work_case(do: int, rows: int, block_rows: int | None = None) -> dict:
+    """The same work for lamfast and scikit-learn: top-``da`` principal directions of the same
+    pre-generated Delta rows (``rows x do``, the frame differences of an exo-noise world).
+
+    ``lamfast``: ``moments_from_rows`` (fixed blocks, merge tree) then ``top_eigh`` of the
+    covariance, k = da; scikit-learn: ``IncrementalPCA.partial_fit`` block by block with
+    ``n_components = da``, and ``PCA(svd_solver="covariance_eigh")`` on all rows at once. No
+    method's timing includes generating the rows.
+    """
+    block_rows = int(block_rows or config.BLOCK_ROWS)
+    world = LinearWorld(do=do, da=8, db=8, noise="exo", sigma=2.0, seed=0)
+    k = world.da
+    delta = np.random.default_rng(1).standard_normal((rows, world.n_gauss)) @ (
+        world.source_map[world.do : 2 * world.do].T
+    )
+    blocks = [("delta", do)]
+
+    def lamfast_pca():
+        m = moments_from_rows(delta, blocks, block_rows)
+        return top_eigh(m.block_cov("delta"), k)
+
+    fns = {"lamfast": (lamfast_pca, rows)}
+    try:
+        from sklearn.decomposition import PCA, IncrementalPCA
+
+        def ipca():
+            est = IncrementalPCA(n_components=k)
+            for start in range(0, rows, block_rows):
+                est.partial_fit(delta[start : start + block_rows])
+            return est
+
+        fns["sklearn IncrementalPCA.partial_fit"] = (ipca, rows)
+        fns["sklearn PCA(covariance_eigh)"] = (
+            lambda: PCA(n_components=k, svd_solver="covariance_eigh").fit(delta),
+            rows,
+        )
+    except ImportError:
+        pass
+    return {"world": world, "rows": rows, "block_rows": block_rows, "k": k, "delta": delta,
+            "fns": fns}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------- eigen
 def eigen_matrix(d: int, kind: str, seed: int = 0, n: int = 10**6) -> np.ndarray:
     """A d x d covariance with the spectrum of a do = d world (the LAM's Delta second moment).
@@ -400,6 +443,24 @@ def run_bench(quick: bool = False, log=None) -> dict:
                 row["fraction_of_library_limit"] = t_limit / t
                 row["fraction_of_hardware_limit"] = t_hw / t
             rows.append(row)
+    # ---- equal work: the same pre-generated Delta rows and the same k for every method
+    say("equal work ...")
+    n = 65_536 if quick else 262_144
+    case = equal_work_case(128, n)
+    times = {name: median_time(fn, repeat, warmup=1) for name, (fn, _) in case["fns"].items()}
+    for name, t in times.items():
+        say(f"  do=128 same Delta rows {name}: {t:.3f} s")
+        rows.append(
+            {
+                "section": "equal work",
+                "case": f"top-{case['k']} PCA of the same {n:,} Delta rows, do=128",
+                "method": name,
+                "seconds": t,
+                "rate": n / t,
+                "unit": "rows/s",
+                "lamfast_speedup": t / times["lamfast"],
+            }
+        )
     # ---- wishart vs stream at n = 1e9
     say("wishart ...")
 

@@ -8,9 +8,18 @@ from collections.abc import Iterable
 import numpy as np
 
 from .. import config
-from .._blas import thread_pool
+from .._blas import thread_pool, usable_cores
 from ..errors import LamfastError
 from .core import Blocks, MergeTree, Moments, block_moments
+
+
+def block_threads(p: int, block_rows: int) -> int:
+    """Threads for a :class:`BlockAccumulator` of ``p`` columns: the cores this process may use
+    (or ``config.STREAM_THREADS``), capped so that the blocks in flight (rows, their centred copy
+    and a co-moment each) stay within ``config.FRAME_INFLIGHT_BYTES``. Never changes a bit."""
+    per_block = int(block_rows) * p * 16 + p * p * 8
+    threads = int(config.STREAM_THREADS) or usable_cores()
+    return max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
 
 
 class BlockAccumulator:
@@ -127,7 +136,12 @@ def moments_from_rows(
     # co-moment (relative error ~1e-8 at spread 1e-3). Shifted rows are small, and x - x0 is
     # exact when x and x0 are within a factor of 2 (Sterbenz), so every mean and difference keeps
     # full relative precision.
-    acc = BlockAccumulator(blocks, step, shift=np.asarray(X[0], dtype=np.float64))
+    acc = BlockAccumulator(
+        blocks,
+        step,
+        threads=block_threads(X.shape[1], step) if X.shape[0] > step else 1,
+        shift=np.asarray(X[0], dtype=np.float64),
+    )
     for start in range(0, X.shape[0], step):
         chunk = X[start : start + step]
         if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import config
 from ..errors import LamfastError, LamfastTypeError
-from ..moments.accumulate import BlockAccumulator
+from ..moments.accumulate import BlockAccumulator, block_threads
 from ..moments.core import Moments
 from .world import LinearWorld
 
@@ -265,7 +265,8 @@ def moments_from_transitions(
         if acc is None:
             # Shift by the first joint row, exactly as moments_from_rows does (precision at large
             # offsets), so both give the same bits for the same rows.
-            acc = BlockAccumulator(tuple(blocks), step, shift=joint[0].copy())
+            threads = block_threads(p, step) if n > step else 1
+            acc = BlockAccumulator(tuple(blocks), step, threads=threads, shift=joint[0].copy())
         acc.add(joint)
     return acc.result("rows")
 

@@ -39,10 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from ... import config
-from ..._blas import usable_cores
 from ..._progress import Progress
 from ...errors import LamfastError
-from ...moments.accumulate import BlockAccumulator
+from ...moments.accumulate import BlockAccumulator, block_threads
 from ...moments.core import Blocks, Moments, check_moment_size
 from .distributed import frame_moments_tree
 from .index import TransitionIndex, _Cursor
@@ -484,12 +483,8 @@ class FrameSource:
                 client=client,
                 checkpoint=checkpoint,
             )
-        # Blocks are computed on threads while the next chunk is read (same bits for any count),
-        # as many as the cores this process may use and the in-flight memory budget allow.
-        p = sum(size for _, size in self.blocks)
-        per_block = block_rows * p * 16 + p * p * 8
-        threads = int(config.STREAM_THREADS) or usable_cores()
-        threads = max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
+        # Blocks are computed on threads while the next chunk is read (same bits for any count).
+        threads = block_threads(sum(size for _, size in self.blocks), block_rows)
         shift = self.full_shift(self.shift())
         acc = BlockAccumulator(self.blocks, block_rows, threads=threads, shift=shift)
         noop = (  # the smaller no-op side stream is computed in this thread
