@@ -277,18 +277,29 @@ def output_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
     run never leaves a stale lock behind.
     """
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
-    except OSError as e:
-        raise LamfastError(f"cannot lock {what}: {path}: {e.strerror or e}") from None
-    try:
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        except OSError as e:
+            raise LamfastError(f"cannot lock {what}: {path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise LamfastError(
                 f"another lamfast run is writing {what} (lock {path}); wait for it to finish or "
                 "choose another output"
             ) from None
+        # The lock file is removed when its run ends: a lock taken on a file that was removed
+        # meanwhile (another run opened it before the removal) guards nothing; take a new one.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
         try:
             yield
         finally:

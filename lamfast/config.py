@@ -27,7 +27,8 @@ BLOCK_ROWS = _default("BLOCK_ROWS", 4096)
 # value (tests/test_simulate.py::test_stream_bitwise_across_chunks).
 CHUNK_BLOCKS = _default("CHUNK_BLOCKS", 16)
 
-# Frames read from disk per chunk (lamfast.frames). A pure I/O knob: moments are keyed by global
+# Frames read from disk per chunk (lamfast.sources.frames). A pure I/O knob: moments are keyed by
+# global
 # transition index, so any value gives bitwise-identical results (tests/test_frames.py). 4096 frames
 # of 64 x 64 uint8 are 16 MiB raw, 128 MiB as float64: bounded, and large enough to amortise I/O.
 FRAME_CHUNK = _default("FRAME_CHUNK", 4096)
@@ -117,7 +118,7 @@ CHECKPOINT_BLOCKS = _default("CHECKPOINT_BLOCKS", 256)
 CHECKPOINT_SECONDS = _default("CHECKPOINT_SECONDS", 60.0)
 
 # Blocks per Dask task: a power of two, so that a task is one aligned subtree of the fixed merge
-# tree (lamfast.distributed). 16 blocks of 4096 rows at do=128 are ~0.3 s of work, far above
+# tree (lamfast.moments.tree). 16 blocks of 4096 rows at do=128 are ~0.3 s of work, far above
 # Dask's ~1 ms per-task overhead, and return one 0.5 MiB co-moment.
 DASK_TASK_BLOCKS = _default("DASK_TASK_BLOCKS", 16)
 

@@ -52,7 +52,8 @@ class LinearLAM:
     A scikit-learn-style estimator without a scikit-learn dependency: :meth:`fit` (arrays,
     ``Moments`` or a source such as a ``LinearWorld``), :meth:`transform`, :meth:`predict_next`,
     :meth:`score`, :meth:`get_params` / :meth:`set_params`; works with ``sklearn.base.clone`` and
-    inside a ``Pipeline``. Array rules (dtypes, shapes, torch tensors): :mod:`lamfast.inputs`.
+    inside a ``Pipeline``. Array rules (dtypes, shapes, torch tensors):
+    :mod:`lamfast.sources.arrays`.
     Fitted attributes carry a trailing underscore (scikit-learn convention); the paper's names
     ``A, B, C, D, E, h`` are read-only aliases.
 
@@ -214,7 +215,7 @@ class LinearLAM:
         Parameters
         ----------
         o : array_like, shape (n, do)
-            Observations (dtype and shape rules of :mod:`lamfast.inputs`).
+            Observations (dtype and shape rules of :mod:`lamfast.sources.arrays`).
         z : array_like, shape (n, dz)
             Latents, e.g. from :meth:`transform`.
 
@@ -312,7 +313,8 @@ class LinearLAM:
             One of:
 
             - ``Moments`` with blocks ``o`` and ``delta`` (``a`` for action supervision);
-            - a :class:`~lamfast.world.LinearWorld` (fitted to its exact population moments) or
+            - a :class:`~lamfast.sources.world.LinearWorld` (fitted to its exact population
+            moments) or
               any object with a ``moments()`` method returning ``Moments``;
             - observations ``(n, do)`` together with ``o_next``;
             - ``X`` of shape ``(n, 2 * do)``, ``[o | o_next]`` side by side (scikit-learn form;
@@ -330,7 +332,7 @@ class LinearLAM:
         Notes
         -----
         Arrays are reduced to the moments of ``[o, delta, a]`` (float64, chunked, see
-        :func:`~lamfast.inputs.moments_from_transitions`) and solved by :func:`fit`; the
+        :func:`~lamfast.sources.arrays.moments_from_transitions`) and solved by :func:`fit`; the
         estimator therefore costs one pass over the rows plus an O(do^3) eigenproblem.
 
         Examples

@@ -224,7 +224,7 @@ def test_fit_forms_agree(data):
 
 
 def test_fit_frame_source_and_frame_files(tmp_path, rng):
-    """A frame file read by lamfast.frames is a fit source (it has a moments() method)."""
+    """A frame file read by lamfast.sources.frames is a fit source (it has a moments() method)."""
     frames = rng.standard_normal((400, 3, 4)).cumsum(axis=0)
     actions = rng.standard_normal((399, 2))
     path = tmp_path / "frames.npz"

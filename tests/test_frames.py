@@ -1,4 +1,5 @@
-"""Frame files -> moments, probes, cleaning, save/encode, bad input (lamfast.frames, CLI)."""
+"""Frame files -> moments, probes, cleaning, save/encode, bad input (lamfast.sources.frames,
+CLI)."""
 
 from __future__ import annotations
 
@@ -363,3 +364,22 @@ def test_no_transitions_is_an_error(tmp_path):
     np.savez(tmp_path / "f.npz", frames=np.ones((3, 2)), episode_starts=np.ones(3, bool))
     with pytest.raises(LamfastError, match="no transitions"):
         frame_moments(tmp_path / "f.npz")
+
+
+def test_zarr3_store_with_unwritten_flag_chunks_fits(tmp_path, rng):
+    """zarr 3 does not write chunks equal to the fill value: the all-False chunks of
+    episode_starts (and all-zero action chunks) are missing by design and read as such; only
+    missing chunks of the frames are refused."""
+    zarr = pytest.importorskip("zarr")
+    frames = rng.standard_normal((1000, 4))
+    starts = np.zeros(1000, bool)
+    starts[[0, 500]] = True
+    actions = np.zeros(1000, np.int64)
+    actions[::7] = 1
+    g = zarr.open_group(str(tmp_path / "z.zarr"), mode="w")
+    for name, x in (("frames", frames), ("episode_starts", starts), ("actions", actions)):
+        g.create_array(name, shape=x.shape, chunks=(100, *x.shape[1:]), dtype=x.dtype)[:] = x
+    np.savez(tmp_path / "same.npz", frames=frames, episode_starts=starts, actions=actions)
+    a = FrameSource(tmp_path / "z.zarr").moments()
+    b = FrameSource(tmp_path / "same.npz").moments()
+    assert np.array_equal(a.cov, b.cov) and a.count == b.count == 998

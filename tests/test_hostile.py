@@ -224,6 +224,12 @@ def _edited_fit(edit):
     return setup
 
 
+def _grid_world(tmp: Path) -> None:
+    from lamfast.sources.gridworld import write_gridworld
+
+    write_gridworld(tmp / "grid.npz", episodes=20, length=6)
+
+
 def _npz(name="f.npz", compressed=False, **arrays):
     def setup(tmp: Path) -> None:
         save = np.savez_compressed if compressed else np.savez
@@ -674,7 +680,43 @@ CASES = [
         ["reproduce", "fig3-right", "--quick", "--out", "/proc/lamfast-nowhere/out"],
         r"cannot write",
     ),
+    Case(
+        "checkpoint-through-a-link-into-the-dataset",
+        ["fit", "{tmp}/data", "--dz", "2", "--checkpoint", "{tmp}/link/ck.npz"],
+        r"inside the dataset directory",
+        _all(_frame_directory, _symlink("link", "data")),
+    ),
+    Case(
+        "out-is-the-noop-checkpoint",
+        [
+            "fit",
+            "{tmp}/grid.npz",
+            "--dz",
+            "2",
+            "--noop-action",
+            "0",
+            "--checkpoint",
+            "{tmp}/gck.npz",
+            "--out",
+            "{tmp}/gck.noop.npz",
+        ],
+        r"is the no-op checkpoint",
+        lambda tmp: _grid_world(tmp),
+    ),
     # --- inputs are only what they claim
+    Case(
+        "fifo-among-episode-files",
+        ["fit", "{tmp}/data", "--dz", "2"],
+        r"is a FIFO",
+        _all(_frame_directory, _fifo("data/c.npy")),
+    ),
+    Case(
+        "continuous-actions-too-wide",
+        ["fit", "{tmp}/f.npz", "--dz", "2"],
+        r"GiB",
+        _npz(frames=np.zeros((10, 4)), actions=np.zeros((10, 500))),
+        env={"MAX_MOMENT_BYTES": 8 * 100**2},
+    ),
     Case(
         "frames-are-a-zero-device",
         ["fit", "{tmp}/zero", "--dz", "2"],
@@ -825,6 +867,24 @@ CASES = [
         ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
         r"inconsistent shapes",
         _edited_fit(lambda m, a: a.update(B=np.zeros((3, 3)))),
+    ),
+    Case(
+        "fit-file-bad-preprocessing",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"bad preprocessing",
+        _edited_fit(lambda m, a: m["frames"].update(preprocess={"bogus": 2})),
+    ),
+    Case(
+        "fit-file-bad-frame-shape",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"bad frame shape",
+        _edited_fit(lambda m, a: m["frames"].update(frame_shape=16)),
+    ),
+    Case(
+        "fit-file-bad-scale",
+        ["encode", "{tmp}/fit.npz", "{tmp}/f.npy", "--out", "{tmp}/z.npy"],
+        r"bad pixel scale",
+        _edited_fit(lambda m, a: m["frames"].update(scale="abc")),
     ),
     # --- huge values: sizes are checked before anything is allocated
     Case(
@@ -986,3 +1046,25 @@ def test_worker_processes_die_with_a_killed_parent(tmp_path):
     for w in alive:  # never leave them running, even when the test fails
         os.kill(w, signal.SIGKILL)
     assert alive == []
+
+
+def test_lock_is_retaken_when_its_file_was_replaced(tmp_path, monkeypatch):
+    """A lock taken on a lock file that another run removed meanwhile guards nothing: the lock
+    is taken again on the file now at the path (no two runs may both hold it)."""
+    from lamfast import _files
+
+    path = tmp_path / ".lock"
+    real_stat, calls = os.stat, []
+
+    def stat_once_gone(p, *a, **kw):
+        if Path(p) == path and not calls:
+            calls.append(1)
+            raise FileNotFoundError(p)  # as if the previous holder removed it after our open
+        return real_stat(p, *a, **kw)
+
+    monkeypatch.setattr(_files.os, "stat", stat_once_gone)
+    before = len(os.listdir("/proc/self/fd"))
+    with _files.output_lock(path, "a test"):
+        assert calls == [1] and path.exists()
+    assert len(os.listdir("/proc/self/fd")) == before  # the first descriptor was closed
+    assert not path.exists()

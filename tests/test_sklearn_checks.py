@@ -107,6 +107,8 @@ def test_messages_name_the_problem(rng):
         LinearLAM(dz=1).fit(scipy.sparse.csr_matrix(np.ones((5, 4))))
     with pytest.raises(LamfastError, match="even number of columns: .* got 3 columns"):
         LinearLAM(dz=1).fit(rng.standard_normal((10, 3)), rng.standard_normal(10))
+    with pytest.raises(LamfastError, match="o_next must have the same shape as o"):
+        LinearLAM(dz=1).fit(np.zeros((10, 3)), np.zeros((10, 5)))  # not an X, y pair
     lam = LinearLAM(dz=1).fit(rng.standard_normal((10, 4)))
     with pytest.raises(LamfastError, match="X has 6 features, but LinearLAM is expecting 4"):
         lam.transform(rng.standard_normal((10, 6)))

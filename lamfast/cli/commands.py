@@ -28,6 +28,7 @@ from ..experiments.sweep import sweep as run_sweep
 from ..info import machine_info
 from ..solvers.variant import WEIGHTINGS
 from ..sources.export import write_world
+from ..sources.frames.distributed import noop_checkpoint_path
 from ..sources.frames.preprocess import Preprocess
 from ..sources.gridworld import POLICIES, write_gridworld
 from ..sources.simulated import SOURCES
@@ -234,7 +235,10 @@ def _fit_frames_cmd(
     if checkpoint is not None:
         check_output(checkpoint, inputs=inputs, flag="--checkpoint", checkpoint=True)
     if out is not None:
-        check_output(out, inputs=[*inputs, ("checkpoint", checkpoint)], force=force)
+        checkpoints = [("checkpoint", checkpoint)]
+        if checkpoint is not None and noop_action is not None:
+            checkpoints.append(("no-op checkpoint", noop_checkpoint_path(checkpoint)))
+        check_output(out, inputs=[*inputs, *checkpoints], force=force)
     result, lam = fit_frames(
         path,
         dz,
@@ -338,7 +342,9 @@ def simulate_gridworld_cmd(out, episodes, length, noise, noise_p, policy, p, see
 @click.option("--out", type=click.Path(), required=True, help="Output directory, or a .npz file.")
 @click.option("--block-rows", type=click.IntRange(min=2), default=None, help="Rows per block.")
 @progress_option
-@force_option
+@click.option(
+    "--force", is_flag=True, help="Overwrite an existing .npz (an existing folder is refused)."
+)
 def simulate_linear_cmd(
     do, da, db, noise, sigma, chi, seed, rows, out, block_rows, progress, force
 ):

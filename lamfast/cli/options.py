@@ -35,7 +35,10 @@ class Rows(click.ParamType):
 
 # Options shared by several commands.
 progress_option = click.option(
-    "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
+    "--progress/--no-progress",
+    default=None,
+    help="Progress on stderr for long work: a bar on a terminal, a plain line every 10 s in a "
+    "log [default: on].",
 )
 
 

@@ -232,6 +232,29 @@ def _fit_error(path, why: str) -> LamfastError:
     return LamfastError(f"{path}: not a readable lamfast fit file ({why})")
 
 
+def _check_frames_meta(path, frames) -> None:
+    """The frame metadata encode relies on: preprocessing options, raw shape, scale."""
+    if not isinstance(frames, dict):
+        raise _fit_error(path, "its frame metadata is not a JSON object")
+    pre = frames.get("preprocess") or {}
+    if not isinstance(pre, dict):
+        raise _fit_error(path, "its preprocessing is not a JSON object")
+    try:
+        Preprocess(**pre)
+    except (TypeError, ValueError) as e:
+        raise _fit_error(path, f"bad preprocessing: {str(e).splitlines()[0]}") from None
+    shape = frames.get("frame_shape")
+    if shape is not None and not (
+        isinstance(shape, list) and all(isinstance(n, int) and n > 0 for n in shape)
+    ):
+        raise _fit_error(path, f"bad frame shape {shape!r}")
+    scale = frames.get("scale")
+    if scale is not None and (
+        isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0
+    ):
+        raise _fit_error(path, f"bad pixel scale {scale!r}")
+
+
 def load_lam(path):
     """Load a ``LinearLAM`` saved by :func:`save_lam` (with ``frames_meta_``).
 
@@ -284,8 +307,8 @@ def load_lam(path):
         got = ", ".join(f"{k} {x.shape}" for k, x in zip("ABCD", (A, B, C, D), strict=True))
         raise _fit_error(path, f"matrices of inconsistent shapes for dz = {dz}: {got}")
     frames = meta.get("frames")
-    if frames is not None and not isinstance(frames, dict):
-        raise _fit_error(path, "its frame metadata is not a JSON object")
+    if frames is not None:
+        _check_frames_meta(path, frames)
     lam = LinearLAM._fitted(
         dz,
         variant,

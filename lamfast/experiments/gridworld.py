@@ -51,7 +51,7 @@ def gridworld_panel(
     """The linear analogue of the paper's grid-world study.
 
     For each noise level x policy a dataset is simulated, written to ``.npz`` and read back
-    through :mod:`lamfast.frames` (the path users take). Linear LAMs are fitted without
+    through :mod:`lamfast.sources.frames` (the path users take). Linear LAMs are fitted without
     augmentation (learned decoder) and with it (identity decoder, tied encoder), each without and
     with a fraction ``label_fraction`` of action labels.
 

@@ -255,8 +255,9 @@ class RunOptions:
             )
 
 
-# Panels run only when named: the grid-world study (lamfast.gridworld) simulates frame files and
-# fits them through lamfast.frames, the path users' own data take.
+# Panels run only when named: the grid-world study (lamfast.experiments.gridworld) simulates frame
+# files and
+# fits them through lamfast.sources.frames, the path users' own data take.
 EXTRA_PANELS = ("gridworld",)
 
 

@@ -229,7 +229,7 @@ class MergeTree:
         those blocks one by one would have built exactly this subtree before touching the stack.
         The moments must come from a :class:`MergeTree` fed with the same blocks (one stack entry,
         see :meth:`entries`), and the result is then bitwise identical to pushing them one by one.
-        This is how distributed executors hand back the work of a task (``lamfast.distributed``).
+        This is how distributed executors hand back the work of a task (``lamfast.moments.tree``).
         """
         n_blocks = int(n_blocks)
         if n_blocks < 1 or n_blocks & (n_blocks - 1) or self.n_blocks % n_blocks:

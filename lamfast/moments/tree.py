@@ -11,7 +11,8 @@ the global tree would have built for them, and the client adds them with
 :meth:`MergeTree.push_subtree`. :func:`task_ranges` cuts the stream into such runs (at most
 ``task_blocks`` long, a power of two). The client merges task results in block order, whatever
 order they finish in, hence the same floating-point operations on the same operands as the
-single-process :func:`lamfast.simulate.stream_moments`: the result is identical bit for bit for
+single-process :func:`lamfast.sources.simulate.stream_moments`: the result is identical bit for bit
+for
 any number of workers (tests/test_distributed.py).
 
 Memory on the client is bounded: at most ``window`` tasks are in flight or finished-but-unmerged
@@ -20,7 +21,7 @@ stack.
 
 The executor is generic: :func:`tree_moments` takes any picklable ``chunk_fn(first, stop)``
 returning the ``(count, mean, co-moment)`` of blocks ``first..stop-1`` (the contract of
-:func:`lamfast.simulate.chunk_moments`), so sources of real frames can run on Dask, with
+:func:`lamfast.sources.simulate.chunk_moments`), so sources of real frames can run on Dask, with
 checkpoints, by supplying their own chunk function.
 """
 

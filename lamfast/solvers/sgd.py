@@ -2,7 +2,7 @@
 
 Fresh Gaussian minibatches drawn from a :class:`LinearWorld` at every step, Adam (PyTorch's
 update, lr 1e-3, betas (0.9, 0.999), eps 1e-8), batch 128, a configurable number of steps, from
-the training initialisation of :func:`lamfast.gd.paper_init`. Per sample and per step:
+the training initialisation of :func:`lamfast.solvers.trainer.paper_init`. Per sample and per step:
 
 - augmentation (kappa > 0): ``k1, k2 ~ N(0, kappa^2 I)`` drawn fresh;
   ``z = C(o + k1) + D(o' + k1)`` (tied encoder: ``z = D((o' + k1) - (o + k1))``),
@@ -141,7 +141,8 @@ def sgd_fit(
     dz : int
     variant : Variant
     seed : int
-        Seeds the initialisation (:func:`lamfast.gd.paper_init`, shared with ``moment-gd``) and
+        Seeds the initialisation (:func:`lamfast.solvers.trainer.paper_init`, shared with
+        ``moment-gd``) and
         the training stream.
     steps, lr, batch : optional
         Adam steps (default ``config.SGD_STEPS``), learning rate (``config.SGD_LR`` = 1e-3) and

@@ -64,7 +64,8 @@ def paper_init(do: int, dz: int, da: int, variant: Variant, seed: int = 0) -> di
 @njit
 def _theta_offsets(do, dz, da, learned, free, supervised):
     """Offsets of A, B, C, D, E, h in the flat parameter vector ``theta`` (A only with a learned
-    decoder, C only with a free encoder, E and h only when supervised); shared with lamfast.sgd."""
+    decoder, C only with a free encoder, E and h only when supervised); shared with
+    lamfast.solvers.sgd."""
     off = 0
     oA = off
     if learned:

@@ -8,8 +8,8 @@ Rules for every array argument (``o``, ``o_next``, ``a``, ``noise``, ``z``)
 - **dtypes.** float32 and float64 are used as given; integer and bool arrays (``uint8`` pixels)
   are accepted too. Everything is converted to float64 *before* any arithmetic, so a frame
   difference of ``uint8`` frames never wraps around, and moments are accumulated in float64
-  whatever the input dtype (docs/architecture.md, determinism). complex, object and string dtypes
-  are refused.
+  whatever the input dtype (docs/architecture.md, determinism). Object arrays of numbers are
+  converted; complex and string dtypes, and objects that are not numbers, are refused.
 - **Shapes.** Row ``i`` of every array belongs to the same transition. ``o`` and ``o_next`` are
   ``(n, do)``; arrays with more dimensions, such as ``(n, height, width, channels)`` frames, are
   flattened to ``(n, do)``. ``a`` (and ``noise``) are ``(n, da)``; a 1-d ``a`` is one action per
@@ -160,7 +160,8 @@ def split_transitions(o, o_next=None, a=None) -> tuple[np.ndarray, np.ndarray, n
     # the raw array's own ndim (np.ndim would call __array_function__, which array-likes such
     # as scikit-learn's _NotAnArray refuse)
     raw_ndim = np.asarray(o_next).ndim if not isinstance(o_next, np.ndarray) else o_next.ndim
-    if a is None and raw_ndim <= 2 and first.shape[1] % 2:
+    narrow = second.shape[1] <= max(first.shape[1] // 2, 1)  # y (actions) beside X = [o | o_next]
+    if a is None and raw_ndim <= 2 and narrow and first.shape[1] % 2:
         raise LamfastError(
             "X needs an even number of columns: o and o_next side by side, (n, 2 * do); "
             f"got {first.shape[1]} columns"

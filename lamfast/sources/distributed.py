@@ -77,7 +77,8 @@ def stream_moments_dask(
     window : int, optional
         Bound on tasks in flight or awaiting merge (client memory).
     checkpoint : str, PathLike or Checkpoint, optional
-        Resume from and periodically save to this ``.npz`` file (see ``lamfast.checkpoint``).
+        Resume from and periodically save to this ``.npz`` file (see
+        ``lamfast.moments.checkpoint``).
     progress : bool, optional
         Progress bar on stderr.
 

@@ -1,6 +1,7 @@
 """Write a simulated world's stream to disk as pairs data, for training your own (deep) LAMs.
 
-Layout (what :mod:`lamfast.frames` reads): ``o`` and ``o_next`` (n x do float64), ``actions``
+Layout (what :mod:`lamfast.sources.frames` reads): ``o`` and ``o_next`` (n x do float64),
+``actions``
 (n x da float64), the ground-truth noise ``b`` (exo) or ``eps`` (gaussian/uniform) when the world
 has noise, and ``world.json`` (the world's spec, block rows and row count). ``OUT`` is either a
 directory (one ``.npy`` per key, written in one pass through memory maps) or a ``.npz`` (the same

@@ -24,7 +24,7 @@ def _draw_rows(gen, n, do, da, X, P, Y, chi, sigma, code, out):
 
     Draws sources in the order of the world's stream rule (o, e, then b or xi as one normal
     array; then U[0, 1) for uniform noise), so with the same generator the rows equal
-    :func:`lamfast.simulate.simulate_rows` up to rounding; the maps are applied structurally
+    :func:`lamfast.sources.simulate.simulate_rows` up to rounding; the maps are applied structurally
     (``a = chi P o + (1 - chi) e``, ``delta = X a + noise``), O(n do da) instead of O(n p r).
     """
     n_extra = 0

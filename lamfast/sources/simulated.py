@@ -28,7 +28,7 @@ def world_moments(
 
     ``draw`` selects an independent Wishart draw (the stream source is keyed by the world's seed).
     ``workers`` / ``scheduler`` run the stream on Dask and ``checkpoint`` makes it resumable
-    (``lamfast.distributed``); all three give the same bits as the plain stream.
+    (``lamfast.sources.distributed``); all three give the same bits as the plain stream.
     """
     scaled = {"workers": workers, "scheduler": scheduler, "checkpoint": checkpoint}
     used = [f"--{k}" for k, v in scaled.items() if v is not None]
@@ -59,7 +59,7 @@ def world_moments(
 def moments_from_world(
     world: LinearWorld, source: str = "population", rows=None, *, progress: bool | None = None
 ) -> Moments:
-    """Moments of a simulated :class:`~lamfast.world.LinearWorld`.
+    """Moments of a simulated :class:`~lamfast.sources.world.LinearWorld`.
 
     Parameters
     ----------

@@ -51,7 +51,8 @@ def frame_moments_tree(
     task_blocks: int | None = None,
     window: int | None = None,
 ):
-    """Moments of a :class:`~lamfast.frames.FrameSource`, blocks as tasks; bitwise equal to
+    """Moments of a :class:`~lamfast.sources.frames.source.FrameSource`, blocks as tasks; bitwise
+    equal to
     ``source.moments()`` (the sequential pass).
 
     Blocks of transitions are read directly through the source's :meth:`index`, so they can be

@@ -156,13 +156,16 @@ def _read_exact(f, nbytes: int, label: str) -> bytes:
 
 
 class _ZarrMember(_Member):
-    def __init__(self, array, label: str):
+    def __init__(self, array, label: str, frames: bool = True):
         self._a, self.name = array, label
         self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
         _check_dtype(self.dtype, label)
-        # zarr reads a missing chunk as its fill value: a deleted or never-written chunk would
-        # enter the moments as zeros. Refuse instead (stores written with zarr 3's default
-        # write_empty_chunks=False omit all-fill chunks too: rewrite those with it set to True).
+        # zarr reads a missing chunk as its fill value: a deleted chunk of frames would enter
+        # the moments as zeros. Refuse it for frames (o, o_next). Episode flags and action ids
+        # are mostly their fill value (False, 0), and zarr 3 does not write such chunks by
+        # default (write_empty_chunks=False), so a missing chunk there is the data.
+        if not frames:
+            return
         try:
             have, want = int(array.nchunks_initialized), int(array.nchunks)
         except Exception as e:  # zarr raises many types for damaged stores
@@ -317,7 +320,11 @@ def _open_zarr(path: Path) -> list[_Segment]:
         raise LamfastError(f"{path}: not a readable zarr store ({e})") from None
     if hasattr(node, "shape"):
         return [_segment_from_members({"frames": _ZarrMember(node, path.name)}, path.name)]
-    members = {k: _ZarrMember(node[k], f"{path.name}/{k}") for k in _FRAME_KEYS if k in node}
+    members = {
+        k: _ZarrMember(node[k], f"{path.name}/{k}", frames=k in ("frames", "o", "o_next"))
+        for k in _FRAME_KEYS
+        if k in node
+    }
     return [_segment_from_members(members, path.name)]
 
 
@@ -342,7 +349,9 @@ def open_segments(path) -> list[_Segment]:
         if (path / "frames.npy").exists() or (path / "o.npy").exists():
             return [_open_member_dir(path)]
         files = sorted(
-            p for p in path.iterdir() if p.suffix.lower() in (".npy", ".npz") and p.is_file()
+            check_input(p, "frames")  # a FIFO or device among the episodes: refused, not skipped
+            for p in path.iterdir()
+            if p.suffix.lower() in (".npy", ".npz") and not p.is_dir()
         )
         if not files:
             raise LamfastError(f"{path}: directory holds no .npy or .npz files")

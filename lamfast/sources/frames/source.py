@@ -170,6 +170,7 @@ class FrameSource:
             if len(widths) != 1:
                 raise LamfastError(f"action widths differ between files: {sorted(widths)}")
             self.action_kind, self.n_actions, self.da = "continuous", None, widths.pop()
+            check_moment_size(2 * self.do + self.da, f"{self.path} with {self.da}-dim actions")
 
     # ------------------------------------------------------------------ layout
     @property
@@ -429,8 +430,9 @@ class FrameSource:
     def would_read(self, path) -> bool:
         """Whether a file at ``path`` would be read as part of this dataset (a directory of
         ``.npy``/``.npz`` files reads every such file at its top level)."""
-        path = Path(os.path.abspath(path))
-        if not self.path.is_dir() or path.parent != Path(os.path.abspath(self.path)):
+        # resolved: a checkpoint reached through a symbolic link is still inside the dataset
+        path = Path(os.path.realpath(path))
+        if not self.path.is_dir() or path.parent != Path(os.path.realpath(self.path)):
             return False
         if (self.path / "frames.npy").exists() or (self.path / "o.npy").exists():
             # an unpacked .npz directory (open_segments): only its known members are read
@@ -465,7 +467,7 @@ class FrameSource:
         ``workers`` / ``scheduler`` / ``client`` compute the blocks on Dask and ``checkpoint``
         (a ``.npz`` path) makes the run resumable; both read block ranges through
         :meth:`index` and give the same bits as the single sequential pass
-        (``lamfast.distributed.frame_moments_tree``).
+        (``lamfast.sources.frames.distributed.frame_moments_tree``).
         """
         block_rows = int(block_rows or config.BLOCK_ROWS)
         if block_rows < 1:
