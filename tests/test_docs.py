@@ -291,3 +291,18 @@ def test_frames_example_reads_lamfasts_own_layout(tmp_path):
     result = _run([str(ROOT / "examples" / "02_frames_npz.py"), "--npz", "bad.npz"], tmp_path)
     assert result.returncode == 1 and "match neither layout" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_readme_30_second_example_output_is_real():
+    """The README's first console example prints exactly what is shown (but the timing line)."""
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"```console\n\$ lamfast (fit [^\n]*)\n(.*?)```", text, re.S)
+    assert match, "README.md shows a `lamfast fit` console example"
+    command, shown = match.groups()
+    result = CliRunner().invoke(cli, command.split())
+    assert result.exit_code == 0, result.output
+
+    def lines(s):
+        return [x for x in s.splitlines() if not re.fullmatch(r"[\d.]+ s", x.strip())]
+
+    assert lines(result.stdout) == lines(shown)
