@@ -22,11 +22,15 @@ from ..benchmarks import format_table, run_bench
 from ..errors import LamfastError
 from ..experiments.fit import run_fit
 from ..experiments.fitframes import encode_frames, fit_frames, save_lam
-from ..experiments.panels import FIG4_MIDDLE_NOISES, SOLVER_CHOICES, RunOptions
+from ..experiments.panels import (
+    FIG4_MIDDLE_NOISES,
+    FIG4_RIGHT_WEIGHTINGS,
+    SOLVER_CHOICES,
+    RunOptions,
+)
 from ..experiments.reproduce import reproduce as run_reproduce
 from ..experiments.sweep import sweep as run_sweep
 from ..info import machine_info
-from ..solvers.variant import WEIGHTINGS
 from ..sources.export import write_world
 from ..sources.frames.distributed import noop_checkpoint_path
 from ..sources.frames.preprocess import Preprocess
@@ -403,7 +407,7 @@ def simulate_linear_cmd(
 )
 @click.option(
     "--label-weighting",
-    type=click.Choice(WEIGHTINGS),
+    type=click.Choice(FIG4_RIGHT_WEIGHTINGS),
     default="batch",
     show_default=True,
     help="fig4-right lines drawn solid: batch (authors' scripts) or paper (w = m).",

@@ -27,6 +27,8 @@ LATENT_CHOICES = ("true", "surrogate", "act-surrogate")
 SOLVER_CHOICES = ("auto", *SOLVERS)
 # Noise of fig4-middle: the paper's text (gaussian) or the authors' augmentation script (uniform).
 FIG4_MIDDLE_NOISES = ("gaussian", "uniform")
+# Weightings of fig4-right, the figure's solid lines (the authors' scripts) first.
+FIG4_RIGHT_WEIGHTINGS = ("batch", "paper")
 
 
 # ------------------------------------------------------------------------------ panels as data
@@ -176,13 +178,13 @@ PANELS: dict[str, Panel] = {
             axes=(
                 ("sigma", (0.5, 1.0, 2.0)),
                 ("label_fraction", (0.0, 0.01)),
-                ("label_weighting", ("batch", "paper")),
+                ("label_weighting", FIG4_RIGHT_WEIGHTINGS),
                 ("dz", DZ_ALL),
             ),
             quick_axes=(
                 ("sigma", (0.5, 2.0)),
                 ("label_fraction", (0.0, 0.01)),
-                ("label_weighting", ("batch", "paper")),
+                ("label_weighting", FIG4_RIGHT_WEIGHTINGS),
                 ("dz", (2, 8, 16)),
             ),
             x="dz",
