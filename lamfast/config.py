@@ -208,6 +208,25 @@ MAX_ACTIONS = _default("MAX_ACTIONS", 4096)
 # is refused (each process costs memory and start-up; none adds speed).
 MAX_WORKERS_PER_CORE = _default("MAX_WORKERS_PER_CORE", 4)
 
+# lamfast probe: held-out folds. Probes are fitted on k - 1 folds and scored on the k-th, so a
+# latent that memorises its training rows is not scored on them; 5 folds give a spread from five
+# scores while each probe still sees 80% of the rows.
+PROBE_FOLDS = _default("PROBE_FOLDS", 5)
+
+# Data without episodes (pairs files) or with fewer episodes than folds are split into folds by
+# runs of this many consecutive transitions instead: neighbouring transitions are near copies of
+# each other, so a row-level split would score a probe on rows it has almost seen.
+PROBE_RUN_ROWS = _default("PROBE_RUN_ROWS", 1000)
+
+# A codebook "collapses" when fewer codes are in effective use (the perplexity of the code usage)
+# than this fraction of what the codes could distinguish (min(codebook size, actions)): one code
+# of five carrying most transitions is the failure deep-LAM users report.
+CODE_COLLAPSE_FRACTION = _default("CODE_COLLAPSE_FRACTION", 0.5)
+
+# Joint codes of several codebooks (their product) get their own statistics while the product
+# stays at most this many cells.
+MAX_JOINT_CODES = _default("MAX_JOINT_CODES", 4096)
+
 
 def pinv_rtol(dim: int) -> float:
     """Relative eigenvalue cut-off used by every pseudo-inverse in lamfast."""

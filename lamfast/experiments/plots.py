@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import textwrap
 
+import numpy as np
+
 from .._files import atomic_output
 
 LABELS = {
@@ -61,9 +63,6 @@ def _line_label(panel, key) -> str:
 
 def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -> None:
     """Write the PNG figure of one panel from its rows (atomically: temp file, then rename)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if panel.facets == "metric":
         facets = [("metric", m) for m in panel.metrics]
     elif panel.facets:
@@ -71,8 +70,7 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
     else:
         facets = [(None, None)]
     n = len(facets)
-    fig = Figure(figsize=(4.2 * n, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(4.2 * n, 3.6)
     axes = fig.subplots(1, n, squeeze=False)[0]
     line_keys = _unique(tuple(r[c] for c in panel.lines) for r in rows)
     cmap = fig.colormaps["viridis"] if hasattr(fig, "colormaps") else None
@@ -121,9 +119,83 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
         axes[-1].legend(handles, labels, fontsize=7, loc="best")
     title = textwrap.fill(f"{panel.name}: {panel.title}", width=max(60, 58 * n))
     fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path) -> None:
     with atomic_output(path) as tmp:
         # No timestamp metadata: rerunning writes the same bytes on the same matplotlib.
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+
+
+PROBE_BARS = (
+    ("act_r2", "action R²"),
+    ("accuracy", "action accuracy"),
+    ("obs_share", "observation held"),
+    ("noi_share", "exogenous part held"),
+    ("leak", "future-exogenous leakage"),
+)
+
+
+def plot_probe_scores(result: dict, path, labels: dict) -> None:
+    """Bars of the per-target scores of the latent beside its references (``lamfast probe``):
+    shares of each target's variance the latent holds, with the fold spread as error bars."""
+    fig = _figure(7.5, 3.4)
+    ax = fig.subplots()
+    names = [n for n in labels if n in result["scores"]]
+    bars = []
+    for key, label in PROBE_BARS:
+        base = {"obs_share": "obs_mse", "noi_share": "noi_mse"}.get(key, key)
+        values = []
+        for n in names:
+            e = result["scores"][n].get(base)
+            if e is None:
+                values.append((float("nan"), 0.0))
+                continue
+            mean = 1.0 - e["mean"] if base != key else e["mean"]
+            sd = e.get("sd", float("nan"))
+            values.append((mean, sd if sd == sd else 0.0))
+        if any(v == v for v, _ in values):
+            bars.append((label, values))
+    width = 0.8 / max(len(names), 1)
+    cmap = fig.colormaps["viridis"] if hasattr(fig, "colormaps") else None
+    for j, n in enumerate(names):
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(bars))]
+        ys = [b[1][j][0] for b in bars]
+        errs = [b[1][j][1] for b in bars]
+        color = cmap(j / max(len(names) - 1, 1) * 0.9) if cmap else None
+        ax.bar(xs, ys, width, yerr=errs, label=labels[n], color=color, capsize=2)
+    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+    ax.set_ylabel("share held (held-out)")
+    ax.axhline(0.0, color="0.4", linewidth=0.6)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    ax.set_title("What the latent holds, beside the references", fontsize=9)
+    _save(fig, path)
+
+
+def plot_contingency(codes: dict, path, g: int = 0) -> None:
+    """Heat map of the code x action contingency table of codebook ``g``."""
+    table = np.asarray(codes["contingency"], dtype=np.float64)
+    fig = _figure(1.6 + 0.45 * table.shape[1], 1.2 + 0.35 * table.shape[0])
+    ax = fig.subplots()
+    im = ax.imshow(table, cmap="viridis", aspect="auto")
+    ax.set_xlabel("action")
+    ax.set_ylabel("code")
+    ax.set_xticks(range(table.shape[1]))
+    ax.set_yticks(range(table.shape[0]))
+    fig.colorbar(im, ax=ax, label="transitions")
+    ax.set_title(f"codebook {g}: NMI {codes['nmi']:.2f}, purity {codes['purity']:.2f}", fontsize=9)
+    _save(fig, path)
 
 
 def _unique(values) -> list:

@@ -49,9 +49,10 @@ def _check_layout(train: Moments, test: Moments):
 
 
 def probe_mse(
-    W: np.ndarray, moments: Moments, target: str, eval_moments: Moments | None = None
+    W: np.ndarray, moments: Moments, target, eval_moments: Moments | None = None
 ) -> float:
-    """Normalised MSE of the optimal linear probe (with bias) from ``z = W x`` to block ``target``.
+    """Normalised MSE of the optimal linear probe (with bias) from ``z = W x`` to ``target`` (a
+    block name, or a matrix ``T`` with ``y = T x``).
 
     With ``eval_moments`` the probe (weights and intercept) is fitted on ``moments`` and scored on
     ``eval_moments`` (distribution shift, docs/theory.md, scoring).
@@ -66,33 +67,48 @@ def probe_mse(
     """
     test = moments if eval_moments is None else eval_moments
     _check_layout(moments, test)
-    iy = moments.index(target)
     G, h = linear_probe(W, moments, target)
-    total = float(np.trace(test.cov[iy, iy]))
+    if eval_moments is not None:
+        return probe_score(G, h, W, test, target)
+    Sxy, _, total = _target(moments, target)
     if total <= 0:
         return 1.0  # nothing to predict: the paper's "no noise -> 1"
-    if eval_moments is None:
-        mse = total - float(np.sum(G * (W @ moments.cov[:, iy]).T))
-        return float(max(mse, 0.0) / total)
-    return probe_score(G, h, W, test, iy)
+    mse = total - float(np.sum(G * (W @ Sxy).T))
+    return float(max(mse, 0.0) / total)
 
 
-def probe_score(G: np.ndarray, h: np.ndarray, W: np.ndarray, test: Moments, iy) -> float:
+def probe_score(G: np.ndarray, h: np.ndarray, W: np.ndarray, test: Moments, target) -> float:
     """Normalised MSE of the given probe ``y^ = G (W x) + h`` under the law of ``test``::
 
         [tr S_yy - 2 tr(G S_zy) + tr(G S_zz G^T) + ||mu_y - G mu_z - h||^2] / tr S_yy
 
-    (1 when the target has no variance). ``iy``: the target block's slice of the joint vector.
+    (1 when the target has no variance). ``target``: a block name, the block's slice of the
+    joint vector, or a matrix ``T`` with ``y = T x``.
     """
+    err, total = probe_error(G, h, W, test, target)
+    return 1.0 if total <= 0 else float(max(err, 0.0) / total)
+
+
+def probe_error(G, h, W, test: Moments, target) -> tuple[float, float]:
+    """Unnormalised ``(MSE, tr S_yy)`` of the probe ``y^ = G (W x) + h`` under ``test``."""
     S, mu = test.cov, test.mean
-    total = float(np.trace(S[iy, iy]))
-    if total <= 0:
-        return 1.0
+    Sxy, mu_y, total = _target(test, target)
     Szz = W @ S @ W.T
-    Szy = W @ S[:, iy]
-    bias = mu[iy] - G @ (W @ mu) - h
+    Szy = W @ Sxy
+    bias = mu_y - G @ (W @ mu) - h
     mse = total - 2 * float(np.sum(G * Szy.T)) + float(np.sum((G @ Szz) * G)) + bias @ bias
-    return float(max(mse, 0.0) / total)
+    return float(mse), float(total)
+
+
+def _target(m: Moments, target):
+    """``(Cov(x, y), E[y], tr Cov(y))`` of a target: a block name or slice, or ``y = T x``."""
+    if isinstance(target, str):
+        target = m.index(target)
+    if isinstance(target, slice):
+        return m.cov[:, target], m.mean[target], float(np.trace(m.cov[target, target]))
+    T = np.asarray(target, dtype=np.float64)
+    Sxy = m.cov @ T.T
+    return Sxy, T @ m.mean, float(np.sum(T * Sxy.T))
 
 
 def _noise_target(moments: Moments) -> str | None:
@@ -178,11 +194,14 @@ def _metrics_one(lam, moments, eval_moments, latent, world) -> dict:
     return out
 
 
-def linear_probe(W: np.ndarray, m: Moments, target: str = "a") -> tuple[np.ndarray, np.ndarray]:
-    """Weights ``G`` and intercept ``h`` of the least-squares probe ``y ~ G (W x) + h``."""
+def linear_probe(W: np.ndarray, m: Moments, target="a") -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``G`` and intercept ``h`` of the least-squares probe ``y ~ G (W x) + h``.
 
-    iy = m.index(target)
+    ``target``: a block name or slice, or a matrix ``T`` with ``y = T x``.
+    """
+
+    Sxy, mu_y, _ = _target(m, target)
     Szz = W @ m.cov @ W.T
-    G = (W @ m.cov[:, iy]).T @ _pinv_psd(Szz)
-    h = m.mean[iy] - G @ (W @ m.mean)
+    G = (W @ Sxy).T @ _pinv_psd(Szz)
+    h = mu_y - G @ (W @ m.mean)
     return G, h

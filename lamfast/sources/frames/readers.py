@@ -186,6 +186,37 @@ class _ZarrMember(_Member):
             ) from None
 
 
+class _ArrayMember(_Member):
+    """An array in memory (or a memmap, or anything with ``__array__``), read by row ranges."""
+
+    def __init__(self, array, label: str):
+        try:
+            a = array if isinstance(array, np.ndarray) else np.asarray(array)
+        except Exception:  # a CUDA tensor, a tensor that requires grad
+            raise LamfastError(
+                f"{label} could not be converted to a numpy array ({type(array).__name__}); "
+                "pass a CPU array, e.g. tensor.detach().cpu()"
+            ) from None
+        if a.ndim == 0:
+            raise LamfastError(f"{label} must be an array along a time axis, got a scalar")
+        _check_dtype(a.dtype, label)
+        self._a, self.name = a, label
+        self.shape, self.dtype = tuple(a.shape), a.dtype
+
+    def read(self, start, stop):
+        return np.asarray(self._a[start:stop])
+
+
+def open_arrays(arrays) -> list[_Segment]:
+    """One segment of in-memory arrays: a mapping with the keys of an ``.npz`` (``frames`` and
+    optionally ``actions``, ``episode_starts`` or ``dones``; or ``o``, ``o_next``)."""
+    unknown = sorted(set(arrays) - set(_FRAME_KEYS))
+    if unknown:
+        raise LamfastError(f"unknown array key {unknown[0]!r}; known: {', '.join(_FRAME_KEYS)}")
+    members = {k: _ArrayMember(v, f"arrays[{k}]") for k, v in arrays.items() if v is not None}
+    return [_segment_from_members(members, "arrays")]
+
+
 def _check_shape(shape, label: str):
     if any(int(n) < 0 for n in shape):
         raise LamfastError(f"{label}: damaged header (negative dimension in shape {tuple(shape)})")

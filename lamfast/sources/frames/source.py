@@ -33,7 +33,7 @@ each holds its rows, their centred copy and a co-moment) and ``log2(blocks)`` co
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,15 @@ from ...moments.core import Blocks, Moments, check_moment_size
 from .distributed import frame_moments_tree
 from .index import TransitionIndex, _Cursor
 from .preprocess import Preprocess
-from .readers import _FRAME_KEYS, _Member, _NpyMember, _Segment, _ZipMember, open_segments
+from .readers import (
+    _FRAME_KEYS,
+    _Member,
+    _NpyMember,
+    _Segment,
+    _ZipMember,
+    open_arrays,
+    open_segments,
+)
 
 ACTION_KINDS = ("auto", "discrete", "continuous", "none")
 
@@ -56,8 +64,10 @@ class FrameSource:
 
     Parameters
     ----------
-    path : str or Path
-        ``.npy``, ``.npz``, a directory, or a zarr store (see the module docstring).
+    path : str, Path or mapping of arrays
+        ``.npy``, ``.npz``, a directory, or a zarr store (see the module docstring); or arrays in
+        memory under the keys of an ``.npz`` (``{"frames": F, "actions": a}``,
+        ``{"o": O, "o_next": O2}``), which cannot be sent to Dask workers or checkpointed.
     preprocess : Preprocess, optional
         Crop, downsample, scale.
     actions : {"auto", "discrete", "continuous", "none"}
@@ -86,14 +96,15 @@ class FrameSource:
         n_actions: int | None = None,
         chunk_frames: int | None = None,
     ):
-        self.path = Path(path)
+        self.in_memory = isinstance(path, Mapping)
+        self.path = Path("<arrays>") if self.in_memory else Path(path)
         self.preprocess = preprocess or Preprocess()
         if actions not in ACTION_KINDS:
             raise LamfastError(f"actions must be one of {', '.join(ACTION_KINDS)}, got {actions!r}")
         self.chunk_frames = int(chunk_frames or config.FRAME_CHUNK)
         if self.chunk_frames < 1:
             raise LamfastError("chunk_frames must be >= 1")
-        self.segments = open_segments(self.path)
+        self.segments = open_arrays(path) if self.in_memory else open_segments(self.path)
         first = self.segments[0].first
         self.frame_shape = tuple(first.shape[1:])
         self.raw_dtype = first.dtype
@@ -207,6 +218,31 @@ class FrameSource:
                 starts += int(np.count_nonzero(flags.read(s, min(last, s + step))))
             total += T - starts
         return total
+
+    def episode_lengths(self) -> np.ndarray:
+        """Transitions of each episode, in order (reads only the episode flags).
+
+        An episode starts at frame 0 of every file and wherever ``episode_starts`` (or the
+        ``dones`` of the frame before) says; pairs data (``o``, ``o_next``) carry no episodes,
+        so each such file counts as one. Episodes of a single frame have 0 transitions.
+        """
+        out = []
+        step = 1 << 20
+        for seg in self.segments:
+            T = len(seg.first)
+            if seg.kind == "pairs":
+                out.append(T)
+                continue
+            starts = [np.zeros(0, dtype=np.int64)]
+            for s in range(0, T, step):
+                e = min(T, s + step)
+                starts.append(s + np.flatnonzero(self._boundary(seg, s, e)))
+            first = np.concatenate(starts)
+            if T == 0:
+                continue
+            # an episode from frame f to the next start g - 1 has g - f - 1 transitions
+            out.extend((np.diff(np.append(first, T)) - 1).tolist())
+        return np.asarray(out, dtype=np.int64)
 
     def _check_actions(self, acts: np.ndarray, rows: np.ndarray, member: _Member) -> None:
         """Validate the actions of valid transitions (``rows``: their indices in ``member``).
@@ -388,6 +424,11 @@ class FrameSource:
 
     def spec(self) -> dict:
         """Constructor arguments that reopen this source (on a Dask worker) without a scan."""
+        if self.in_memory:
+            raise LamfastError(
+                "arrays in memory cannot be sent to Dask workers or checkpointed; save them as "
+                ".npz (np.savez) and pass the file"
+            )
         return {
             "path": str(self.path.resolve()),  # workers may run in another directory
             "preprocess": self.preprocess,
@@ -404,7 +445,7 @@ class FrameSource:
             for m in (seg.frames, seg.o, seg.o_next, seg.actions, seg.starts, seg.dones):
                 if isinstance(m, _NpyMember | _ZipMember):
                     paths.add(m.path.resolve())
-                elif m is not None:  # zarr: the whole store
+                elif m is not None and not self.in_memory:  # zarr: the whole store
                     paths.update(f.resolve() for f in self.path.rglob("*") if f.is_file())
         out = []
         for f in sorted(paths):

@@ -1,0 +1,422 @@
+"""Score any model's latents against the transitions they belong to, in two streamed passes.
+
+Pass 1 accumulates, per held-out fold, the moments of the joint vector
+``x = [z, o, delta, a, noise]`` (``z``: the latent's features; codes one-hot or embedded through
+their codebook vectors), and the code x action contingency table. Every probe, reference and
+leakage score is then closed form (:mod:`lamfast.probes.scores`). Pass 2, with discrete actions,
+replays the stream to count the argmax predictions of the fitted action probes (accuracy and
+balanced accuracy), which moments cannot give.
+
+Folds are drawn over episodes (or runs of consecutive transitions, ``config.PROBE_RUN_ROWS``,
+when the data have fewer episodes than folds) with a seeded permutation, so a probe is never
+scored on transitions of an episode it was fitted on. Each fold has its own
+:class:`~lamfast.moments.accumulate.BlockAccumulator`, fed its rows in transition order, so the
+moments are bitwise identical for any read chunk size, and memory is the blocks in flight, never
+the dataset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import config
+from ..errors import LamfastError
+from ..moments.accumulate import BlockAccumulator, block_threads
+from ..moments.core import Moments, check_moment_size
+from ..sources.frames.source import FrameSource
+from ..sources.latents import RowArray, codebook_sizes, load_codebook
+from .closed import linear_probe
+from .codes import code_stats
+from .scores import MAPS, fold_maps, map_scores
+
+METRICS = ("act_mse", "act_r2", "obs_mse", "noi_mse", "leak", "llo")
+_FOLD_KEY = 11  # spawn key of the fold permutation (docs/architecture.md, determinism)
+
+
+class LatentFeatures:
+    """Latent rows to the ``z`` block: continuous rows as they are; codes one-hot per codebook,
+    or their codebook vectors when given."""
+
+    def __init__(self, latents: RowArray, codebook_size=None, codebook=None):
+        self.kind = latents.kind
+        self.codebook = None
+        self.sizes = None
+        if self.kind == "codes":
+            if codebook is not None:
+                self.codebook = load_codebook(codebook, latents.width)
+            self.sizes = codebook_sizes(latents, codebook_size, self.codebook)
+            if self.codebook is not None:
+                self.width = sum(int(cb.shape[1]) for cb in self.codebook)
+            else:
+                self.width = sum(self.sizes)
+            self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        else:
+            if codebook is not None or codebook_size is not None:
+                raise LamfastError("a codebook applies to integer codes, not continuous latents")
+            self.width = latents.width
+
+    @property
+    def ref_dz(self) -> int:
+        """Latent size of the references: the width of a continuous or embedded latent; for
+        one-hot codes the ``K - 1`` values each codebook can carry beside the intercept."""
+        if self.kind == "codes" and self.codebook is None:
+            return sum(k - 1 for k in self.sizes) or 1
+        return self.width
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        if self.kind != "codes":
+            return rows
+        if self.codebook is not None:
+            return np.hstack([cb[rows[:, g]] for g, cb in enumerate(self.codebook)])
+        out = np.zeros((rows.shape[0], self.width))
+        out[np.arange(rows.shape[0])[:, None], rows + self.starts] = 1.0
+        return out
+
+
+def check_index(index, latents: RowArray, n_transitions: int) -> np.ndarray | None:
+    """The transition ids of the latent rows: sorted, no repeats, inside the data."""
+    if index is None:
+        return None
+    ids = RowArray(index, name="index", kind="codes")
+    if ids.width != 1:
+        raise LamfastError(f"index must be one transition id per latent row, got {ids.row_shape}")
+    ids = ids.read(0, ids.n)[:, 0]
+    if len(ids) != latents.n:
+        raise LamfastError(f"index has {len(ids)} ids but there are {latents.n} latent rows")
+    step = np.diff(ids)
+    if (step == 0).any():
+        i = int(np.flatnonzero(step == 0)[0])
+        raise LamfastError(f"index repeats transition {int(ids[i])} (rows {i} and {i + 1})")
+    if (step < 0).any():
+        i = int(np.flatnonzero(step < 0)[0])
+        raise LamfastError(
+            f"index is not increasing at row {i + 1} ({int(ids[i])} then {int(ids[i + 1])}); "
+            "sort the latents and the index by transition id"
+        )
+    if ids[0] < 0 or ids[-1] >= n_transitions:
+        bad = int(ids[0] if ids[0] < 0 else ids[-1])
+        raise LamfastError(
+            f"index names transition {bad}, outside the data's {n_transitions} transitions "
+            f"(0..{n_transitions - 1})"
+        )
+    return ids
+
+
+def _check_alignment(latents: RowArray, lengths: np.ndarray, n: int, ids) -> None:
+    if ids is not None:
+        return
+    if latents.n != n:
+        raise LamfastError(
+            f"{latents.label}: {latents.n} latent rows but the data have {n} transitions in "
+            f"{int(np.count_nonzero(lengths))} episodes (one latent per transition, episodes "
+            "never crossed); pass --index if the model skipped transitions"
+        )
+    if latents.per_episode and len(latents.parts) > 1:
+        eps = lengths[lengths > 0]
+        if len(eps) != len(latents.parts):
+            raise LamfastError(
+                f"{latents.label}: {len(latents.parts)} latent files but the data have "
+                f"{len(eps)} episodes with transitions (one file per episode)"
+            )
+        bad = np.flatnonzero(eps != latents.lengths)
+        if bad.size:
+            e = int(bad[0])
+            raise LamfastError(
+                f"{latents.parts[e].name}: {int(latents.lengths[e])} rows but episode {e} has "
+                f"{int(eps[e])} transitions"
+            )
+
+
+def fold_units(lengths: np.ndarray, folds: int) -> tuple[np.ndarray, str]:
+    """Ends (exclusive transition ids) of the units folds are drawn over, and their name."""
+    n = int(lengths.sum())
+    if np.count_nonzero(lengths) >= folds:
+        return np.cumsum(lengths[lengths > 0]), "episodes"
+    run = max(1, min(int(config.PROBE_RUN_ROWS), n // folds))
+    ends = np.arange(run, n + run, run)
+    ends[-1] = n
+    return ends, f"runs of {run} consecutive transitions"
+
+
+def _fold_of_unit(n_units: int, folds: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_FOLD_KEY,)))
+    out = np.empty(n_units, dtype=np.int64)
+    out[rng.permutation(n_units)] = np.arange(n_units) % folds
+    return out
+
+
+class _Stream:
+    """The joint rows of the scored transitions, chunk by chunk, with their folds."""
+
+    def __init__(self, source, latents, features, ids, noise, ends, fold_of_unit):
+        self.source, self.latents, self.features = source, latents, features
+        self.ids, self.noise, self.ends, self.fold_of_unit = ids, noise, ends, fold_of_unit
+        blocks = [("z", features.width), ("o", source.do), ("delta", source.do)]
+        if source.da:
+            blocks.append(("a", source.da))
+        if noise is not None:
+            blocks.append(("noise", noise.width))
+        self.blocks = tuple(blocks)
+        self.p = sum(s for _, s in blocks)
+
+    def chunks(self, progress, label):
+        """Yield ``(X, fold, codes, action_ids)`` for every chunk of scored transitions."""
+        t0 = 0
+        for o, o2, acts in self.source.transitions(progress=progress, label=label):
+            n = o.shape[0]
+            t = np.arange(t0, t0 + n)
+            if self.ids is None:
+                j0, j1 = t0, t0 + n
+            else:
+                j0, j1 = np.searchsorted(self.ids, [t0, t0 + n])
+                local = self.ids[j0:j1] - t0
+                o, o2, t = o[local], o2[local], t[local]
+                acts = None if acts is None else acts[local]
+            t0 += n
+            if j1 == j0:
+                continue
+            raw = self.latents.read(int(j0), int(j1))
+            cols = [self.features(raw), o, o2 - o]
+            if self.source.da:
+                cols.append(self.source.action_rows(acts))
+            if self.noise is not None:
+                cols.append(self.noise.read(int(t[0]), int(t[-1]) + 1)[t - t[0]])
+            fold = self.fold_of_unit[np.searchsorted(self.ends, t, side="right")]
+            ids = acts.astype(np.int64) if self.source.action_kind == "discrete" else None
+            yield np.hstack(cols), fold, (raw if self.features.kind == "codes" else None), ids
+
+
+def _contingency(counts, codes, acts, features, n_actions):
+    for g, K in enumerate(features.sizes):
+        if acts is None:
+            counts[g] += np.bincount(codes[:, g], minlength=K)
+        else:
+            cell = codes[:, g] * n_actions + acts
+            counts[g] += np.bincount(cell, minlength=K * n_actions).reshape(K, n_actions)
+
+
+def _summary(per_fold: list[float], in_sample: float) -> dict:
+    v = np.array(per_fold, dtype=np.float64)
+    out = {"in_sample": float(in_sample)}
+    if v.size:
+        ok = v[np.isfinite(v)]
+        out["mean"] = float(ok.mean()) if ok.size else float("nan")
+        out["sd"] = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
+        out["folds"] = v.tolist()
+    else:  # one fold: in-sample only
+        out["mean"], out["sd"], out["folds"] = float(in_sample), float("nan"), []
+    return out
+
+
+def _accuracies(conf: np.ndarray) -> tuple[float, float]:
+    """Accuracy and balanced accuracy (mean recall over the classes present) of a confusion
+    matrix ``conf[true, pred]``."""
+    total = conf.sum()
+    if total == 0:
+        return float("nan"), float("nan")
+    per_class = conf.sum(axis=1)
+    present = per_class > 0
+    recall = np.diag(conf)[present] / per_class[present]
+    return float(np.trace(conf) / total), float(recall.mean())
+
+
+def score_latents(
+    latents,
+    source: FrameSource,
+    *,
+    index=None,
+    codebook_size=None,
+    codebook=None,
+    noise_pixels: np.ndarray | None = None,
+    noise=None,
+    folds: int | None = None,
+    seed: int = 0,
+    references: bool = True,
+    ref_dz: int | None = None,
+    accuracy: bool = True,
+    block_rows: int | None = None,
+    progress=None,
+) -> dict:
+    """Probe scores of ``latents`` on the transitions of ``source`` (module docstring).
+
+    Parameters
+    ----------
+    latents : RowArray
+        One row per transition (or per id of ``index``).
+    source : FrameSource
+    index : array_like or path, optional
+        Sorted transition ids of the latent rows, for models that skip transitions.
+    codebook_size, codebook
+        Codes only: the size of each codebook, or the codebook vectors (``K x d``,
+        ``G x K x d``), which embed the codes instead of one-hot columns.
+    noise_pixels : ndarray, optional
+        Flat pixel ids of the exogenous part of the frame (probed in ``o'``).
+    noise : RowArray, optional
+        Noise arrays, one row per transition of the data (as ``lamfast simulate`` writes them).
+    folds : int
+        Held-out folds (default ``config.PROBE_FOLDS``); 1 scores in-sample only.
+    references : bool
+        Also score the linear LAM of the same size, the supervised ceiling and chance.
+    ref_dz : int, optional
+        Latent size of the references (default :attr:`LatentFeatures.ref_dz`).
+    accuracy : bool
+        Second pass for the argmax accuracy of the action probes (discrete actions).
+
+    Returns
+    -------
+    dict
+        ``transitions``, ``latent``, ``folds``, ``scores`` (per map: per metric ``mean``,
+        ``sd``, ``folds``, ``in_sample``), ``codes`` (per codebook), ``noise``, ``warnings``.
+    """
+    folds = int(config.PROBE_FOLDS if folds is None else folds)
+    if folds < 1:
+        raise LamfastError(f"folds must be >= 1, got {folds}")
+    block_rows = int(block_rows or config.BLOCK_ROWS)
+    if noise_pixels is not None and noise is not None:
+        raise LamfastError("give a noise region or noise arrays, not both")
+    lengths = source.episode_lengths()
+    n_data = int(lengths.sum())
+    if n_data == 0:
+        raise LamfastError(f"{source.path}: no transitions (every frame starts an episode?)")
+    ids = check_index(index, latents, n_data)
+    _check_alignment(latents, lengths, n_data, ids)
+    if noise is not None and noise.n != n_data:
+        raise LamfastError(
+            f"{noise.label}: {noise.n} noise rows but the data have {n_data} transitions"
+        )
+    features = LatentFeatures(latents, codebook_size, codebook)
+    ends, unit = fold_units(lengths, folds)
+    fold_of_unit = _fold_of_unit(len(ends), folds, seed)
+    stream = _Stream(source, latents, features, ids, noise, ends, fold_of_unit)
+    check_moment_size(stream.p, f"the latents ({features.width} features) with the frames")
+    if ref_dz is None:
+        ref_dz = min(features.ref_dz, source.do)
+    ref_dz = int(ref_dz) if references else 0
+    if references and not 1 <= ref_dz <= source.do:
+        raise LamfastError(f"reference latent size must be in 1..{source.do}, got {ref_dz}")
+
+    # ---- pass 1: moments per fold, contingency
+    na = source.n_actions if source.action_kind == "discrete" else None
+    counts = None
+    if features.kind == "codes":
+        counts = [np.zeros((K, na) if na else K, dtype=np.int64) for K in features.sizes]
+    accs = None
+    threads = block_threads(stream.p, block_rows * folds)
+    for X, fold, codes, acts in stream.chunks(progress, "probe"):
+        if accs is None:  # shifted by the first row, as every accumulator in lamfast
+            shift = np.zeros(stream.p)
+            shift[: features.width + source.do] = X[0, : features.width + source.do]
+            accs = [
+                BlockAccumulator(stream.blocks, block_rows, threads=threads, shift=shift)
+                for _ in range(folds)
+            ]
+        for f in range(folds):
+            sel = fold == f
+            if sel.any():
+                accs[f].add(X[sel])
+        if counts is not None:
+            _contingency(counts, codes, acts, features, na)
+    empty = [f for f in range(folds) if accs is None or accs[f].added == 0]
+    if empty:
+        raise LamfastError(
+            f"fold {empty[0]} of {folds} holds no transitions ({len(ends)} {unit.split()[0]}); "
+            "use fewer --folds"
+        )
+    moments = [acc.result("probe") for acc in accs]
+    everything = moments[0]
+    for m in moments[1:]:
+        everything = everything.merge(m)
+    trains = [_merge_except(moments, f) for f in range(folds)] if folds > 1 else []
+
+    # ---- closed-form scores
+    all_maps = fold_maps(everything, ref_dz, seed)
+    per_fold_maps = [fold_maps(tr, ref_dz, seed) for tr in trains]
+    scores = {}
+    for name in (n for n in MAPS if n in all_maps):
+        ins = map_scores(all_maps[name], everything, everything, noise_pixels)
+        held = [
+            map_scores(maps[name], tr, te, noise_pixels)
+            for maps, tr, te in zip(per_fold_maps, trains, moments, strict=True)
+        ]
+        scores[name] = {k: _summary([h[k] for h in held], ins[k]) for k in METRICS}
+
+    # ---- pass 2: argmax accuracy of the action probes
+    if accuracy and na is not None:
+        _accuracy_pass(stream, scores, all_maps, per_fold_maps, everything, trains, na, progress)
+
+    out = {
+        "transitions": int(everything.count),
+        "data_transitions": n_data,
+        "episodes": int(np.count_nonzero(lengths)),
+        "latent": _describe(latents, features),
+        "folds": folds,
+        "fold_unit": unit,
+        "seed": int(seed),
+        "ref_dz": ref_dz or None,
+        "actions": source.action_kind,
+        "n_actions": na,
+        "scores": scores,
+        "codes": None,
+        "warnings": [],
+    }
+    if counts is not None:
+        out["codes"] = [code_stats(c, na) for c in counts]
+        for g, c in enumerate(out["codes"]):
+            if c["collapse"]:
+                out["warnings"].append(
+                    f"codebook {g} collapsed: {c['perplexity']:.2f} codes in effective use of "
+                    f"{c['size']} ({c['dead']} never used)"
+                )
+    if ids is not None:
+        out["warnings"].append(
+            f"scored {len(ids)} of {n_data} transitions (the index skips {n_data - len(ids)})"
+        )
+    return out
+
+
+def _merge_except(moments: list[Moments], f: int) -> Moments:
+    """The training moments of fold ``f``: every other fold, merged in fold order."""
+    rest = [m for g, m in enumerate(moments) if g != f]
+    out = rest[0]
+    for m in rest[1:]:
+        out = out.merge(m)
+    return out
+
+
+def _accuracy_pass(stream, scores, all_maps, per_fold_maps, everything, trains, na, progress):
+    names = list(all_maps)
+    probes_in = {k: (all_maps[k], *linear_probe(all_maps[k], everything, "a")) for k in names}
+    probes_held = [
+        {k: (maps[k], *linear_probe(maps[k], tr, "a")) for k in names}
+        for maps, tr in zip(per_fold_maps, trains, strict=True)
+    ]
+    conf_in = {k: np.zeros((na, na), dtype=np.int64) for k in names}
+    conf_held = [{k: np.zeros((na, na), dtype=np.int64) for k in names} for _ in probes_held]
+
+    def count(conf, W, G, h, X, y):
+        pred = np.argmax((X @ W.T) @ G.T + h, axis=1)
+        conf += np.bincount(y * na + pred, minlength=na * na).reshape(na, na)
+
+    for X, fold, _, y in stream.chunks(progress, "accuracy"):
+        for k in names:
+            count(conf_in[k], *probes_in[k], X, y)
+        for f, probes in enumerate(probes_held):
+            sel = fold == f
+            if sel.any():
+                for k in names:
+                    count(conf_held[f][k], *probes[k], X[sel], y[sel])
+    for k in names:
+        acc_in, bal_in = _accuracies(conf_in[k])
+        per = [_accuracies(c[k]) for c in conf_held]
+        scores[k]["accuracy"] = _summary([a for a, _ in per], acc_in)
+        scores[k]["balanced_accuracy"] = _summary([b for _, b in per], bal_in)
+
+
+def _describe(latents: RowArray, features: LatentFeatures) -> dict:
+    out = {"path": latents.label, "kind": features.kind, "rows": latents.n}
+    if features.kind == "codes":
+        out["codebooks"] = len(features.sizes)
+        out["codebook_sizes"] = features.sizes
+        out["embedded"] = features.codebook is not None
+    out["features"] = features.width
+    return out
