@@ -7,8 +7,10 @@ Errors from bad input (``LamfastError`` or a click usage error) print one line,
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
+from pathlib import Path
 
 import click
 import numba
@@ -16,7 +18,7 @@ import numpy as np
 import scipy
 
 from .. import config
-from .._files import atomic_write_text, check_output
+from .._files import atomic_write_text, check_output, check_output_folder
 from .._version import __version__
 from ..benchmarks import format_table, run_bench
 from ..errors import LamfastError
@@ -28,6 +30,7 @@ from ..experiments.panels import (
     SOLVER_CHOICES,
     RunOptions,
 )
+from ..experiments.probe import probe_latents, to_json, write_report
 from ..experiments.reproduce import reproduce as run_reproduce
 from ..experiments.sweep import sweep as run_sweep
 from ..info import machine_info
@@ -37,12 +40,13 @@ from ..sources.frames.preprocess import Preprocess
 from ..sources.gridworld import POLICIES, write_gridworld
 from ..sources.simulated import SOURCES
 from ..sources.world import LinearWorld
-from .format import format_fit, format_frames_fit
+from .format import format_fit, format_frames_fit, format_probe
 from .options import (
     CONTEXT,
     Rows,
     force_option,
     frame_options,
+    frame_read_options,
     jobs_option,
     json_option,
     progress_option,
@@ -290,6 +294,130 @@ def encode(fit_path, frames_path, out, chunk_frames, progress, force):
         fit_path, frames_path, out, chunk_frames=chunk_frames, progress=progress, force=force
     )
     click.echo(f"wrote {r['out']}: {r['transitions']} x {r['dz']} latents")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("latents", type=click.Path(exists=True))
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(exists=True),
+    required=True,
+    help="The transitions the latents belong to: anything `lamfast fit` reads.",
+)
+@click.option("--key", default=None, help="Member of a latents .npz to read.")
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "continuous", "codes"]),
+    default="auto",
+    show_default=True,
+    help="Integer latents are codes under auto.",
+)
+@click.option(
+    "--index",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Transition ids (.npy) of the latent rows, for models that skip transitions.",
+)
+@click.option(
+    "--codebook",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Codebook vectors (.npy, K x d or G x K x d): embed codes instead of one-hot.",
+)
+@click.option(
+    "--codebook-size", type=click.IntRange(min=1), default=None, help="Codes per codebook."
+)
+@click.option(
+    "--noise-region", default=None, help="Exogenous part: frame rows y0:y1, columns x0:x1."
+)
+@click.option(
+    "--noise-mask",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Exogenous part: a boolean .npy mask of the frame.",
+)
+@click.option("--noise-columns", default=None, help="Exogenous part: feature columns, e.g. 0:8,12.")
+@click.option(
+    "--folds",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Held-out folds over episodes (default {config.PROBE_FOLDS}; 1: in-sample only).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold draw.")
+@click.option(
+    "--references/--no-references",
+    default=True,
+    show_default=True,
+    help="Score the linear LAM of the same size, the supervised ceiling and chance too.",
+)
+@click.option(
+    "--ref-dz", type=click.IntRange(min=1), default=None, help="Latent size of the references."
+)
+@click.option(
+    "--accuracy/--no-accuracy",
+    default=True,
+    show_default=True,
+    help="Second pass: argmax accuracy of the action probes (discrete actions).",
+)
+@frame_read_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write report.md, scores.json and figures into this new folder.",
+)
+@json_option
+@progress_option
+def probe(
+    latents, data, key, kind, index, codebook, codebook_size, noise_region, noise_mask,
+    noise_columns, folds, seed, references, ref_dz, accuracy, actions, n_actions, crop,
+    downsample, scale, chunk_frames, out, as_json, progress,
+):  # fmt: skip
+    """What does your LAM's latent capture? Score LATENTS against the transitions of --data.
+
+    LATENTS holds one latent per transition (.npy, .npz, or a folder of per-episode files):
+    real N x dz latents, or integer codes N or N x G (vector quantisation). Latent i belongs to
+    transition i of the data (frame t to t + 1 inside an episode, episodes in order). Probes
+    are fitted on held-out folds of episodes and reported beside the linear LAM of the same
+    size, the best linear latent for the action, and chance.
+
+    \b
+    Examples:
+      lamfast probe codes.npy --data grid.npz --noise-region 3:4,0:4
+      lamfast probe z.npy --data frames.npz --codebook codebook.npy --out report
+    """
+    inputs = [("latents", latents), ("dataset", data), ("index", index), ("codebook", codebook)]
+    inputs.append(("noise mask", noise_mask))
+    if out is not None:
+        if os.path.lexists(out):
+            raise LamfastError(f"--out {out} exists; remove it or choose another folder")
+        check_output_folder(out, inputs=inputs)
+    result = probe_latents(
+        latents,
+        data,
+        index=index,
+        key=key,
+        kind=kind,
+        codebook_size=codebook_size,
+        codebook=codebook,
+        noise_region=noise_region,
+        noise_mask=noise_mask,
+        noise_columns=noise_columns,
+        folds=folds,
+        seed=seed,
+        references=references,
+        ref_dz=ref_dz,
+        accuracy=accuracy,
+        preprocess=Preprocess(crop=crop, downsample=downsample, scale=scale),
+        actions=actions,
+        n_actions=n_actions,
+        chunk_frames=chunk_frames,
+        progress=progress,
+    )
+    if out is not None:
+        result["report"] = [str(Path(out) / name) for name in write_report(result, out)]
+    click.echo(to_json(result) if as_json else format_probe(result))
 
 
 @cli.group(context_settings=CONTEXT)

@@ -82,3 +82,36 @@ def format_fit(r: dict) -> str:
     lines += [f"  note: {n}" for n in r["notes"]]
     lines.append(f"\n{r['seconds']:.3f} s")
     return "\n".join(lines)
+
+
+def format_probe(r: dict) -> str:
+    """The score table, code statistics and verdict of ``lamfast probe``."""
+    import textwrap
+
+    from ..experiments.probe import score_table
+
+    lat = r["latent"]
+    lines = [
+        f"latents {lat['path']}: {lat['rows']} x {lat['features']} {lat['kind']} features",
+        f"data    {r['data']}: {r['transitions']} transitions scored, {r['episodes']} episodes, "
+        f"actions {r['actions'] or 'none'}",
+        f"noise   {r['noise'] or 'not given (--noise-region, --noise-mask, --noise-columns)'}",
+        f"folds   {r['folds']} over {r['fold_unit']}, seed {r['seed']}"
+        + (f"; references of {r['ref_dz']} latents" if r["ref_dz"] else ""),
+        "",
+    ]
+    header, rows = score_table(r)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for g, c in enumerate(r.get("codes") or []):
+        line = f"codebook {g}: {c['used']}/{c['size']} codes used, perplexity {c['perplexity']:.2f}"
+        if "nmi" in c:
+            line += f", NMI {c['nmi']:.3f}, purity {c['purity']:.3f}"
+        lines += ["", line]
+    for w in r["warnings"]:
+        lines.append(f"warning: {w}")
+    lines += ["", *textwrap.wrap(r["verdict"], width=100)]
+    if r.get("report"):
+        lines += ["", "wrote " + ", ".join(r["report"])]
+    return "\n".join(lines)

@@ -136,9 +136,9 @@ def variant_options(f):
     return f
 
 
-def frame_options(f):
-    """Flags for reading frame files (only with FRAMES_PATH)."""
-    options = [
+def _read_options():
+    """Flags that say how frame files are read (``fit`` and ``probe``)."""
+    return [
         click.option(
             "--actions",
             "actions",
@@ -170,6 +170,20 @@ def frame_options(f):
             default=None,
             help="Frames read per chunk (bounds memory; never changes results).",
         ),
+    ]
+
+
+def frame_read_options(f):
+    """Flags for reading frame files."""
+    for option in reversed(_read_options()):
+        f = option(f)
+    return f
+
+
+def frame_options(f):
+    """Flags for reading frame files (only with FRAMES_PATH)."""
+    options = [
+        *_read_options(),
         click.option(
             "--clean-basis",
             type=click.Path(exists=True, dir_okay=False),
