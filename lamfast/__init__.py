@@ -25,6 +25,7 @@ from ._version import __version__
 from .errors import LamfastError
 from .estimator import LinearLAM, NotFittedError, fit
 from .experiments.panels import RunOptions
+from .experiments.probe import probe_latents
 from .experiments.reproduce import reproduce
 from .moments import Moments, moments_from_rows, top_eigh
 from .probes import probe_metrics, probe_mse
@@ -54,6 +55,7 @@ __all__ = [
     "moments_from_rows",
     "moments_from_transitions",
     "moments_from_world",
+    "probe_latents",
     "probe_metrics",
     "probe_mse",
     "stream_moments",

@@ -317,3 +317,28 @@ def moments_two_pass(X) -> tuple[float, np.ndarray, np.ndarray]:
     mean = np.array([math.fsum(col) for col in X.T]) / n
     Xc = X - mean
     return float(n), mean, Xc.T @ Xc / n
+
+
+# ------------------------------------------------------------------------------ probing latents
+def heldout_probe(Z_train, Y_train, Z_test, Y_test) -> tuple[float, np.ndarray]:
+    """Least-squares probe with intercept fitted on the training rows, scored on the test rows:
+    (sum of squared test errors / total test variance about the test mean, test predictions)."""
+    Z1 = np.hstack([Z_train, np.ones((Z_train.shape[0], 1))])
+    coef, *_ = np.linalg.lstsq(Z1, Y_train, rcond=None)
+    pred = np.hstack([Z_test, np.ones((Z_test.shape[0], 1))]) @ coef
+    total = np.sum((Y_test - Y_test.mean(axis=0)) ** 2)
+    return float(np.sum((Y_test - pred) ** 2) / total), pred
+
+
+def contingency(codes, actions, K: int, n_actions: int) -> np.ndarray:
+    """Code x action counts, one transition at a time."""
+    table = np.zeros((K, n_actions), dtype=np.int64)
+    for k, a in zip(codes, actions, strict=True):
+        table[int(k), int(a)] += 1
+    return table
+
+
+def balanced_accuracy(y, pred) -> float:
+    """Mean recall over the classes present in y."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
+
+from ..experiments.probe import score_table
 
 
 def format_frames_fit(r: dict) -> str:
@@ -86,10 +90,6 @@ def format_fit(r: dict) -> str:
 
 def format_probe(r: dict) -> str:
     """The score table, code statistics and verdict of ``lamfast probe``."""
-    import textwrap
-
-    from ..experiments.probe import score_table
-
     lat = r["latent"]
     lines = [
         f"latents {lat['path']}: {lat['rows']} x {lat['features']} {lat['kind']} features",

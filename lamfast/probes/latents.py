@@ -105,12 +105,6 @@ def check_index(index, latents: RowArray, n_transitions: int) -> np.ndarray | No
 def _check_alignment(latents: RowArray, lengths: np.ndarray, n: int, ids) -> None:
     if ids is not None:
         return
-    if latents.n != n:
-        raise LamfastError(
-            f"{latents.label}: {latents.n} latent rows but the data have {n} transitions in "
-            f"{int(np.count_nonzero(lengths))} episodes (one latent per transition, episodes "
-            "never crossed); pass --index if the model skipped transitions"
-        )
     if latents.per_episode and len(latents.parts) > 1:
         eps = lengths[lengths > 0]
         if len(eps) != len(latents.parts):
@@ -125,6 +119,12 @@ def _check_alignment(latents: RowArray, lengths: np.ndarray, n: int, ids) -> Non
                 f"{latents.parts[e].name}: {int(latents.lengths[e])} rows but episode {e} has "
                 f"{int(eps[e])} transitions"
             )
+    if latents.n != n:
+        raise LamfastError(
+            f"{latents.label}: {latents.n} latent rows but the data have {n} transitions in "
+            f"{int(np.count_nonzero(lengths))} episodes (one latent per transition, episodes "
+            "never crossed); pass --index if the model skipped transitions"
+        )
 
 
 def fold_units(lengths: np.ndarray, folds: int) -> tuple[np.ndarray, str]:
@@ -336,7 +336,7 @@ def score_latents(
         ins = map_scores(all_maps[name], everything, everything, noise_pixels)
         held = [
             map_scores(maps[name], tr, te, noise_pixels)
-            for maps, tr, te in zip(per_fold_maps, trains, moments, strict=True)
+            for maps, tr, te in zip(per_fold_maps, trains, moments[: len(trains)], strict=True)
         ]
         scores[name] = {k: _summary([h[k] for h in held], ins[k]) for k in METRICS}
 
