@@ -158,10 +158,10 @@ def test_client_holds_a_bounded_window_of_results(monkeypatch):
 
     push = dist_tree._push_entries
 
-    def counting_push(tree, entries):
+    def counting_push(trees, entries, groups):
         merged.append(1)
         worst.append(len(started) - len(merged) + 1)
-        return push(tree, entries)
+        return push(trees, entries, groups)
 
     monkeypatch.setattr(dist_tree, "_push_entries", counting_push)
     with distributed.Client(

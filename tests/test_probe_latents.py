@@ -290,3 +290,61 @@ def test_cli_bad_input_is_one_line_and_exit_2(files, case, message):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert message in lines[0]
     assert result.stdout == ""
+
+
+# ------------------------------------------------------------------------------ Dask, grouping
+def test_dask_gives_the_same_bits(grid, tmp_path):
+    """Both passes on a cluster of two processes (latents, noise and data reopened from their
+    files on the workers): the same scores and counts, bit for bit, as in process."""
+    pytest.importorskip("distributed")
+    from lamfast.moments.tree import dask_client
+
+    d, rows, ids, _ = grid
+    np.savez(tmp_path / "g.npz", **d)
+    rng = np.random.default_rng(6)
+    codes = np.where(rng.random(len(ids)) < 0.3, rng.integers(0, 5, len(ids)), ids)
+    np.save(tmp_path / "c.npy", codes)
+    keep = np.flatnonzero(np.arange(len(ids)) % 4 != 1)
+    np.save(tmp_path / "c_some.npy", codes[keep])
+    cases = [dict(z=tmp_path / "c.npy"), dict(z=tmp_path / "c_some.npy", index=keep)]
+    with dask_client(workers=2) as client:
+        for case in cases:
+            z = case.pop("z")
+            local = probe_latents(z, tmp_path / "g.npz", noise_region=NOISE_ROW, **case)
+            remote = probe_latents(
+                z, tmp_path / "g.npz", noise_region=NOISE_ROW, client=client, **case
+            )
+            for key in ("scores", "codes"):
+                assert json.dumps(local[key]) == json.dumps(remote[key])
+
+
+def test_arrays_in_memory_are_refused_for_dask(grid):
+    d, _, ids, _ = grid
+    with pytest.raises(ValueError, match="cannot be sent to Dask workers"):
+        probe_latents(ids, d, workers=1)
+
+
+def test_grouped_accumulator_matches_each_groups_rows_and_chunking(rng):
+    from lamfast.moments import BlockAccumulator
+    from lamfast.moments.accumulate import moments_from_rows
+
+    X = rng.standard_normal((1000, 3)) + 5.0
+    g = rng.integers(0, 3, 1000)
+    g[g == 2] = 1  # group 2 stays empty
+    blocks = (("x", 3),)
+    results = []
+    for chunk in (1, 37, 1000):
+        acc = BlockAccumulator(blocks, 64, shift=X[0], groups=3)
+        for s in range(0, 1000, chunk):
+            acc.add(X[s : s + chunk], g[s : s + chunk])
+        results.append(acc.result("rows"))
+    for other in results[1:]:
+        for a, b in zip(results[0][:2], other[:2], strict=True):
+            np.testing.assert_array_equal(a.cov, b.cov)
+            np.testing.assert_array_equal(a.mean, b.mean)
+    assert results[0][2] is None
+    for k in (0, 1):
+        want = moments_from_rows(X[g == k], blocks)
+        np.testing.assert_allclose(results[0][k].cov, want.cov, rtol=1e-12)
+        np.testing.assert_allclose(results[0][k].mean, want.mean, rtol=1e-14)
+        assert results[0][k].count == np.count_nonzero(g == k)

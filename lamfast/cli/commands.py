@@ -367,12 +367,25 @@ def encode(fit_path, frames_path, out, chunk_frames, progress, force):
     default=None,
     help="Write report.md, scores.json and figures into this new folder.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=None,
+    help="Run both passes on a local Dask cluster of N processes (needs lamfast[dask]).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Run both passes on an existing Dask cluster (its workers must see the files).",
+)
 @json_option
 @progress_option
 def probe(
     latents, data, key, kind, index, codebook, codebook_size, noise_region, noise_mask,
     noise_columns, folds, seed, references, ref_dz, accuracy, actions, n_actions, crop,
-    downsample, scale, chunk_frames, out, as_json, progress,
+    downsample, scale, chunk_frames, out, workers, scheduler, as_json, progress,
 ):  # fmt: skip
     """What does your LAM's latent capture? Score LATENTS against the transitions of --data.
 
@@ -414,6 +427,8 @@ def probe(
         n_actions=n_actions,
         chunk_frames=chunk_frames,
         progress=progress,
+        workers=workers,
+        scheduler=scheduler,
     )
     if out is not None:
         result["report"] = [str(Path(out) / name) for name in write_report(result, out)]

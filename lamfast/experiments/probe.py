@@ -9,6 +9,7 @@ exogenous (a region of the frame, a pixel mask, feature columns, or the noise ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -18,6 +19,7 @@ import numpy as np
 
 from .._files import atomic_folder, atomic_write_text, check_input
 from ..errors import LamfastError
+from ..moments.tree import dask_client
 from ..probes.latents import score_latents
 from ..sources.export import read_spec
 from ..sources.frames.preprocess import Preprocess, parse_crop
@@ -157,6 +159,9 @@ def probe_latents(
     n_actions: int | None = None,
     chunk_frames: int | None = None,
     progress=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client=None,
 ) -> dict:
     """Score the latents of any LAM: what do they hold of the action, the observation and the
     exogenous noise, beside the linear LAM of the same size, the supervised ceiling and chance?
@@ -182,6 +187,10 @@ def probe_latents(
         Score the references too, with latents of ``ref_dz`` values.
     accuracy : bool
         The second pass that counts argmax accuracies (discrete actions).
+    workers, scheduler, client
+        Run both passes on Dask: a local cluster of ``workers`` processes, the cluster at
+        ``scheduler``, or an existing ``client`` (latents and data as files that every worker
+        sees at the same path). The scores are the same bits as in process.
 
     Returns
     -------
@@ -212,21 +221,30 @@ def probe_latents(
         if found is not None:
             noise, block = found
             label = f"noise arrays '{block}' saved with the data"
-    result = score_latents(
-        latents,
-        source,
-        index=index,
-        codebook_size=codebook_size,
-        codebook=codebook,
-        noise_pixels=pixels,
-        noise=noise,
-        folds=folds,
-        seed=seed,
-        references=references,
-        ref_dz=ref_dz,
-        accuracy=accuracy,
-        progress=progress,
-    )
+    if client is not None and (workers is not None or scheduler is not None):
+        raise LamfastError("give a client, or workers/scheduler, not both")
+    if client is not None or (workers is None and scheduler is None):
+        context = contextlib.nullcontext(client)
+    else:
+        source.spec(), latents.spec()  # arrays in memory are refused before a cluster starts
+        context = dask_client(workers, scheduler)
+    with context as own:
+        result = score_latents(
+            latents,
+            source,
+            index=index,
+            codebook_size=codebook_size,
+            codebook=codebook,
+            noise_pixels=pixels,
+            noise=noise,
+            folds=folds,
+            seed=seed,
+            references=references,
+            ref_dz=ref_dz,
+            accuracy=accuracy,
+            progress=progress,
+            client=own,
+        )
     result["data"] = str(source.path)
     result["noise"] = label
     result["verdict"] = verdict(result)

@@ -10,7 +10,7 @@ import numpy as np
 from .. import config
 from .._blas import thread_pool, usable_cores
 from ..errors import LamfastError
-from .core import Blocks, MergeTree, Moments, block_moments
+from .core import Blocks, MergeTree, Moments, block_moments, grouped_block_moments
 
 
 def block_threads(p: int, block_rows: int) -> int:
@@ -35,69 +35,109 @@ class BlockAccumulator:
     offset lose precision in the block means, which the merge then amplifies into the co-moment
     (tests/test_robust.py::test_large_offset). Rows of any real dtype are converted to float64
     before the subtraction, so ``uint8`` or float32 rows never wrap or round.
+
+    ``groups = k > 0`` keeps the moments of ``k`` groups of rows (held-out folds): every row
+    comes with its group in ``add(rows, groups)``, blocks are still cut from the whole stream,
+    and each block gives one entry per group (:func:`~lamfast.moments.core.grouped_block_moments`,
+    empty where a group has no row), so each group's tree depends only on the stream, never on
+    the chunking; :meth:`result` returns one ``Moments`` per group (None for an empty group).
     """
 
-    def __init__(self, blocks: Blocks, block_rows: int, sink=None, threads: int = 1, shift=None):
-        self.tree = MergeTree(blocks)
-        self.sink = sink or (lambda block: self.tree.push(*block))
+    def __init__(
+        self, blocks: Blocks, block_rows: int, sink=None, threads: int = 1, shift=None, groups=0
+    ):
+        self.groups = int(groups)
+        self.trees = [MergeTree(blocks) for _ in range(max(self.groups, 1))]
+        self.tree = self.trees[0]
+        self.sink = sink or self._push
         self.p = sum(s for _, s in blocks)
         self.rows = int(block_rows)
         self.threads = max(int(threads), 1)
-        self.free: list[np.ndarray] = []
-        self.pending: collections.deque = collections.deque()  # (future, buffer)
-        self.buf = np.empty((self.rows, self.p))
+        self.free: list[tuple] = []
+        self.pending: collections.deque = collections.deque()  # (future, buffers)
+        self.buf = self._buffers()
         self.fill = 0
         self.added = 0  # rows so far (blocks may still be computing)
         self.shift = None if shift is None else np.asarray(shift, dtype=np.float64)
 
-    def add(self, rows: np.ndarray):
+    def _buffers(self) -> tuple:
+        labels = np.empty(self.rows, dtype=np.int64) if self.groups else None
+        return np.empty((self.rows, self.p)), labels
+
+    def _push(self, block):
+        if not self.groups:
+            self.tree.push(*block)
+            return
+        for tree, entry in zip(self.trees, block, strict=True):
+            tree.push(*entry)
+
+    def add(self, rows: np.ndarray, groups: np.ndarray | None = None):
+        if (groups is None) != (not self.groups):
+            raise LamfastError("rows need their groups exactly when the accumulator has groups")
         n, i = rows.shape[0], 0
         self.added += n
-        cap = self.buf.shape[0]
+        cap = self.rows
         while i < n:
             k = min(cap - self.fill, n - i)
-            out = self.buf[self.fill : self.fill + k]
+            X, labels = self.buf
+            out = X[self.fill : self.fill + k]
             if self.shift is None:
                 out[...] = rows[i : i + k]
             else:
                 np.subtract(rows[i : i + k], self.shift, out=out, dtype=np.float64)
+            if labels is not None:
+                labels[self.fill : self.fill + k] = groups[i : i + k]
             self.fill += k
             i += k
             if self.fill == cap:
-                self._block(self.buf)
+                self._block(self.buf, cap)
                 self.fill = 0
 
-    def _block(self, X: np.ndarray):
+    def _compute(self, buffers, n):
+        X, labels = buffers
+        if labels is None:
+            return block_moments(X[:n])
+        return grouped_block_moments(X[:n], labels[:n], self.groups)
+
+    def _block(self, buffers, n):
         if self.threads == 1:
-            self.sink(block_moments(X))
+            self.sink(self._compute(buffers, n))
             return
-        self.pending.append((thread_pool(self.threads).submit(block_moments, X), X))
+        self.pending.append((thread_pool(self.threads).submit(self._compute, buffers, n), buffers))
         # one block per thread in flight (each holds its rows and their centred copy: memory
         # stays a few blocks whatever the dataset); the next buffer is one no block still uses
         while len(self.pending) > self.threads:
             self._drain_one()
-        self.buf = self.free.pop() if self.free else np.empty((self.rows, self.p))
+        self.buf = self.free.pop() if self.free else self._buffers()
 
     def _drain_one(self):
-        future, X = self.pending.popleft()
+        future, buffers = self.pending.popleft()
         self.sink(future.result())
-        if X.shape[0] == self.rows:
-            self.free.append(X)
+        self.free.append(buffers)
 
     def flush(self):
         if self.fill:
-            self._block(self.buf[: self.fill])
+            self._block(self.buf, self.fill)
             self.fill = 0
         while self.pending:
             self._drain_one()
 
-    def result(self, source: str) -> Moments:
-        """The merged moments (the shift added back to the mean)."""
+    def result(self, source: str):
+        """The merged moments (the shift added back to the mean); with groups, a list of them
+        (None for a group without rows)."""
         self.flush()
-        m = self.tree.result(source)
+        if not self.groups:
+            return self._shifted(self.tree.result(source))
+        return [self._shifted(t.result(source)) if _has_rows(t) else None for t in self.trees]
+
+    def _shifted(self, m: Moments) -> Moments:
         if self.shift is None:
             return m
-        return Moments(m.count, m.mean + self.shift, m.cov, m.blocks, source)
+        return Moments(m.count, m.mean + self.shift, m.cov, m.blocks, m.source)
+
+
+def _has_rows(tree: MergeTree) -> bool:
+    return any(entry[1] > 0 for entry in tree.stack)
 
 
 def moments_from_rows(

@@ -260,10 +260,19 @@ class MergeTree:
         acc = self.stack[-1]
         for left in reversed(self.stack[:-1]):
             acc = _merge_entries(left, acc)
+        if acc[1] == 0:
+            raise LamfastError("no rows were accumulated")
         return Moments.from_comoment(acc[1], acc[2], acc[3], self.blocks, source)
 
 
 def _merge_entries(left, right):
+    # An empty entry (count 0: a group with no rows in a block, see grouped_block_moments) is
+    # the identity: the other entry is kept as it is, bit for bit, so every group's tree has
+    # one entry per block and the same shape as the block stream.
+    if right[1] == 0:
+        return [left[0] + right[0], left[1], left[2], left[3]]
+    if left[1] == 0:
+        return [left[0] + right[0], right[1], right[2], right[3]]
     mean = np.empty_like(left[2])
     com = left[3].copy()
     _chan_merge(left[1], left[2], com, right[1], right[2], right[3], mean)
@@ -285,6 +294,16 @@ def block_moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     with one_blas_thread():  # bitwise identical whatever the BLAS threads (_blas.py)
         com = np.dot(xc.T, xc)
     return float(X.shape[0]), mean, com
+
+
+def grouped_block_moments(X: np.ndarray, groups: np.ndarray, k: int) -> list[tuple]:
+    """:func:`block_moments` of the rows of each group ``0..k-1`` of one block; a group without
+    rows gives the empty entry ``(0.0, None, None)``, the identity of the merge."""
+    out = []
+    for g in range(k):
+        sel = groups == g
+        out.append(block_moments(X[sel]) if sel.any() else (0.0, None, None))
+    return out
 
 
 def check_moment_size(p: int, what: str) -> None:

@@ -76,27 +76,30 @@ def _check_task_blocks(task_blocks) -> int:
     return t
 
 
-def subtree_task(
-    chunk_fn: Callable, first: int, stop: int
-) -> list[tuple[int, float, object, object]]:
+def subtree_task(chunk_fn: Callable, first: int, stop: int) -> list:
     """The work of one task: blocks ``first..stop-1`` merged into a local tree; its entries.
 
     Runs on a Dask worker (or in process). Blocks are computed ``config.CHUNK_BLOCKS`` at a time
-    so a long task never holds more than that many block co-moments at once.
+    so a long task never holds more than that many block co-moments at once. A chunk function
+    with ``groups = k`` returns, per block, one entry per group (held-out folds): the task then
+    keeps ``k`` trees and returns the entries of each.
     """
-    tree = MergeTree(())
+    groups = int(getattr(chunk_fn, "groups", 0))
+    trees = [MergeTree(()) for _ in range(max(groups, 1))]
     step = max(int(config.CHUNK_BLOCKS), 1)
     for lo in range(first, stop, step):
-        for count, mean, com in chunk_fn(lo, min(lo + step, stop)):
-            tree.push(count, mean, com)
-    return tree.entries()
+        for block in chunk_fn(lo, min(lo + step, stop)):
+            for tree, entry in zip(trees, block if groups else [block], strict=True):
+                tree.push(*entry)
+    return [t.entries() for t in trees] if groups else trees[0].entries()
 
 
-def _push_entries(tree: MergeTree, entries) -> float:
+def _push_entries(trees: list[MergeTree], entries, groups: int) -> float:
     rows = 0.0
-    for n_blocks, count, mean, com in entries:
-        tree.push_subtree(n_blocks, count, mean, com)
-        rows += count
+    for tree, part in zip(trees, entries if groups else [entries], strict=True):
+        for n_blocks, count, mean, com in part:
+            tree.push_subtree(n_blocks, count, mean, com)
+            rows += count
     return rows
 
 
@@ -154,7 +157,11 @@ def tree_moments(
         limit = min(int(config.CHUNK_BLOCKS), checkpoint.every_blocks if checkpoint else 1 << 30)
         task_blocks = 1 << (max(limit, 1).bit_length() - 1)
     task_blocks = _check_task_blocks(task_blocks or config.DASK_TASK_BLOCKS)
-    tree = MergeTree(blocks)
+    groups = int(getattr(chunk_fn, "groups", 0))
+    if groups and checkpoint is not None:
+        raise LamfastError("grouped moments (held-out folds) cannot be checkpointed")
+    trees = [MergeTree(blocks) for _ in range(max(groups, 1))]
+    tree = trees[0]
     if checkpoint is not None:
         checkpoint.load(tree)
         if tree.n_blocks > n_blocks:
@@ -164,24 +171,34 @@ def tree_moments(
         bar.done = sum(entry[1] for entry in tree.stack) if total_rows else tree.n_blocks
         if client is None:
             for first, stop in ranges:
-                rows = _push_entries(tree, subtree_task(chunk_fn, first, stop))
+                rows = _push_entries(trees, subtree_task(chunk_fn, first, stop), groups)
                 bar.update(rows if total_rows else stop - first)
                 if checkpoint is not None:
                     checkpoint.maybe_save(tree)
         else:
-            _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_rows)
+            _run_on_dask(client, chunk_fn, ranges, trees, window, checkpoint, bar, total_rows)
     if tree.n_blocks != n_blocks:  # pragma: no cover - guards the task bookkeeping
         raise LamfastError(f"merged {tree.n_blocks} of {n_blocks} blocks")
     if checkpoint is not None and checkpoint.saved_blocks != tree.n_blocks:
         # The final state too: re-running a finished command returns at once, same bits.
         checkpoint.save(tree)
-    m = tree.result(source)
+    if groups:  # one Moments per group, None where a group has no rows
+        return [
+            _shifted(t.result(source), shift) if any(e[1] > 0 for e in t.stack) else None
+            for t in trees
+        ]
+    return _shifted(tree.result(source), shift)
+
+
+def _shifted(m: Moments, shift) -> Moments:
     if shift is None:
         return m
-    return Moments(m.count, m.mean + np.asarray(shift, dtype=np.float64), m.cov, m.blocks, source)
+    mean = m.mean + np.asarray(shift, dtype=np.float64)
+    return Moments(m.count, mean, m.cov, m.blocks, m.source)
 
 
-def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_rows):
+def _run_on_dask(client, chunk_fn, ranges, trees, window, checkpoint, bar, total_rows):
+    groups = int(getattr(chunk_fn, "groups", 0))
     distributed = _import_distributed()
     if window is None:
         threads = sum(client.nthreads().values()) or 1
@@ -232,11 +249,11 @@ def _run_on_dask(client, chunk_fn, ranges, tree, window, checkpoint, bar, total_
             future.release()
             while merged in done:
                 span, entries = done.pop(merged)
-                rows = _push_entries(tree, entries)
+                rows = _push_entries(trees, entries, groups)
                 bar.update(rows if total_rows else span[1] - span[0])
                 merged += 1
                 if checkpoint is not None:
-                    checkpoint.maybe_save(tree)
+                    checkpoint.maybe_save(trees[0])
             submit_more()
     finally:
         for future in list(index_of):

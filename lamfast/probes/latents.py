@@ -17,12 +17,17 @@ the dataset.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import config
+from .._progress import Progress
 from ..errors import LamfastError
 from ..moments.accumulate import BlockAccumulator, block_threads
 from ..moments.core import Moments, check_moment_size
+from ..moments.tree import tree_moments
+from ..sources.frames.index import _Cursor
 from ..sources.frames.source import FrameSource
 from ..sources.latents import RowArray, codebook_sizes, load_codebook
 from .closed import linear_probe
@@ -146,7 +151,8 @@ def _fold_of_unit(n_units: int, folds: int, seed: int) -> np.ndarray:
 
 
 class _Stream:
-    """The joint rows of the scored transitions, chunk by chunk, with their folds."""
+    """The joint rows of the scored transitions with their folds: the whole stream in order
+    (:meth:`chunks`), or any range of scored rows read directly (:meth:`range_chunks`)."""
 
     def __init__(self, source, latents, features, ids, noise, ends, fold_of_unit):
         self.source, self.latents, self.features = source, latents, features
@@ -158,32 +164,128 @@ class _Stream:
             blocks.append(("noise", noise.width))
         self.blocks = tuple(blocks)
         self.p = sum(s for _, s in blocks)
+        self.n_data = int(ends[-1])
+        self.n = self.n_data if ids is None else len(ids)
+
+    def _scored(self, o, o2, acts, t0):
+        """The scored rows of a chunk of transitions ``t0 ..``: ``(X, fold, codes, ids)``."""
+        n = o.shape[0]
+        t = np.arange(t0, t0 + n)
+        if self.ids is None:
+            j0, j1 = t0, t0 + n
+        else:
+            j0, j1 = (int(j) for j in np.searchsorted(self.ids, [t0, t0 + n]))
+            local = self.ids[j0:j1] - t0
+            o, o2, t = o[local], o2[local], t[local]
+            acts = None if acts is None else acts[local]
+        if j1 == j0:
+            return None
+        raw = self.latents.read(j0, j1)
+        cols = [self.features(raw), o, o2 - o]
+        if self.source.da:
+            cols.append(self.source.action_rows(acts))
+        if self.noise is not None:
+            cols.append(self.noise.read(int(t[0]), int(t[-1]) + 1)[t - t[0]])
+        fold = self.fold_of_unit[np.searchsorted(self.ends, t, side="right")]
+        ids = acts.astype(np.int64) if self.source.action_kind == "discrete" else None
+        return np.hstack(cols), fold, (raw if self.features.kind == "codes" else None), ids
 
     def chunks(self, progress, label):
         """Yield ``(X, fold, codes, action_ids)`` for every chunk of scored transitions."""
         t0 = 0
         for o, o2, acts in self.source.transitions(progress=progress, label=label):
-            n = o.shape[0]
-            t = np.arange(t0, t0 + n)
-            if self.ids is None:
-                j0, j1 = t0, t0 + n
+            out = self._scored(o, o2, acts, t0)
+            t0 += o.shape[0]
+            if out is not None:
+                yield out
+
+    def transition_range(self, a: int, b: int) -> tuple[int, int]:
+        """The transitions ``[t0, t1)`` that hold scored rows ``a .. b - 1``."""
+        if self.ids is None:
+            return a, b
+        return int(self.ids[a]), int(self.ids[b - 1]) + 1
+
+    def range_chunks(self, cursor, t0: int, t1: int):
+        """Yield the scored rows of transitions ``t0 .. t1 - 1``, read through ``cursor``."""
+        for o, o2, acts in cursor.take(t1 - t0):
+            out = self._scored(o, o2, acts, t0)
+            t0 += o.shape[0]
+            if out is not None:
+                yield out
+
+
+class ProbeChunks:
+    """``chunk_fn(first, stop)`` of the probe's pass 1 for
+    :func:`lamfast.moments.tree.tree_moments`: blocks ``first .. stop - 1`` of scored rows, one
+    entry per fold each (``groups``), the same bits as the sequential pass.
+
+    Pickles to the constructor arguments of the source and of the latent (and noise) files;
+    each thread that runs it reopens them, and a call that starts where the thread's previous
+    call stopped continues the same read (as :class:`~lamfast.sources.frames.index.FrameChunks`).
+    """
+
+    def __init__(self, stream: _Stream, block_rows: int, shift, folds: int):
+        self.stream, self.block_rows, self.shift, self.groups = stream, block_rows, shift, folds
+        self.n_rows, self.blocks = stream.n, stream.blocks
+        self.n_blocks = -(-stream.n // block_rows)
+        self.index = stream.source.index()
+        self.parts = (stream.features, stream.ids, stream.ends, stream.fold_of_unit)
+        self.specs = (
+            type(stream.source),
+            stream.source.spec(),
+            stream.latents.spec(),
+            None if stream.noise is None else stream.noise.spec(),
+        )
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_owner"] = state["_local"] = None
+        state["stream"] = None  # open files and memory maps stay behind
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _thread_state(self):
+        local = self._local
+        if not hasattr(local, "stream"):
+            if self.stream is not None and self._owner == threading.get_ident():
+                local.stream = self.stream
             else:
-                j0, j1 = np.searchsorted(self.ids, [t0, t0 + n])
-                local = self.ids[j0:j1] - t0
-                o, o2, t = o[local], o2[local], t[local]
-                acts = None if acts is None else acts[local]
-            t0 += n
-            if j1 == j0:
-                continue
-            raw = self.latents.read(int(j0), int(j1))
-            cols = [self.features(raw), o, o2 - o]
-            if self.source.da:
-                cols.append(self.source.action_rows(acts))
-            if self.noise is not None:
-                cols.append(self.noise.read(int(t[0]), int(t[-1]) + 1)[t - t[0]])
-            fold = self.fold_of_unit[np.searchsorted(self.ends, t, side="right")]
-            ids = acts.astype(np.int64) if self.source.action_kind == "discrete" else None
-            yield np.hstack(cols), fold, (raw if self.features.kind == "codes" else None), ids
+                reopen, spec, lat, noi = self.specs
+                spec = dict(spec)
+                source = reopen(spec.pop("path"), **spec)
+                features, ids, ends, fold_of_unit = self.parts
+                noise = None if noi is None else RowArray(**noi)
+                local.stream = _Stream(
+                    source, RowArray(**lat), features, ids, noise, ends, fold_of_unit
+                )
+            local.cursor = None
+        return local
+
+    def rows(self, first_row: int, stop_row: int):
+        """Yield the chunks of scored rows ``first_row .. stop_row - 1``."""
+        state = self._thread_state()
+        stream = state.stream
+        t0, t1 = stream.transition_range(first_row, stop_row)
+        if state.cursor is None or state.cursor.pos != t0:
+            state.cursor = _Cursor(stream.source, self.index, t0, None)
+        yield from stream.range_chunks(state.cursor, t0, t1)
+
+    def __call__(self, first: int, stop: int) -> list:
+        out = []
+        acc = BlockAccumulator(
+            self.blocks, self.block_rows, sink=out.append, shift=self.shift,
+            groups=self.groups,
+        )  # fmt: skip
+        a, b = first * self.block_rows, min(stop * self.block_rows, self.n_rows)
+        for X, fold, _, _ in self.rows(a, b):
+            acc.add(X, fold)
+        acc.flush()
+        return out
 
 
 def _contingency(counts, codes, acts, features, n_actions):
@@ -236,6 +338,7 @@ def score_latents(
     accuracy: bool = True,
     block_rows: int | None = None,
     progress=None,
+    client=None,
 ) -> dict:
     """Probe scores of ``latents`` on the transitions of ``source`` (module docstring).
 
@@ -261,6 +364,9 @@ def score_latents(
         Latent size of the references (default :attr:`LatentFeatures.ref_dz`).
     accuracy : bool
         Second pass for the argmax accuracy of the action probes (discrete actions).
+    client : distributed.Client, optional
+        Compute both passes on Dask (files only, every worker seeing them at the same path):
+        the same bits as in process.
 
     Returns
     -------
@@ -295,34 +401,45 @@ def score_latents(
     if references and not 1 <= ref_dz <= source.do:
         raise LamfastError(f"reference latent size must be in 1..{source.do}, got {ref_dz}")
 
-    # ---- pass 1: moments per fold, contingency
+    # ---- pass 1: moments per fold (and, in process, the contingency table)
     na = source.n_actions if source.action_kind == "discrete" else None
     counts = None
     if features.kind == "codes":
         counts = [np.zeros((K, na) if na else K, dtype=np.int64) for K in features.sizes]
-    accs = None
-    threads = block_threads(stream.p, block_rows * folds)
-    for X, fold, codes, acts in stream.chunks(progress, "probe"):
-        if accs is None:  # shifted by the first row, as every accumulator in lamfast
-            shift = np.zeros(stream.p)
-            shift[: features.width + source.do] = X[0, : features.width + source.do]
-            accs = [
-                BlockAccumulator(stream.blocks, block_rows, threads=threads, shift=shift)
-                for _ in range(folds)
-            ]
-        for f in range(folds):
-            sel = fold == f
-            if sel.any():
-                accs[f].add(X[sel])
-        if counts is not None:
-            _contingency(counts, codes, acts, features, na)
-    empty = [f for f in range(folds) if accs is None or accs[f].added == 0]
+    # every row is shifted by one fixed row (the first latent, the first frame), as every
+    # accumulator in lamfast does, so large offsets cost no precision; both paths use it
+    shift = np.zeros(stream.p)
+    shift[: features.width] = features(latents.read(0, 1))[0]
+    shift[features.width : features.width + source.do] = source.shift()
+    chunk_fn = None
+    if client is not None:
+        chunk_fn = ProbeChunks(stream, block_rows, shift, folds)
+        moments = tree_moments(
+            chunk_fn,
+            chunk_fn.n_blocks,
+            stream.blocks,
+            client=client,
+            progress=progress,
+            total_rows=stream.n,
+            source="probe",
+            shift=shift,
+        )  # the contingency table is counted in pass 2
+    else:
+        acc = BlockAccumulator(
+            stream.blocks, block_rows, threads=block_threads(stream.p, block_rows), shift=shift,
+            groups=folds,
+        )  # fmt: skip
+        for X, fold, codes, acts in stream.chunks(progress, "probe"):
+            acc.add(X, fold)
+            if counts is not None:
+                _contingency(counts, codes, acts, features, na)
+        moments = acc.result("probe")
+    empty = [f for f, m in enumerate(moments) if m is None]
     if empty:
         raise LamfastError(
             f"fold {empty[0]} of {folds} holds no transitions ({len(ends)} {unit.split()[0]}); "
             "use fewer --folds"
         )
-    moments = [acc.result("probe") for acc in accs]
     everything = moments[0]
     for m in moments[1:]:
         everything = everything.merge(m)
@@ -340,9 +457,18 @@ def score_latents(
         ]
         scores[name] = {k: _summary([h[k] for h in held], ins[k]) for k in METRICS}
 
-    # ---- pass 2: argmax accuracy of the action probes
-    if accuracy and na is not None:
-        _accuracy_pass(stream, scores, all_maps, per_fold_maps, everything, trains, na, progress)
+    # ---- pass 2: argmax accuracy of the action probes (on Dask also the contingency table)
+    want_acc = accuracy and na is not None
+    if want_acc or (chunk_fn is not None and counts is not None):
+        probes = _action_probes(all_maps, per_fold_maps, everything, trains) if want_acc else None
+        tally = _Tally(probes, na, features if chunk_fn is not None else None, counts)
+        if chunk_fn is None:
+            for X, fold, codes, y in stream.chunks(progress, "accuracy"):
+                tally.add(X, fold, codes, y)
+        else:
+            _tally_on_dask(client, chunk_fn, tally, progress)
+        if want_acc:
+            tally.report(scores)
 
     out = {
         "transitions": int(everything.count),
@@ -383,33 +509,89 @@ def _merge_except(moments: list[Moments], f: int) -> Moments:
     return out
 
 
-def _accuracy_pass(stream, scores, all_maps, per_fold_maps, everything, trains, na, progress):
+def _action_probes(all_maps, per_fold_maps, everything, trains):
+    """``(in-sample, [held-out per fold])`` action probes ``(W, G, h)`` of every map."""
     names = list(all_maps)
-    probes_in = {k: (all_maps[k], *linear_probe(all_maps[k], everything, "a")) for k in names}
-    probes_held = [
+    inside = {k: (all_maps[k], *linear_probe(all_maps[k], everything, "a")) for k in names}
+    held = [
         {k: (maps[k], *linear_probe(maps[k], tr, "a")) for k in names}
         for maps, tr in zip(per_fold_maps, trains, strict=True)
     ]
-    conf_in = {k: np.zeros((na, na), dtype=np.int64) for k in names}
-    conf_held = [{k: np.zeros((na, na), dtype=np.int64) for k in names} for _ in probes_held]
+    return inside, held
 
-    def count(conf, W, G, h, X, y):
+
+class _Tally:
+    """Integer counts of pass 2: confusion matrices of the action probes (in-sample, and each
+    fold's held-out probe on its own rows), and the contingency table when ``features``. Sums of
+    integers, so any order of chunks or tasks gives the same counts."""
+
+    def __init__(self, probes, na, features, counts):
+        self.probes, self.na, self.features, self.counts = probes, na, features, counts
+        if probes is not None:
+            inside, held = probes
+            self.conf_in = {k: np.zeros((na, na), dtype=np.int64) for k in inside}
+            self.conf_held = [{k: np.zeros((na, na), dtype=np.int64) for k in inside} for _ in held]
+
+    def _count(self, conf, W, G, h, X, y):
+        na = self.na
         pred = np.argmax((X @ W.T) @ G.T + h, axis=1)
         conf += np.bincount(y * na + pred, minlength=na * na).reshape(na, na)
 
-    for X, fold, _, y in stream.chunks(progress, "accuracy"):
-        for k in names:
-            count(conf_in[k], *probes_in[k], X, y)
-        for f, probes in enumerate(probes_held):
+    def add(self, X, fold, codes, y):
+        if self.features is not None:
+            _contingency(self.counts, codes, y, self.features, self.na)
+        if self.probes is None:
+            return
+        inside, held = self.probes
+        for k, probe in inside.items():
+            self._count(self.conf_in[k], *probe, X, y)
+        for f, probes in enumerate(held):
             sel = fold == f
             if sel.any():
-                for k in names:
-                    count(conf_held[f][k], *probes[k], X[sel], y[sel])
-    for k in names:
-        acc_in, bal_in = _accuracies(conf_in[k])
-        per = [_accuracies(c[k]) for c in conf_held]
-        scores[k]["accuracy"] = _summary([a for a, _ in per], acc_in)
-        scores[k]["balanced_accuracy"] = _summary([b for _, b in per], bal_in)
+                for k, probe in probes.items():
+                    self._count(self.conf_held[f][k], *probe, X[sel], y[sel])
+
+    def merge(self, other: _Tally):
+        if self.features is not None:
+            for mine, theirs in zip(self.counts, other.counts, strict=True):
+                mine += theirs
+        if self.probes is not None:
+            for k in self.conf_in:
+                self.conf_in[k] += other.conf_in[k]
+                for mine, theirs in zip(self.conf_held, other.conf_held, strict=True):
+                    mine[k] += theirs[k]
+
+    def empty(self) -> _Tally:
+        counts = None if self.counts is None else [np.zeros_like(c) for c in self.counts]
+        return _Tally(self.probes, self.na, self.features, counts)
+
+    def report(self, scores):
+        for k in self.conf_in:
+            acc_in, bal_in = _accuracies(self.conf_in[k])
+            per = [_accuracies(c[k]) for c in self.conf_held]
+            scores[k]["accuracy"] = _summary([a for a, _ in per], acc_in)
+            scores[k]["balanced_accuracy"] = _summary([b for _, b in per], bal_in)
+
+
+def _tally_task(chunk_fn, tally, first_row, stop_row):
+    """Pass 2 over scored rows ``first_row .. stop_row - 1`` (on a Dask worker)."""
+    out = tally.empty()
+    for X, fold, codes, y in chunk_fn.rows(first_row, stop_row):
+        out.add(X, fold, codes, y)
+    return out
+
+
+def _tally_on_dask(client, chunk_fn, tally, progress):
+    step = chunk_fn.block_rows * int(config.DASK_TASK_BLOCKS)
+    fn = client.scatter(chunk_fn, broadcast=True, hash=False)
+    base = client.scatter(tally.empty(), broadcast=True, hash=False)
+    spans = [(a, min(a + step, chunk_fn.n_rows)) for a in range(0, chunk_fn.n_rows, step)]
+    futures = [client.submit(_tally_task, fn, base, a, b, pure=False) for a, b in spans]
+    with Progress(total=chunk_fn.n_rows, label="accuracy", enabled=progress) as bar:
+        for future, (a, b) in zip(futures, spans, strict=True):
+            tally.merge(future.result())
+            future.release()
+            bar.update(b - a)
 
 
 def _describe(latents: RowArray, features: LatentFeatures) -> dict:

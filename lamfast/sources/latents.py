@@ -92,7 +92,9 @@ class RowArray:
         if kind not in KINDS:
             raise LamfastError(f"{name} kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self.name = name
+        self._spec = None
         if isinstance(data, str | Path):
+            self._spec = {"data": str(Path(data).resolve()), "name": name, "key": key, "kind": kind}
             path = check_input(Path(data), name, folder_ok=True)
             if path.is_dir():
                 files = sorted(
@@ -139,6 +141,15 @@ class RowArray:
         if self.n < 1:
             raise LamfastError(f"{self.label}: no {name} rows")
         self.width = int(np.prod(self.row_shape)) if self.row_shape else 1
+
+    def spec(self) -> dict:
+        """Constructor arguments that reopen these rows (on a Dask worker)."""
+        if self._spec is None:
+            raise LamfastError(
+                f"{self.name} in memory cannot be sent to Dask workers; save them as .npy and "
+                "pass the file"
+            )
+        return dict(self._spec)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start .. stop - 1`` as ``(n, width)`` (codes as int64, others as float64).
