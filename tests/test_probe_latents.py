@@ -348,3 +348,28 @@ def test_grouped_accumulator_matches_each_groups_rows_and_chunking(rng):
         np.testing.assert_allclose(results[0][k].cov, want.cov, rtol=1e-12)
         np.testing.assert_allclose(results[0][k].mean, want.mean, rtol=1e-14)
         assert results[0][k].count == np.count_nonzero(g == k)
+
+
+def test_verdict_reads_the_numbers(grid):
+    d, rows, ids, _ = grid
+    quiet = simulate_gridworld(episodes=60, length=12, noise=0.0, seed=3)
+    r = probe_latents(ids, quiet, noise_region=NOISE_ROW)
+    assert "never changes in these data" in r["verdict"]
+    assert r["noise_variance"] == 0.0
+    noise_next = (rows[:, :16] + rows[:, 16:32])[:, PIXELS]
+    v = probe_latents(noise_next, d, noise_region=NOISE_ROW)["verdict"]
+    assert "the latent encodes noise the next frame will show" in v
+    assert "noise dominates the frame differences" in v
+    only = probe_latents(ids, d, references=False, accuracy=False, folds=1)
+    assert sorted(only["scores"]) == ["chance", "latent"]
+    assert "accuracy" not in only["scores"]["latent"] and "in-sample" in only["verdict"]
+
+
+def test_pairs_data_without_episodes_fold_over_runs(tmp_path):
+    world = LinearWorld(do=6, da=2, noise="gaussian", sigma=0.5, seed=2)
+    write_world(world, 6000, tmp_path / "w", block_rows=1000)
+    a = np.load(tmp_path / "w" / "actions.npy")
+    r = probe_latents(a, tmp_path / "w")
+    assert r["fold_unit"] == "runs of 1000 consecutive transitions"
+    assert r["actions"] == "continuous" and r["noise"] == "noise arrays 'eps' saved with the data"
+    assert r["scores"]["latent"]["act_mse"]["mean"] < 1e-12

@@ -252,6 +252,9 @@ def probe_latents(
 
 
 # ---------------------------------------------------------------------------- the verdict
+MEANINGFUL = 0.1  # a share of variance below this is "little" in the verdict's words
+
+
 def _mean(result, name, metric) -> float:
     entry = result["scores"].get(name, {}).get(metric)
     return float("nan") if entry is None else entry["mean"]
@@ -272,19 +275,22 @@ def verdict(result: dict) -> str:
     has_noise = math.isfinite(noi_mse)
     obs = _share(_mean(result, "latent", "obs_mse"))
     held = "held-out" if result["folds"] > 1 else "in-sample"
+    noise_varies = has_noise and result.get("noise_variance", 1.0) > 0
     what = []
     if has_act:
         what.append(f"{act:.2f} of the action")
-    if has_noise:
+    if noise_varies:
         what.append(f"{_share(noi_mse):.2f} of the exogenous part ({result['noise']})")
     what.append(f"{obs:.2f} of the observation")
     s.append(f"The latent carries {_join(what)} ({held} linear probes, shares of variance).")
+    if has_noise and not noise_varies:
+        s.append(f"The exogenous part ({result['noise']}) never changes in these data.")
     acc = _mean(result, "latent", "accuracy")
     if math.isfinite(acc):
         chance = _mean(result, "chance", "accuracy")
         s.append(f"Its action probe is right {acc:.0%} of the time (chance: {chance:.0%}).")
     leak = _mean(result, "latent", "leak")
-    if math.isfinite(leak) and leak > 0.1:
+    if math.isfinite(leak) and leak > MEANINGFUL:
         s.append(
             f"It holds {leak:.2f} of the future exogenous state that o does not predict: the "
             "latent encodes noise the next frame will show, the failure the theory names."
@@ -293,16 +299,23 @@ def verdict(result: dict) -> str:
         lin_act = _share(_mean(result, "linear_lam", "act_mse"))
         lin_noi = _mean(result, "linear_lam", "noi_mse")
         line = f"The linear LAM of the same size carries {lin_act:.2f} of the action"
-        if math.isfinite(lin_noi):
-            line += f" and {_share(lin_noi):.2f} of the exogenous part"
-            if _share(lin_noi) > lin_act:
-                line += (
-                    ": noise dominates the frame differences, so a LAM of this size is pulled "
-                    "towards it; cleaning (lamfast fit --noop-action or --clean-basis), "
-                    "augmentation or a few action labels are the remedies the theory predicts"
-                )
-            else:
-                line += ": the action dominates the frame differences"
+        lin_noise = _share(lin_noi) if math.isfinite(lin_noi) and noise_varies else None
+        if lin_noise is not None:
+            line += f" and {lin_noise:.2f} of the exogenous part"
+        if lin_noise is not None and lin_noise > max(lin_act, MEANINGFUL):
+            line += (
+                ": noise dominates the frame differences, so a LAM of this size is pulled "
+                "towards it; cleaning (lamfast fit --noop-action or --clean-basis), "
+                "augmentation or a few action labels are the remedies the theory predicts"
+            )
+        elif lin_act > MEANINGFUL:
+            line += ": the action dominates the frame differences"
+        else:
+            line += (
+                f": the top of the frame-difference spectrum holds little of "
+                f"{'the action' if lin_noise is None else 'either'} (the action is not a "
+                "linear function of the frame difference here)"
+            )
         s.append(line + ".")
     if "ceiling" in result["scores"] and has_act:
         ceil = _share(_mean(result, "ceiling", "act_mse"))
@@ -314,7 +327,7 @@ def verdict(result: dict) -> str:
         s.append(line + ".")
     if has_act:
         gap = act - _share(result["scores"]["latent"]["act_mse"]["in_sample"])
-        if result["folds"] > 1 and gap < -0.1:
+        if result["folds"] > 1 and gap < -MEANINGFUL:
             s.append(
                 f"Held-out scores trail in-sample ones by {-gap:.2f}: part of what the probe "
                 "finds is memorised rows."

@@ -2,21 +2,24 @@
 
 Pass 1 accumulates, per held-out fold, the moments of the joint vector
 ``x = [z, o, delta, a, noise]`` (``z``: the latent's features; codes one-hot or embedded through
-their codebook vectors), and the code x action contingency table. Every probe, reference and
-leakage score is then closed form (:mod:`lamfast.probes.scores`). Pass 2, with discrete actions,
-replays the stream to count the argmax predictions of the fitted action probes (accuracy and
-balanced accuracy), which moments cannot give.
+their codebook vectors), and the code x action contingency table (on Dask, in pass 2). Every
+probe, reference and leakage score is then closed form (:mod:`lamfast.probes.scores`). Pass 2,
+with discrete actions, replays the stream to count the argmax predictions of the fitted action
+probes (accuracy and balanced accuracy), which moments cannot give.
 
 Folds are drawn over episodes (or runs of consecutive transitions, ``config.PROBE_RUN_ROWS``,
 when the data have fewer episodes than folds) with a seeded permutation, so a probe is never
-scored on transitions of an episode it was fitted on. Each fold has its own
-:class:`~lamfast.moments.accumulate.BlockAccumulator`, fed its rows in transition order, so the
-moments are bitwise identical for any read chunk size, and memory is the blocks in flight, never
-the dataset.
+scored on transitions of an episode it was fitted on. Blocks are cut from the stream of scored
+rows, and each block gives one entry per fold (a grouped
+:class:`~lamfast.moments.accumulate.BlockAccumulator`; empty where a fold has no row), so every
+fold's merge tree has the shape of the block stream: the moments are bitwise identical for any
+read chunk size, and on Dask (:class:`ProbeChunks` over
+:func:`~lamfast.moments.tree.tree_moments`); memory is the blocks in flight, never the dataset.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -32,7 +35,7 @@ from ..sources.frames.source import FrameSource
 from ..sources.latents import RowArray, codebook_sizes, load_codebook
 from .closed import linear_probe
 from .codes import code_stats
-from .scores import MAPS, fold_maps, map_scores
+from .scores import MAPS, fold_maps, map_scores, noise_target
 
 METRICS = ("act_mse", "act_r2", "obs_mse", "noi_mse", "leak", "llo")
 _FOLD_KEY = 11  # spawn key of the fold permutation (docs/architecture.md, determinism)
@@ -167,8 +170,9 @@ class _Stream:
         self.n_data = int(ends[-1])
         self.n = self.n_data if ids is None else len(ids)
 
-    def _scored(self, o, o2, acts, t0):
-        """The scored rows of a chunk of transitions ``t0 ..``: ``(X, fold, codes, ids)``."""
+    def _scored(self, o, o2, acts, t0, joint=True):
+        """The scored rows of a chunk of transitions ``t0 ..``: ``(X, fold, codes, ids)``; with
+        ``joint=False`` the parts ``(features, o, delta)`` instead of the joint rows ``X``."""
         n = o.shape[0]
         t = np.arange(t0, t0 + n)
         if self.ids is None:
@@ -181,20 +185,30 @@ class _Stream:
         if j1 == j0:
             return None
         raw = self.latents.read(j0, j1)
-        cols = [self.features(raw), o, o2 - o]
-        if self.source.da:
-            cols.append(self.source.action_rows(acts))
-        if self.noise is not None:
-            cols.append(self.noise.read(int(t[0]), int(t[-1]) + 1)[t - t[0]])
         fold = self.fold_of_unit[np.searchsorted(self.ends, t, side="right")]
         ids = acts.astype(np.int64) if self.source.action_kind == "discrete" else None
-        return np.hstack(cols), fold, (raw if self.features.kind == "codes" else None), ids
+        codes = raw if self.features.kind == "codes" else None
+        if not joint:
+            return (self.features(raw), o, o2 - o), fold, codes, ids
+        # the joint rows are written in place, block by block (no concatenated copies)
+        X = np.empty((o.shape[0], self.p))
+        q, do = self.features.width, self.source.do
+        X[:, :q] = self.features(raw)
+        X[:, q : q + do] = o
+        np.subtract(o2, o, out=X[:, q + do : q + 2 * do])
+        end = q + 2 * do
+        if self.source.da:
+            X[:, end : end + self.source.da] = self.source.action_rows(acts)
+            end += self.source.da
+        if self.noise is not None:
+            X[:, end:] = self.noise.read(int(t[0]), int(t[-1]) + 1)[t - t[0]]
+        return X, fold, codes, ids
 
-    def chunks(self, progress, label):
+    def chunks(self, progress, label, joint=True):
         """Yield ``(X, fold, codes, action_ids)`` for every chunk of scored transitions."""
         t0 = 0
         for o, o2, acts in self.source.transitions(progress=progress, label=label):
-            out = self._scored(o, o2, acts, t0)
+            out = self._scored(o, o2, acts, t0, joint)
             t0 += o.shape[0]
             if out is not None:
                 yield out
@@ -205,10 +219,10 @@ class _Stream:
             return a, b
         return int(self.ids[a]), int(self.ids[b - 1]) + 1
 
-    def range_chunks(self, cursor, t0: int, t1: int):
+    def range_chunks(self, cursor, t0: int, t1: int, joint=True):
         """Yield the scored rows of transitions ``t0 .. t1 - 1``, read through ``cursor``."""
         for o, o2, acts in cursor.take(t1 - t0):
-            out = self._scored(o, o2, acts, t0)
+            out = self._scored(o, o2, acts, t0, joint)
             t0 += o.shape[0]
             if out is not None:
                 yield out
@@ -266,14 +280,14 @@ class ProbeChunks:
             local.cursor = None
         return local
 
-    def rows(self, first_row: int, stop_row: int):
+    def rows(self, first_row: int, stop_row: int, joint=True):
         """Yield the chunks of scored rows ``first_row .. stop_row - 1``."""
         state = self._thread_state()
         stream = state.stream
         t0, t1 = stream.transition_range(first_row, stop_row)
         if state.cursor is None or state.cursor.pos != t0:
             state.cursor = _Cursor(stream.source, self.index, t0, None)
-        yield from stream.range_chunks(state.cursor, t0, t1)
+        yield from stream.range_chunks(state.cursor, t0, t1, joint)
 
     def __call__(self, first: int, stop: int) -> list:
         out = []
@@ -461,17 +475,20 @@ def score_latents(
     want_acc = accuracy and na is not None
     if want_acc or (chunk_fn is not None and counts is not None):
         probes = _action_probes(all_maps, per_fold_maps, everything, trains) if want_acc else None
-        tally = _Tally(probes, na, features if chunk_fn is not None else None, counts)
+        widths = (features.width, source.do, source.do)
+        tally = _Tally(probes, na, widths, features if chunk_fn is not None else None, counts)
         if chunk_fn is None:
-            for X, fold, codes, y in stream.chunks(progress, "accuracy"):
-                tally.add(X, fold, codes, y)
+            for parts, fold, codes, y in stream.chunks(progress, "accuracy", joint=False):
+                tally.add(parts, fold, codes, y)
         else:
             _tally_on_dask(client, chunk_fn, tally, progress)
         if want_acc:
             tally.report(scores)
 
+    T = noise_target(everything, noise_pixels)
     out = {
         "transitions": int(everything.count),
+        "noise_variance": None if T is None else float(np.sum(T * (everything.cov @ T.T).T)),
         "data_transitions": n_data,
         "episodes": int(np.count_nonzero(lengths)),
         "latent": _describe(latents, features),
@@ -523,52 +540,59 @@ def _action_probes(all_maps, per_fold_maps, everything, trains):
 class _Tally:
     """Integer counts of pass 2: confusion matrices of the action probes (in-sample, and each
     fold's held-out probe on its own rows), and the contingency table when ``features``. Sums of
-    integers, so any order of chunks or tasks gives the same counts."""
+    integers, so any order of chunks or tasks gives the same counts.
 
-    def __init__(self, probes, na, features, counts):
-        self.probes, self.na, self.features, self.counts = probes, na, features, counts
+    Every probe ``y^ = G (W x) + h`` is the affine map ``(G W) x + h`` of the joint row, so all
+    of them (maps x {in-sample, each fold}) are stacked into one matrix and applied to a chunk
+    in one product per block of ``x`` it reads (``z``, ``o``, ``delta``: no map reads ``a`` or
+    the noise, so the joint rows are never assembled); each probe then takes the argmax over
+    its own ``n_actions`` columns.
+    """
+
+    def __init__(self, probes, na, widths, features=None, counts=None):
+        self.probes, self.na, self.widths = probes, na, widths
+        self.features, self.counts = features, counts
         if probes is not None:
             inside, held = probes
-            self.conf_in = {k: np.zeros((na, na), dtype=np.int64) for k in inside}
-            self.conf_held = [{k: np.zeros((na, na), dtype=np.int64) for k in inside} for _ in held]
+            self.names = list(inside)
+            sets = [inside, *held]  # set 0: in-sample; set f + 1: fold f's held-out probes
+            M = np.vstack([G @ W for probes in sets for W, G, _ in probes.values()])
+            self.c = np.concatenate([h for probes in sets for _, _, h in probes.values()])
+            edges = np.cumsum([0, *widths])
+            self.M = [np.ascontiguousarray(M[:, a:b].T) for a, b in itertools.pairwise(edges)]
+            self.conf = np.zeros((len(sets), len(self.names), na, na), dtype=np.int64)
 
-    def _count(self, conf, W, G, h, X, y):
-        na = self.na
-        pred = np.argmax((X @ W.T) @ G.T + h, axis=1)
-        conf += np.bincount(y * na + pred, minlength=na * na).reshape(na, na)
-
-    def add(self, X, fold, codes, y):
+    def add(self, parts, fold, codes, y):
+        """Count one chunk: ``parts`` are the ``z`` features, ``o`` and ``delta`` rows."""
         if self.features is not None:
             _contingency(self.counts, codes, y, self.features, self.na)
         if self.probes is None:
             return
-        inside, held = self.probes
-        for k, probe in inside.items():
-            self._count(self.conf_in[k], *probe, X, y)
-        for f, probes in enumerate(held):
-            sel = fold == f
-            if sel.any():
-                for k, probe in probes.items():
-                    self._count(self.conf_held[f][k], *probe, X[sel], y[sel])
+        na, k = self.na, len(self.names)
+        logits = self.c + sum(x @ M for x, M in zip(parts, self.M, strict=True))
+        logits = logits.reshape(parts[0].shape[0], -1, k, na)
+        pred = np.argmax(logits, axis=3)  # (rows, sets, maps)
+        for s in range(pred.shape[1]):
+            rows = slice(None) if s == 0 else fold == s - 1
+            for m in range(k):
+                cell = y[rows] * na + pred[rows, s, m]
+                self.conf[s, m] += np.bincount(cell, minlength=na * na).reshape(na, na)
 
     def merge(self, other: _Tally):
         if self.features is not None:
             for mine, theirs in zip(self.counts, other.counts, strict=True):
                 mine += theirs
         if self.probes is not None:
-            for k in self.conf_in:
-                self.conf_in[k] += other.conf_in[k]
-                for mine, theirs in zip(self.conf_held, other.conf_held, strict=True):
-                    mine[k] += theirs[k]
+            self.conf += other.conf
 
     def empty(self) -> _Tally:
         counts = None if self.counts is None else [np.zeros_like(c) for c in self.counts]
-        return _Tally(self.probes, self.na, self.features, counts)
+        return _Tally(self.probes, self.na, self.widths, self.features, counts)
 
     def report(self, scores):
-        for k in self.conf_in:
-            acc_in, bal_in = _accuracies(self.conf_in[k])
-            per = [_accuracies(c[k]) for c in self.conf_held]
+        for m, k in enumerate(self.names):
+            acc_in, bal_in = _accuracies(self.conf[0, m])
+            per = [_accuracies(c) for c in self.conf[1:, m]]
             scores[k]["accuracy"] = _summary([a for a, _ in per], acc_in)
             scores[k]["balanced_accuracy"] = _summary([b for _, b in per], bal_in)
 
@@ -576,8 +600,8 @@ class _Tally:
 def _tally_task(chunk_fn, tally, first_row, stop_row):
     """Pass 2 over scored rows ``first_row .. stop_row - 1`` (on a Dask worker)."""
     out = tally.empty()
-    for X, fold, codes, y in chunk_fn.rows(first_row, stop_row):
-        out.add(X, fold, codes, y)
+    for parts, fold, codes, y in chunk_fn.rows(first_row, stop_row, joint=False):
+        out.add(parts, fold, codes, y)
     return out
 
 
