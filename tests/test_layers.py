@@ -36,6 +36,10 @@ DEFERRED_OK = {
     "zarr",
     "sklearn",
     "torch",
+    "av",  # the readers of other formats (sources/frames), each an optional extra
+    "h5py",
+    "pyarrow",
+    "imageio",
     # measured start-up costs of `import lamfast` (python -X importtime), each needed by one path
     "scipy.sparse",  # ARPACK (top_eigh(method="arpack"))
     "scipy.stats",  # 0.24 s: the noise-aware moment-gd (binomial label counts)

@@ -23,6 +23,7 @@ def frame_fingerprint(source, index, block_rows: int, noop_action) -> str:
         source="frames",
         files=source.files(),
         preprocess=source.preprocess.to_dict(),
+        reader={k: getattr(source.reader, k) for k in source.reader.given()},
         actions=source.action_kind,
         n_actions=source.n_actions,
         noop_action=noop_action,

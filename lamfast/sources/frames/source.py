@@ -44,6 +44,7 @@ from ...errors import LamfastError
 from ...moments.accumulate import BlockAccumulator, block_threads
 from ...moments.core import Blocks, Moments, check_moment_size
 from .distributed import frame_moments_tree
+from .formats import ReaderOptions, open_dataset
 from .index import TransitionIndex, _Cursor
 from .preprocess import Preprocess
 from .readers import (
@@ -53,7 +54,6 @@ from .readers import (
     _Segment,
     _ZipMember,
     open_arrays,
-    open_segments,
 )
 
 ACTION_KINDS = ("auto", "discrete", "continuous", "none")
@@ -76,6 +76,8 @@ class FrameSource:
         Number of discrete actions; inferred as ``max id + 1`` when not given.
     chunk_frames : int, optional
         Frames read per chunk (default ``config.FRAME_CHUNK``); never changes a result.
+    reader : ReaderOptions, optional
+        Options of the readers of other formats (:mod:`lamfast.sources.frames.formats`).
 
     Examples
     --------
@@ -95,8 +97,10 @@ class FrameSource:
         actions: str = "auto",
         n_actions: int | None = None,
         chunk_frames: int | None = None,
+        reader: ReaderOptions | None = None,
     ):
         self.in_memory = isinstance(path, Mapping)
+        self.reader = reader or ReaderOptions()
         self.path = Path("<arrays>") if self.in_memory else Path(path)
         self.preprocess = preprocess or Preprocess()
         if actions not in ACTION_KINDS:
@@ -104,7 +108,12 @@ class FrameSource:
         self.chunk_frames = int(chunk_frames or config.FRAME_CHUNK)
         if self.chunk_frames < 1:
             raise LamfastError("chunk_frames must be >= 1")
-        self.segments = open_arrays(path) if self.in_memory else open_segments(self.path)
+        if self.in_memory:
+            if self.reader.given():
+                raise LamfastError("reader options apply to files, not to arrays in memory")
+            self.segments = open_arrays(path)
+        else:
+            self.segments = open_dataset(self.path, self.reader)
         first = self.segments[0].first
         self.frame_shape = tuple(first.shape[1:])
         self.raw_dtype = first.dtype
@@ -435,6 +444,7 @@ class FrameSource:
             "actions": self.action_kind or "none",
             "n_actions": self.n_actions,
             "chunk_frames": self.chunk_frames,
+            "reader": self.reader,
         }
 
     def files(self) -> list[list]:
