@@ -546,11 +546,12 @@ def fit(
         Latent dimension, ``1 <= dz <= do``.
     variant : Variant, optional
         The LAM variant; or pass its fields as keyword arguments (``decoder="learned"``, ...).
-    solver : {"eig", "moment-gd", "sgd"}
-        ``eig``: the closed forms (``docs/theory.md``). ``moment-gd``: deterministic Adam/GD on
-        the exact population objective (:func:`lamfast.solvers.gd.moment_gd_fit`), every
-        variant. ``sgd``: the paper's minibatch protocol on rows drawn from ``world``
-        (:func:`lamfast.solvers.sgd.sgd_fit`).
+    solver : {"eig", "auto", "moment-gd", "sgd"}
+        ``eig``: the closed forms (``docs/theory.md``). ``auto``: ``eig`` where a closed form
+        exists, else ``moment-gd`` (the fitted estimator's ``solver`` and notes say which ran).
+        ``moment-gd``: deterministic Adam/GD on the exact population objective
+        (:func:`lamfast.solvers.gd.moment_gd_fit`), every variant. ``sgd``: the paper's minibatch
+        protocol on rows drawn from ``world`` (:func:`lamfast.solvers.sgd.sgd_fit`).
     seed : int
         Seeds the random rotations drawn inside tied eigenvalue blocks (``eig``) or the
         initialisation (``moment-gd``, ``sgd``).

@@ -105,7 +105,7 @@ def test_fit_supervised_and_learned():
         (["--kappa", "-1"], "kappa"),
         (["--label-fraction", "2"], "label_fraction"),
         (["--da", "200"], "da"),
-        (["--decoder", "learned", "--encoder", "free"], "moment-gd"),
+        (["--decoder", "learned", "--encoder", "free", "--solver", "eig"], "moment-gd"),
         (["--noise", "uniform", "--sigma", "1", "--source", "wishart"], "Gaussian"),
         (["--bogus"], "bogus"),
     ],

@@ -383,3 +383,16 @@ def test_zarr3_store_with_unwritten_flag_chunks_fits(tmp_path, rng):
     a = FrameSource(tmp_path / "z.zarr").moments()
     b = FrameSource(tmp_path / "same.npz").moments()
     assert np.array_equal(a.cov, b.cov) and a.count == b.count == 998
+
+
+def test_chunk_without_transitions_and_2d_continuous_actions(tmp_path):
+    """A read chunk may hold no transition (chunk_frames=1 at an episode start); 2-d continuous
+    actions of such a chunk used to fail to reshape."""
+    frames = np.random.default_rng(0).standard_normal((12, 3))
+    starts = np.zeros(12, dtype=bool)
+    starts[[0, 5, 6]] = True
+    np.savez(tmp_path / "f.npz", frames=frames, actions=np.ones((12, 2)), episode_starts=starts)
+    a = FrameSource(tmp_path / "f.npz", chunk_frames=1).moments(block_rows=4)
+    b = FrameSource(tmp_path / "f.npz").moments(block_rows=4)
+    np.testing.assert_array_equal(a.cov, b.cov)
+    assert a.count == 9

@@ -40,6 +40,7 @@ DEFERRED_OK = {
     "h5py",
     "pyarrow",
     "imageio",
+    "PIL",
     # measured start-up costs of `import lamfast` (python -X importtime), each needed by one path
     "scipy.sparse",  # ARPACK (top_eigh(method="arpack"))
     "scipy.stats",  # 0.24 s: the noise-aware moment-gd (binomial label counts)

@@ -93,7 +93,13 @@ def test_codes_match_sklearn_nmi_and_counted_contingency(grid, groups):
     z = codes[:, 0] if groups == 1 else codes
     r = probe_latents(z, d, codebook_size=None, folds=3)
     assert r["latent"]["codebook_sizes"] == sizes
-    for g, c in enumerate(r["codes"]):
+    if groups > 1:  # the joint code of the codebooks has its own table
+        joint = r["codes"][-1]
+        assert joint["codebook"] == "joint" and joint["size"] == 30
+        flat = (codes[:, 0] * 3 + codes[:, 1]) * 2 + codes[:, 2]
+        assert joint["contingency"] == naive.contingency(flat, ids, 30, 5).tolist()
+    for g, c in enumerate(r["codes"][:groups]):
+        assert c["codebook"] == g
         table = naive.contingency(codes[:, g], ids, sizes[g], 5)
         assert c["contingency"] == table.tolist()
         assert c["nmi"] == pytest.approx(normalized_mutual_info_score(ids, codes[:, g]), abs=1e-12)

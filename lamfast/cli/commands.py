@@ -50,6 +50,7 @@ from .options import (
     jobs_option,
     json_option,
     progress_option,
+    reader_options,
     variant_options,
     world_options,
 )
@@ -234,12 +235,14 @@ def fit(
 def _fit_frames_cmd(
     path, dz, variant, solver, seed, as_json, progress, *, actions, n_actions, crop, downsample,
     scale, chunk_frames, clean_basis, noop_action, clean_k, accuracy, out, workers, scheduler,
-    checkpoint, force,
+    checkpoint, force, **read,
 ):  # fmt: skip
+    reader = reader_options(read)
     if clean_basis is not None and noop_action is not None:
         raise click.UsageError("give --clean-basis or --noop-action, not both")
     # Every output is checked before the fit, which may take hours: none may be an input.
     inputs = [("dataset", path), ("clean basis", clean_basis)]
+    inputs += [("actions file", reader.actions_file), ("episodes file", reader.episodes_file)]
     if checkpoint is not None:
         check_output(checkpoint, inputs=inputs, flag="--checkpoint", checkpoint=True)
     if out is not None:
@@ -257,6 +260,7 @@ def _fit_frames_cmd(
         actions=actions,
         n_actions=n_actions,
         chunk_frames=chunk_frames,
+        reader=reader,
         clean_basis=clean_basis,
         noop_action=noop_action,
         clean_k=clean_k,
@@ -385,7 +389,7 @@ def encode(fit_path, frames_path, out, chunk_frames, progress, force):
 def probe(
     latents, data, key, kind, index, codebook, codebook_size, noise_region, noise_mask,
     noise_columns, folds, seed, references, ref_dz, accuracy, actions, n_actions, crop,
-    downsample, scale, chunk_frames, out, workers, scheduler, as_json, progress,
+    downsample, scale, chunk_frames, out, workers, scheduler, as_json, progress, **read,
 ):  # fmt: skip
     """What does your LAM's latent capture? Score LATENTS against the transitions of --data.
 
@@ -400,8 +404,10 @@ def probe(
       lamfast probe codes.npy --data grid.npz --noise-region 3:4,0:4
       lamfast probe z.npy --data frames.npz --codebook codebook.npy --out report
     """
+    reader = reader_options(read)
     inputs = [("latents", latents), ("dataset", data), ("index", index), ("codebook", codebook)]
-    inputs.append(("noise mask", noise_mask))
+    inputs += [("noise mask", noise_mask), ("actions file", reader.actions_file)]
+    inputs.append(("episodes file", reader.episodes_file))
     if out is not None:
         if os.path.lexists(out):
             raise LamfastError(f"--out {out} exists; remove it or choose another folder")
@@ -426,6 +432,7 @@ def probe(
         actions=actions,
         n_actions=n_actions,
         chunk_frames=chunk_frames,
+        reader=reader,
         progress=progress,
         workers=workers,
         scheduler=scheduler,

@@ -104,8 +104,10 @@ def format_probe(r: dict) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    for g, c in enumerate(r.get("codes") or []):
-        line = f"codebook {g}: {c['used']}/{c['size']} codes used, perplexity {c['perplexity']:.2f}"
+    for c in r.get("codes") or []:
+        g = c["codebook"]
+        name = "joint code" if g == "joint" else f"codebook {g}"
+        line = f"{name}: {c['used']}/{c['size']} codes used, perplexity {c['perplexity']:.2f}"
         if "nmi" in c:
             line += f", NMI {c['nmi']:.3f}, purity {c['purity']:.3f}"
         lines += ["", line]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from ..solvers.variant import DECODERS, ENCODERS, SOLVERS, WEIGHTINGS
+from ..solvers.variant import DECODERS, ENCODERS, SOLVER_CHOICES, WEIGHTINGS
+from ..sources.frames.formats import ReaderOptions
 from ..sources.frames.source import ACTION_KINDS
 from ..sources.world import NOISE_KINDS
 
@@ -31,6 +32,27 @@ class Rows(click.ParamType):
         if not np.isfinite(number) or number < 2 or number != int(number):
             self.fail(f"{value!r} is not a whole number >= 2", param, ctx)
         return int(number)
+
+
+class Pair(click.ParamType):
+    """Two numbers ``a:b`` (a time range) or ``HxW`` (a frame size)."""
+
+    def __init__(self, sep: str, kind, name: str):
+        self.sep, self.kind, self.name = sep, kind, name
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).lower().split(self.sep)
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            pair = tuple(self.kind(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not of the form {self.name}", param, ctx)
+        if any(not np.isfinite(x) or x < 0 for x in pair) or (self.kind is int and min(pair) < 1):
+            self.fail(f"{value!r}: {self.name} needs positive numbers", param, ctx)
+        return pair
 
 
 # Options shared by several commands.
@@ -124,10 +146,11 @@ def variant_options(f):
         ),
         click.option(
             "--solver",
-            type=click.Choice(SOLVERS),
-            default="eig",
+            type=click.Choice(SOLVER_CHOICES),
+            default="auto",
             show_default=True,
-            help="eig: closed forms (docs/theory.md); moment-gd: Adam on the exact loss; "
+            help="auto: eig where a closed form exists, else moment-gd (the output says which "
+            "ran); eig: closed forms (docs/theory.md); moment-gd: Adam on the exact loss; "
             "sgd: the paper's minibatch protocol.",
         ),
     ]
@@ -170,7 +193,58 @@ def _read_options():
             default=None,
             help="Frames read per chunk (bounds memory; never changes results).",
         ),
+        click.option(
+            "--obs-key", default=None, help="HDF5 dataset or LeRobot column of the observations."
+        ),
+        click.option(
+            "--action-key", default=None, help="HDF5 dataset or LeRobot column of the actions."
+        ),
+        click.option(
+            "--stride",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Keep every N-th frame (video, images, LeRobot).",
+        ),
+        click.option(
+            "--time-range",
+            type=Pair(":", float, "T0:T1"),
+            default=None,
+            help="Seconds T0:T1 of each video.",
+        ),
+        click.option(
+            "--resize",
+            type=Pair("x", int, "HxW"),
+            default=None,
+            help="Scale decoded frames to HxW (video, images, LeRobot).",
+        ),
+        click.option(
+            "--grey", is_flag=True, help="Decode to one grey channel (video, images, LeRobot)."
+        ),
+        click.option(
+            "--actions-file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Actions beside videos or image folders (.npy, one per kept frame).",
+        ),
+        click.option(
+            "--episodes-file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Episode start frames of a video (.npy).",
+        ),
     ]
+
+
+READER_FLAGS = (
+    "obs_key", "action_key", "stride", "time_range", "resize", "grey", "actions_file",
+    "episodes_file",
+)  # fmt: skip
+
+
+def reader_options(kw: dict) -> ReaderOptions:
+    """Pop the reader flags out of a command's keyword arguments into ``ReaderOptions``."""
+    return ReaderOptions(**{name: kw.pop(name) for name in READER_FLAGS})
 
 
 def frame_read_options(f):

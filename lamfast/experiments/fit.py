@@ -19,7 +19,7 @@ def run_fit(
     dz: int,
     source: str = "population",
     rows=None,
-    solver: str = "eig",
+    solver: str = "auto",
     progress=None,
     *,
     workers: int | None = None,
@@ -49,7 +49,8 @@ def run_fit(
         "rows": None if source == "population" else int(moments.count),
         "seconds": time.perf_counter() - start,
         "dz": dz,
-        "solver": solver,
+        "solver": lam.solver,  # with "auto": the solver that ran (the notes say why)
+        "solver_requested": solver,
         "world": world.to_dict(),
         "variant": {
             "decoder": variant.decoder,

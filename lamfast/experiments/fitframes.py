@@ -53,12 +53,13 @@ def fit_frames(
     dz: int,
     variant=None,
     *,
-    solver: str = "eig",
+    solver: str = "auto",
     seed: int = 0,
     preprocess: Preprocess | None = None,
     actions: str = "auto",
     n_actions: int | None = None,
     chunk_frames: int | None = None,
+    reader=None,
     block_rows: int | None = None,
     clean_basis=None,
     noop_action: int | None = None,
@@ -79,6 +80,11 @@ def fit_frames(
         Latent dimension.
     variant : Variant or dict, optional
         LAM variant (default: identity decoder, tied encoder).
+    solver : {"auto", "eig", "moment-gd"}
+        ``auto``: the closed form where one exists, else moment-gd (the result says which ran).
+    preprocess, actions, n_actions, chunk_frames, reader
+        How the frames are read (:class:`FrameSource`; ``reader``: options of video, image,
+        HDF5 and LeRobot readers, :class:`~lamfast.sources.frames.formats.ReaderOptions`).
     clean_basis : array or path, optional
         Noise directions (do x k) removed from ``delta`` before fitting.
     noop_action : int, optional
@@ -99,7 +105,12 @@ def fit_frames(
     start = time.perf_counter()
     variant = variant if isinstance(variant, Variant) else Variant(**(variant or {}))
     source = FrameSource(
-        path, preprocess=preprocess, actions=actions, n_actions=n_actions, chunk_frames=chunk_frames
+        path,
+        preprocess=preprocess,
+        actions=actions,
+        n_actions=n_actions,
+        chunk_frames=chunk_frames,
+        reader=reader,
     )
     do = source.do
     dz = check_dz(dz, do)
@@ -140,7 +151,8 @@ def fit_frames(
         "actions": source.action_kind,
         "dz": int(dz),
         "variant": dataclasses.asdict(variant),
-        "solver": solver,
+        "solver": lam.solver,  # with "auto": the solver that ran (its notes say why)
+        "solver_requested": solver,
         "delta_spectrum": delta_spectrum(m, k).tolist(),
         "delta_total_variance": float(np.trace(m.block_cov("delta"))),
         "recon": recon_loss(lam, m),

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterable
 
 from ..errors import LamfastError
-from ..solvers.variant import SOLVERS, WEIGHTINGS
+from ..solvers.variant import SOLVER_CHOICES, WEIGHTINGS
 from ..sources.simulated import SOURCES
 
 # How probes fitted on the training law are scored (docs/theory.md, scoring, distribution shift).
@@ -24,7 +24,6 @@ EVALS = ("train", "noise-free", "random-actions")
 LATENT_CHOICES = ("true", "surrogate", "act-surrogate")
 
 
-SOLVER_CHOICES = ("auto", *SOLVERS)
 # Noise of fig4-middle: the paper's text (gaussian) or the authors' augmentation script (uniform).
 FIG4_MIDDLE_NOISES = ("gaussian", "uniform")
 # Weightings of fig4-right, the figure's solid lines (the authors' scripts) first.

@@ -194,7 +194,8 @@ def plot_contingency(codes: dict, path, g: int = 0) -> None:
     ax.set_xticks(range(table.shape[1]))
     ax.set_yticks(range(table.shape[0]))
     fig.colorbar(im, ax=ax, label="transitions")
-    ax.set_title(f"codebook {g}: NMI {codes['nmi']:.2f}, purity {codes['purity']:.2f}", fontsize=9)
+    name = "joint code" if g == "joint" else f"codebook {g}"
+    ax.set_title(f"{name}: NMI {codes['nmi']:.2f}, purity {codes['purity']:.2f}", fontsize=9)
     _save(fig, path)
 
 

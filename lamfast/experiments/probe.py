@@ -35,7 +35,9 @@ LABELS = {
 }
 
 
-def open_data(data, *, preprocess=None, actions="auto", n_actions=None, chunk_frames=None):
+def open_data(
+    data, *, preprocess=None, actions="auto", n_actions=None, chunk_frames=None, reader=None
+):
     """The transitions: a :class:`FrameSource`, a path it reads, a mapping of arrays with the
     keys of an ``.npz``, or a tuple ``(o, o_next[, a])``."""
     if isinstance(data, FrameSource):
@@ -50,6 +52,7 @@ def open_data(data, *, preprocess=None, actions="auto", n_actions=None, chunk_fr
         actions=actions,
         n_actions=n_actions,
         chunk_frames=chunk_frames,
+        reader=reader,
     )
 
 
@@ -158,6 +161,7 @@ def probe_latents(
     actions: str = "auto",
     n_actions: int | None = None,
     chunk_frames: int | None = None,
+    reader=None,
     progress=None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -187,6 +191,8 @@ def probe_latents(
         Score the references too, with latents of ``ref_dz`` values.
     accuracy : bool
         The second pass that counts argmax accuracies (discrete actions).
+    preprocess, actions, n_actions, chunk_frames, reader
+        How a dataset path is read (:class:`FrameSource`).
     workers, scheduler, client
         Run both passes on Dask: a local cluster of ``workers`` processes, the cluster at
         ``scheduler``, or an existing ``client`` (latents and data as files that every worker
@@ -209,7 +215,12 @@ def probe_latents(
     (0.0, 1.0)
     """
     source = open_data(
-        data, preprocess=preprocess, actions=actions, n_actions=n_actions, chunk_frames=chunk_frames
+        data,
+        preprocess=preprocess,
+        actions=actions,
+        n_actions=n_actions,
+        chunk_frames=chunk_frames,
+        reader=reader,
     )
     latents = RowArray(z, name="latents", key=key, kind=kind)
     pixels, label = noise_pixels(
@@ -403,10 +414,11 @@ def markdown(result: dict, figures: list[str]) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    for g, c in enumerate(result.get("codes") or []):
+    for c in result.get("codes") or []:
+        g = c["codebook"]
         lines += [
             "",
-            f"## Codebook {g}",
+            f"## Codebook {g}" if g != "joint" else "## Joint code of all codebooks",
             "",
             f"{c['used']} of {c['size']} codes used ({c['dead']} dead), perplexity "
             f"{c['perplexity']:.2f}" + (" — collapsed" if c["collapse"] else ""),
@@ -450,8 +462,9 @@ def write_report(result: dict, out, *, figures: bool = True) -> list[str]:
         if figures and plots.available():
             plots.plot_probe_scores(result, tmp / "scores.png", LABELS)
             names.append("scores.png")
-            for g, c in enumerate(result.get("codes") or []):
+            for c in result.get("codes") or []:
                 if "contingency" in c:
+                    g = c["codebook"]
                     plots.plot_contingency(c, tmp / f"codes{g}.png", g)
                     names.append(f"codes{g}.png")
         atomic_write_text(tmp / "scores.json", to_json(result, indent=2) + "\n")

@@ -64,6 +64,24 @@ class LatentFeatures:
             self.width = latents.width
 
     @property
+    def labels(self) -> list:
+        """The tables of code statistics: each codebook, and with several codebooks their
+        joint code while it has at most ``config.MAX_JOINT_CODES`` cells."""
+        out = list(range(len(self.sizes)))
+        if len(self.sizes) > 1 and np.prod(self.sizes, dtype=float) <= config.MAX_JOINT_CODES:
+            out.append("joint")
+        return out
+
+    def table_sizes(self) -> list[int]:
+        return [int(np.prod(self.sizes)) if g == "joint" else self.sizes[g] for g in self.labels]
+
+    def tables(self, codes: np.ndarray):
+        """``(label, size, ids)`` of every table for a chunk of codes."""
+        for g, K in zip(self.labels, self.table_sizes(), strict=True):
+            ids = np.ravel_multi_index(codes.T, self.sizes) if g == "joint" else codes[:, g]
+            yield g, K, ids
+
+    @property
     def ref_dz(self) -> int:
         """Latent size of the references: the width of a continuous or embedded latent; for
         one-hot codes the ``K - 1`` values each codebook can carry beside the intercept."""
@@ -303,12 +321,12 @@ class ProbeChunks:
 
 
 def _contingency(counts, codes, acts, features, n_actions):
-    for g, K in enumerate(features.sizes):
+    for table, (_, K, ids) in zip(counts, features.tables(codes), strict=True):
         if acts is None:
-            counts[g] += np.bincount(codes[:, g], minlength=K)
+            table += np.bincount(ids, minlength=K)
         else:
-            cell = codes[:, g] * n_actions + acts
-            counts[g] += np.bincount(cell, minlength=K * n_actions).reshape(K, n_actions)
+            cell = ids * n_actions + acts
+            table += np.bincount(cell, minlength=K * n_actions).reshape(K, n_actions)
 
 
 def _summary(per_fold: list[float], in_sample: float) -> dict:
@@ -419,7 +437,7 @@ def score_latents(
     na = source.n_actions if source.action_kind == "discrete" else None
     counts = None
     if features.kind == "codes":
-        counts = [np.zeros((K, na) if na else K, dtype=np.int64) for K in features.sizes]
+        counts = [np.zeros((K, na) if na else K, dtype=np.int64) for K in features.table_sizes()]
     # every row is shifted by one fixed row (the first latent, the first frame), as every
     # accumulator in lamfast does, so large offsets cost no precision; both paths use it
     shift = np.zeros(stream.p)
@@ -503,12 +521,15 @@ def score_latents(
         "warnings": [],
     }
     if counts is not None:
-        out["codes"] = [code_stats(c, na) for c in counts]
-        for g, c in enumerate(out["codes"]):
-            if c["collapse"]:
+        out["codes"] = [
+            {"codebook": g, **code_stats(c, na)}
+            for g, c in zip(features.labels, counts, strict=True)
+        ]
+        for c in out["codes"]:
+            if c["collapse"] and c["codebook"] != "joint":
                 out["warnings"].append(
-                    f"codebook {g} collapsed: {c['perplexity']:.2f} codes in effective use of "
-                    f"{c['size']} ({c['dead']} never used)"
+                    f"codebook {c['codebook']} collapsed: {c['perplexity']:.2f} codes in "
+                    f"effective use of {c['size']} ({c['dead']} never used)"
                 )
     if ids is not None:
         out["warnings"].append(

@@ -90,11 +90,19 @@ def _tie_note(tie, dz, draws) -> str:
     return head + f"the optimum is not unique; metrics average {len(draws)} random rotations"
 
 
-def _no_closed_form(reason: str) -> LamfastError:
-    return LamfastError(
-        f"{reason} has no closed form; use the moment-gd solver (solver='moment-gd', "
-        "--solver moment-gd)"
-    )
+class NoClosedFormError(LamfastError):
+    """A variant whose optimum on these moments has no closed form; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(
+            f"{reason} has no closed form; use the moment-gd solver (solver='moment-gd', "
+            "--solver moment-gd, or --solver auto)"
+        )
+        self.reason = reason
+
+
+def _no_closed_form(reason: str) -> NoClosedFormError:
+    return NoClosedFormError(reason)
 
 
 def _make(moments, variant, dz, seed, spectrum, build, Vs, tie, notes):

@@ -6,11 +6,11 @@ import numpy as np
 
 from ..errors import LamfastError
 from ..moments.core import Moments
-from .closed_form import eig_fit
+from .closed_form import NoClosedFormError, eig_fit
 from .fitted import FittedLAM
 from .gd import moment_gd_fit
 from .sgd import sgd_fit
-from .variant import SOLVERS, Variant, check_dz
+from .variant import SOLVER_CHOICES, Variant, check_dz
 
 
 def solve(
@@ -25,9 +25,10 @@ def solve(
 ) -> FittedLAM:
     """Fitted parameters of ``variant`` on ``moments`` by ``solver``.
 
-    ``eig``: the closed forms (:func:`~lamfast.solvers.closed_form.eig_fit`); ``moment-gd``:
-    Adam on the exact loss (:func:`~lamfast.solvers.gd.moment_gd_fit`); ``sgd``: the paper's
-    protocol on minibatches of ``world`` (:func:`~lamfast.solvers.sgd.sgd_fit`; the moments
+    ``auto``: the closed form where one exists, else moment-gd (the fit's ``solver`` says which ran,
+    and its notes why). ``eig``: the closed forms (:func:`~lamfast.solvers.closed_form.eig_fit`);
+    ``moment-gd``: Adam on the exact loss (:func:`~lamfast.solvers.gd.moment_gd_fit`); ``sgd``: the
+    paper's protocol on minibatches of ``world`` (:func:`~lamfast.solvers.sgd.sgd_fit`; the moments
     only fix the layout). ``solver_options`` go to the solver (steps, lr, ...).
 
     Examples
@@ -44,8 +45,8 @@ def solve(
         if not moments.has(name):
             raise LamfastError(f"fit needs a block {name!r}; moments have {list(moments.names)}")
     dz = check_dz(dz, moments.size("o"))
-    if solver not in SOLVERS:
-        raise LamfastError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    if solver not in SOLVER_CHOICES:
+        raise LamfastError(f"solver must be one of {', '.join(SOLVER_CHOICES)}, got {solver!r}")
     if not (np.isfinite(moments.cov).all() and np.isfinite(moments.mean).all()):
         raise LamfastError("moments contain NaN or inf")
     seed = int(seed)
@@ -55,4 +56,11 @@ def solve(
         if world is None:
             raise LamfastError("the sgd solver samples rows: pass world=LinearWorld(...)")
         return sgd_fit(world, dz, variant, seed=seed, **(solver_options or {}))
-    return eig_fit(moments, dz, variant, seed)
+    if solver == "eig":
+        return eig_fit(moments, dz, variant, seed)
+    try:
+        return eig_fit(moments, dz, variant, seed)
+    except NoClosedFormError as e:
+        lam = moment_gd_fit(moments, dz, variant, seed=seed, **(solver_options or {}))
+        lam.notes = (*lam.notes, f"solver auto: {e.reason} has no closed form, so moment-gd ran")
+        return lam

@@ -20,6 +20,9 @@ WEIGHTINGS = ("paper", "batch")
 
 SOLVERS = ("eig", "moment-gd", "sgd")
 
+# What a user may ask for: a solver, or "auto" (the closed form where one exists, else moment-gd).
+SOLVER_CHOICES = ("auto", *SOLVERS)
+
 
 @dataclasses.dataclass(frozen=True)
 class Variant:

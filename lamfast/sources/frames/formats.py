@@ -15,11 +15,11 @@ from pathlib import Path
 
 from ..._files import check_input
 from ...errors import LamfastError
-from . import readers
+from . import hdf5, images, readers
 
 # The readers of other formats, tried in this order: modules with NAME (str), OPTIONS (the
 # ReaderOptions fields they take), detect(path) -> bool and open(path, options) -> segments.
-READERS = ()
+READERS = (hdf5, images)
 
 # Which options each format takes; every other option given is refused with one line.
 _OPTIONS = {"numpy": (), "zarr": (), **{r.NAME: tuple(r.OPTIONS) for r in READERS}}
@@ -63,6 +63,10 @@ class ReaderOptions:
         if int(self.stride) < 1:
             raise LamfastError(f"stride must be a whole number >= 1, got {self.stride!r}")
         object.__setattr__(self, "stride", int(self.stride))
+        for name in ("actions_file", "episodes_file"):  # workers may run in another directory
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, str(Path(value).resolve()))
 
     def given(self) -> list[str]:
         """The options set to something other than their default."""

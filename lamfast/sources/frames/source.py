@@ -259,6 +259,8 @@ class FrameSource:
         Only actions that label a transition are checked, so padding in the unused last action
         of an episode (NaN, -1) is harmless.
         """
+        if len(acts) == 0:  # a chunk without a transition (every frame starts an episode)
+            return
         if self.action_kind == "continuous":
             bad = ~np.isfinite(acts.reshape(len(acts), -1)).all(axis=1)
             what = "contains NaN or inf"
@@ -453,8 +455,8 @@ class FrameSource:
         paths = set()
         for seg in self.segments:
             for m in (seg.frames, seg.o, seg.o_next, seg.actions, seg.starts, seg.dones):
-                if isinstance(m, _NpyMember | _ZipMember):
-                    paths.add(m.path.resolve())
+                if isinstance(m, _NpyMember | _ZipMember) or getattr(m, "path", None):
+                    paths.add(Path(m.path).resolve())  # the file a member reads
                 elif m is not None and not self.in_memory:  # zarr: the whole store
                     paths.update(f.resolve() for f in self.path.rglob("*") if f.is_file())
         out = []
