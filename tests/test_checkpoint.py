@@ -20,11 +20,7 @@ from lamfast.moments.core import MergeTree
 from lamfast.sources.distributed import stream_fingerprint, stream_moments_checkpointed
 from lamfast.sources.simulate import chunk_moments
 
-
-def assert_bitwise(got, ref):
-    assert got.count == ref.count
-    np.testing.assert_array_equal(got.mean, ref.mean, strict=True)
-    np.testing.assert_array_equal(got.cov, ref.cov, strict=True)
+from .helpers import assert_bitwise
 
 
 def tree_of(path, world, rows, block_rows):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pytest
 
 import lamfast.moments.checkpoint as dist_checkpoint
@@ -18,6 +17,8 @@ from lamfast import LamfastError, LinearWorld, stream_moments
 from lamfast.moments.core import MergeTree
 from lamfast.sources.simulate import chunk_moments
 
+from .helpers import assert_bitwise
+
 distributed = pytest.importorskip("distributed")
 
 
@@ -25,13 +26,6 @@ distributed = pytest.importorskip("distributed")
 def client():
     with dist_tree.dask_client(workers=2) as c:
         yield c
-
-
-def assert_bitwise(got, ref):
-    assert got.count == ref.count
-    assert got.blocks == ref.blocks
-    np.testing.assert_array_equal(got.mean, ref.mean, strict=True)
-    np.testing.assert_array_equal(got.cov, ref.cov, strict=True)
 
 
 WORLDS = [

@@ -25,15 +25,9 @@ from lamfast.sources.frames.source import FrameSource, frame_moments
 
 from . import naive
 from .conftest import fit_json
+from .helpers import assert_bitwise
 
 ACTIONS = 4
-
-
-def assert_bitwise(got, ref):
-    assert got.count == ref.count
-    assert got.blocks == ref.blocks
-    np.testing.assert_array_equal(got.mean, ref.mean, strict=True)
-    np.testing.assert_array_equal(got.cov, ref.cov, strict=True)
 
 
 def _episodes(rng, T, flag):

@@ -18,15 +18,11 @@ from lamfast.sources.frames.formats import ReaderOptions, detect
 from lamfast.sources.frames.index import FrameChunks
 from lamfast.sources.frames.source import FrameSource
 
+from .helpers import assert_bitwise
+
 h5py = pytest.importorskip("h5py")
 
 LENGTHS = (5, 9, 1, 7)  # steps per episode (one of a single step)
-
-
-def assert_bitwise(a, b):
-    assert a.count == b.count
-    np.testing.assert_array_equal(a.mean, b.mean)
-    np.testing.assert_array_equal(a.cov, b.cov)
 
 
 def _obs(rng, n, kind):

@@ -174,7 +174,8 @@ def fit(
     """Fit a linear LAM to a simulated world, or to FRAMES_PATH, and probe its latent.
 
     Without FRAMES_PATH the data come from a simulated world (world flags). With it, frames are
-    streamed from a .npy / .npz / directory / zarr dataset (see docs/frames.md).
+    streamed from a .npy / .npz / directory / zarr dataset, video files, image folders, HDF5 or a
+    LeRobot v3 folder (see docs/frames.md).
 
     \b
     Examples:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from ..._files import check_input
 from ...errors import LamfastError
-from . import hdf5, images, readers
+from . import hdf5, images, lerobot, readers, video
 
 # The readers of other formats, tried in this order: modules with NAME (str), OPTIONS (the
 # ReaderOptions fields they take), detect(path) -> bool and open(path, options) -> segments.
-READERS = (hdf5, images)
+READERS = (lerobot, hdf5, video, images)
 
 # Which options each format takes; every other option given is refused with one line.
 _OPTIONS = {"numpy": (), "zarr": (), **{r.NAME: tuple(r.OPTIONS) for r in READERS}}

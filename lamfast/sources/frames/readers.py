@@ -366,7 +366,10 @@ def _open_file(path: Path) -> list[_Segment]:
         return [_segment_from_members({"frames": member}, path.name)]
     if suffix == ".npz":
         return [_open_npz(path)]
-    raise LamfastError(f"{path}: unsupported file type (use .npy, .npz, a directory or zarr)")
+    raise LamfastError(
+        f"{path}: unsupported file type (use .npy, .npz, zarr, a video, HDF5, or a folder of "
+        "them, of images, or a LeRobot dataset)"
+    )
 
 
 def open_segments(path) -> list[_Segment]:
