@@ -580,7 +580,12 @@ class _Tally:
             M = np.vstack([G @ W for probes in sets for W, G, _ in probes.values()])
             self.c = np.concatenate([h for probes in sets for _, _, h in probes.values()])
             edges = np.cumsum([0, *widths])
-            self.M = [np.ascontiguousarray(M[:, a:b].T) for a, b in itertools.pairwise(edges)]
+            # per block of the row, only the probes that read it (the latent's probes read z,
+            # the references' o and delta, chance nothing): (their rows, their matrix)
+            self.M = []
+            for a, b in itertools.pairwise(edges):
+                rows = np.flatnonzero(np.any(M[:, a:b] != 0, axis=1))
+                self.M.append((rows, np.ascontiguousarray(M[rows, a:b].T)))
             self.conf = np.zeros((len(sets), len(self.names), na, na), dtype=np.int64)
 
     def add(self, parts, fold, codes, y):
@@ -590,7 +595,10 @@ class _Tally:
         if self.probes is None:
             return
         na, k = self.na, len(self.names)
-        logits = self.c + sum(x @ M for x, M in zip(parts, self.M, strict=True))
+        logits = np.tile(self.c, (parts[0].shape[0], 1))
+        for x, (rows, M) in zip(parts, self.M, strict=True):
+            if rows.size:
+                logits[:, rows] += x @ M
         logits = logits.reshape(parts[0].shape[0], -1, k, na)
         pred = np.argmax(logits, axis=3)  # (rows, sets, maps)
         for s in range(pred.shape[1]):
