@@ -330,3 +330,19 @@ def test_fifo_among_the_images(tmp_path, rng):
     os.mkfifo(folder / "frame_4.png")
     with pytest.raises(LamfastError, match="frame_4.png is a FIFO"):
         FrameSource(folder)
+
+
+def test_numpy_file_beside_episode_folders_is_refused_unless_named(tmp_path):
+    """An actions.npy beside the episode folders: neither read as frames by the numpy reader
+    nor ignored (review)."""
+    imageio = pytest.importorskip("imageio.v3")
+    root = tmp_path / "imgs"
+    for e in range(2):
+        (root / f"ep{e}").mkdir(parents=True)
+        for t in range(3):
+            imageio.imwrite(root / f"ep{e}" / f"f{t}.png", np.full((4, 4), 10 * t, np.uint8))
+    np.save(root / "actions.npy", np.arange(6))
+    with pytest.raises(LamfastError, match="beside the image episode folders is not read"):
+        FrameSource(root)
+    src = FrameSource(root, reader=ReaderOptions(actions_file=str(root / "actions.npy")))
+    assert src.n_transitions == 4 and src.action_kind == "discrete"

@@ -354,7 +354,7 @@ def encode(fit_path, frames_path, out, chunk_frames, progress, force):
     "--references/--no-references",
     default=True,
     show_default=True,
-    help="Score the linear LAM of the same size, the supervised ceiling and chance too.",
+    help="Score the linear LAM of the same size and the supervised ceiling too (chance always).",
 )
 @click.option(
     "--ref-dz", type=click.IntRange(min=1), default=None, help="Latent size of the references."

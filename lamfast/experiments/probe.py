@@ -313,7 +313,17 @@ def verdict(result: dict) -> str:
         lin_noise = _share(lin_noi) if math.isfinite(lin_noi) and noise_varies else None
         if lin_noise is not None:
             line += f" and {lin_noise:.2f} of the exogenous part"
-        if lin_noise is not None and lin_noise > max(lin_act, MEANINGFUL):
+        if (
+            lin_noise is not None
+            and min(lin_noise, lin_act) > MEANINGFUL
+            and (abs(lin_noise - lin_act) < MEANINGFUL)
+        ):
+            line += (
+                ": the top of the frame-difference spectrum holds the action and the noise "
+                "alike, so a LAM of this size mixes them; cleaning or a few action labels "
+                "separate them"
+            )
+        elif lin_noise is not None and lin_noise > max(lin_act, MEANINGFUL):
             line += (
                 ": noise dominates the frame differences, so a LAM of this size is pulled "
                 "towards it; cleaning (lamfast fit --noop-action or --clean-basis), "
@@ -406,8 +416,12 @@ def markdown(result: dict, figures: list[str]) -> str:
         "",
         "## Scores",
         "",
-        "Held-out mean ± sd over folds; MSEs are normalised by the target's variance (1: the "
-        "latent holds nothing of it).",
+        (
+            "Held-out mean ± sd over folds"
+            if result["folds"] > 1
+            else "In-sample (one fold: the probes are scored on the rows they were fitted on)"
+        )
+        + "; MSEs are normalised by the target's variance (1: the latent holds nothing of it).",
         "",
     ]
     header, rows = score_table(result)

@@ -7,14 +7,15 @@ probe, reference and leakage score is then closed form (:mod:`lamfast.probes.sco
 with discrete actions, replays the stream to count the argmax predictions of the fitted action
 probes (accuracy and balanced accuracy), which moments cannot give.
 
-Folds are drawn over episodes (or runs of consecutive transitions, ``config.PROBE_RUN_ROWS``,
-when the data have fewer episodes than folds) with a seeded permutation, so a probe is never
-scored on transitions of an episode it was fitted on. Blocks are cut from the stream of scored
-rows, and each block gives one entry per fold (a grouped
+Folds are drawn over episodes (or runs of consecutive transitions, ``config.PROBE_RUN_ROWS``, when
+the data have fewer episodes than folds) with a seeded permutation, so a probe is never scored on
+transitions of an episode it was fitted on (with the fallback runs, folds are cut without regard to
+episodes: consecutive runs, never single rows). Blocks are cut from the stream of scored rows, and
+each block gives one entry per fold (a grouped
 :class:`~lamfast.moments.accumulate.BlockAccumulator`; empty where a fold has no row), so every
-fold's merge tree has the shape of the block stream: the moments are bitwise identical for any
-read chunk size, and on Dask (:class:`ProbeChunks` over
-:func:`~lamfast.moments.tree.tree_moments`); memory is the blocks in flight, never the dataset.
+fold's merge tree has the shape of the block stream: the moments are bitwise identical for any read
+chunk size, and on Dask (:class:`ProbeChunks` over :func:`~lamfast.moments.tree.tree_moments`);
+memory is the blocks in flight, never the dataset.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .. import config
 from .._progress import Progress
 from ..errors import LamfastError
 from ..moments.accumulate import BlockAccumulator, block_threads
-from ..moments.core import Moments, check_moment_size
+from ..moments.core import Moments
 from ..moments.tree import tree_moments
 from ..sources.frames.index import _Cursor
 from ..sources.frames.source import FrameSource
@@ -332,7 +333,9 @@ def _contingency(counts, codes, acts, features, n_actions):
 def _summary(per_fold: list[float], in_sample: float) -> dict:
     v = np.array(per_fold, dtype=np.float64)
     out = {"in_sample": float(in_sample)}
-    if v.size:
+    if v.size and not np.isfinite(v).any():  # every fold undefined: report the pooled value
+        out["mean"], out["sd"], out["folds"] = float(in_sample), float("nan"), v.tolist()
+    elif v.size:
         ok = v[np.isfinite(v)]
         out["mean"] = float(ok.mean()) if ok.size else float("nan")
         out["sd"] = float(ok.std(ddof=1)) if ok.size > 1 else float("nan")
@@ -426,7 +429,19 @@ def score_latents(
     ends, unit = fold_units(lengths, folds)
     fold_of_unit = _fold_of_unit(len(ends), folds, seed)
     stream = _Stream(source, latents, features, ids, noise, ends, fold_of_unit)
-    check_moment_size(stream.p, f"the latents ({features.width} features) with the frames")
+    # per fold a merge tree (log2(blocks) co-moments), the merged and training moments, the
+    # blocks in flight: check the co-moments held at once, not one
+    blocks = max(1, -(-stream.n // block_rows))
+    held = folds * (int(np.log2(blocks)) + 3) + 4
+    need = 8 * stream.p**2 * held
+    if need > config.MAX_MOMENT_BYTES:
+        raise LamfastError(
+            f"the latents ({features.width} features) with the frames make rows of {stream.p} "
+            f"values: {held} co-moments of {stream.p} columns at once over {folds} folds need "
+            f"{need / 2**30:.3g} GiB (the limit, config.MAX_MOMENT_BYTES, is "
+            f"{config.MAX_MOMENT_BYTES / 2**30:.3g} GiB); embed codes with --codebook, use fewer "
+            "folds, or --downsample the frames"
+        )
     if ref_dz is None:
         ref_dz = min(features.ref_dz, source.do)
     ref_dz = int(ref_dz) if references else 0
@@ -494,7 +509,8 @@ def score_latents(
     if want_acc or (chunk_fn is not None and counts is not None):
         probes = _action_probes(all_maps, per_fold_maps, everything, trains) if want_acc else None
         widths = (features.width, source.do, source.do)
-        tally = _Tally(probes, na, widths, features if chunk_fn is not None else None, counts)
+        on_dask_codes = chunk_fn is not None and counts is not None
+        tally = _Tally(probes, na, widths, features if on_dask_codes else None, counts)
         if chunk_fn is None:
             for parts, fold, codes, y in stream.chunks(progress, "accuracy", joint=False):
                 tally.add(parts, fold, codes, y)

@@ -91,10 +91,14 @@ def fold_maps(train: Moments, dz_ref: int | None, seed: int) -> dict[str, np.nda
 
 
 def _score(W, T, train, test) -> float:
-    """Normalised held-out MSE of the probe ``z = W x -> y = T x`` (1 without variance)."""
+    """Normalised held-out MSE of the probe ``z = W x -> y = T x``: 1 without variance in
+    sample (the paper's convention), undefined (NaN) on a held-out fold whose target does not
+    vary (it would score 1 however well the probe predicts; the summary skips such folds)."""
     G, h = linear_probe(W, train, T)
     err, total = probe_error(G, h, W, test, T)
-    return 1.0 if total <= 0 else float(max(err, 0.0) / total)
+    if total <= 0:
+        return 1.0 if test is train else float("nan")
+    return float(max(err, 0.0) / total)
 
 
 def _leak(W, T, Wo, train, test) -> float:

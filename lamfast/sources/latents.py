@@ -3,7 +3,8 @@
 Inputs
 ------
 - ``.npy`` (memory-mapped), ``.npz`` (one member, or the member named by ``key``; members are
-  streamed), a directory of ``.npy`` / ``.npz`` files read in name order (one file per episode),
+  streamed), a directory of ``.npy`` / ``.npz`` files read in natural name order (``ep2`` before
+  ``ep10``, as every folder of episodes; one file per episode),
   or an array in memory (numpy, a memmap, anything with ``__array__`` such as a CPU torch
   tensor).
 - **Continuous latents**: real arrays ``N x dz`` (float16/32/64; more axes are flattened).
@@ -30,7 +31,7 @@ import numpy as np
 from .. import config
 from .._files import ARCHIVE_ERRORS, check_input
 from ..errors import LamfastError
-from .frames.readers import _ArrayMember, _Member, _NpyMember, _ZipMember
+from .frames.readers import _ArrayMember, _Member, _NpyMember, _ZipMember, natural_sorted
 
 KINDS = ("auto", "continuous", "codes")
 _PREFERRED_KEYS = ("z", "latents", "latent", "codes", "code")
@@ -47,7 +48,8 @@ def _npz_member(path: Path, key: str | None, what: str) -> _Member:
         if len(keys) == 1:
             key = keys[0]
         else:
-            key = next((k for k in _PREFERRED_KEYS if k in keys), None)
+            found = [k for k in _PREFERRED_KEYS if k in keys]
+            key = found[0] if len(found) == 1 else None
             if key is None:
                 raise LamfastError(
                     f"{path}: holds {len(keys)} arrays ({', '.join(keys) or 'none'}); name the "
@@ -97,7 +99,7 @@ class RowArray:
             self._spec = {"data": str(Path(data).resolve()), "name": name, "key": key, "kind": kind}
             path = check_input(Path(data), name, folder_ok=True)
             if path.is_dir():
-                files = sorted(
+                files = natural_sorted(
                     check_input(p, name)
                     for p in path.iterdir()
                     if p.suffix.lower() in (".npy", ".npz") and not p.is_dir()

@@ -47,14 +47,13 @@ naming the file, when that image is read.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ..._files import check_input
 from ...errors import LamfastError
-from .readers import _check_dtype, _check_segment, _Member, _NpyMember, _Segment
+from .readers import _check_dtype, _check_segment, _Member, _NpyMember, _Segment, natural_key
 
 NAME = "images"
 OPTIONS = ("stride", "resize", "grey", "actions_file")
@@ -62,17 +61,6 @@ OPTIONS = ("stride", "resize", "grey", "actions_file")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _NUMPY_SUFFIXES = (".npy", ".npz")
 _MISSING = "reading image folders needs imageio: pip install 'lamfast[images]'"
-_DIGITS = re.compile(r"([0-9]+)")
-
-
-def natural_key(name: str) -> tuple:
-    """The sort key of the natural order: ``"frame_10"`` -> ``("frame_", 10, "")``.
-
-    Runs alternate text, number, text... (``re.split`` with a group), so keys of any two names
-    compare element by element between values of one type.
-    """
-    runs = _DIGITS.split(name)
-    return tuple(int(r) if i % 2 else r.casefold() for i, r in enumerate(runs))
 
 
 def _is_image(name: str) -> bool:
@@ -101,10 +89,12 @@ def detect(path: Path) -> bool:
     names = {e.name for e in entries}
     if ".zgroup" in names or "zarr.json" in names:
         return False
-    if any(os.path.splitext(n)[1].lower() in _NUMPY_SUFFIXES for n in names):
-        return False
+    numpy_here = any(os.path.splitext(n)[1].lower() in _NUMPY_SUFFIXES for n in names)
     if any(_is_image(n) for n in names):
-        return True
+        return not numpy_here
+    # subfolders of images claim the folder even beside numpy files (an actions.npy): open()
+    # refuses those unless they are the --actions-file, rather than the numpy reader taking
+    # them for frames
     for e in sorted(entries, key=lambda e: (natural_key(e.name), e.name)):
         if e.name.startswith("."):
             continue
@@ -154,9 +144,16 @@ def _in_order(folder: Path, images: list[Path], numpy_files: list[Path]) -> list
     return [p for _, _, p in keyed]
 
 
-def _episodes(path: Path) -> list[tuple[str, list[Path]]]:
+def _episodes(path: Path, actions_file=None) -> list[tuple[str, list[Path]]]:
     """``(label, image files in order)`` of each episode of the dataset at ``path``."""
     images, folders, numpy_files = _listing(path)
+    named = None if actions_file is None else Path(actions_file).resolve()
+    stray = [f for f in numpy_files if f.resolve() != named]
+    if stray and not images:
+        raise LamfastError(
+            f"{min(stray)}: a numpy file beside the image episode folders is not read; give "
+            "actions with --actions-file (one row per kept frame, all episodes), or move it"
+        )
     subs = []
     for f in sorted(folders, key=lambda f: (natural_key(f.name), f.name)):
         inner, _, inner_numpy = _listing(f)
@@ -284,7 +281,9 @@ def open(path: Path, options) -> list[_Segment]:
         raise LamfastError(f"{path}: an image dataset is a folder of images (or of folders)")
     size = _resize_to(options)
     grey = bool(options.grey)
-    episodes = [(label, files[:: options.stride]) for label, files in _episodes(path)]
+    episodes = [
+        (label, files[:: options.stride]) for label, files in _episodes(path, options.actions_file)
+    ]
     like_file = episodes[0][1][0]
     like = _decode(like_file, grey, size)
     _check_dtype(like.dtype, f"image {like_file}")

@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,24 @@ from ..._files import ARCHIVE_ERRORS, check_input
 from ...errors import LamfastError
 
 _FRAME_KEYS = ("frames", "o", "o_next", "actions", "episode_starts", "dones")
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_key(name: str) -> tuple:
+    """The sort key of the natural order: ``"frame_10"`` -> ``("frame_", 10, "")``, so
+    ``episode_2`` comes before ``episode_10``. Every folder of episodes (numpy files, videos,
+    image folders, per-episode latents) is read in this order, ties broken by the name.
+
+    Runs alternate text, number, text... (``re.split`` with a group), so keys of any two names
+    compare element by element between values of one type.
+    """
+    runs = _DIGITS.split(name)
+    return tuple(int(r) if i % 2 else r.casefold() for i, r in enumerate(runs))
+
+
+def natural_sorted(paths) -> list:
+    """Paths in the natural order of their names."""
+    return sorted(paths, key=lambda p: (natural_key(Path(p).name), Path(p).name))
 
 
 class _Member:
@@ -218,6 +237,8 @@ def open_arrays(arrays) -> list[_Segment]:
 
 
 def _check_shape(shape, label: str):
+    if len(shape) == 0:
+        raise LamfastError(f"{label}: a scalar, not an array along a time axis")
     if any(int(n) < 0 for n in shape):
         raise LamfastError(f"{label}: damaged header (negative dimension in shape {tuple(shape)})")
 
@@ -382,7 +403,7 @@ def open_segments(path) -> list[_Segment]:
     if path.is_dir():
         if (path / "frames.npy").exists() or (path / "o.npy").exists():
             return [_open_member_dir(path)]
-        files = sorted(
+        files = natural_sorted(
             check_input(p, "frames")  # a FIFO or device among the episodes: refused, not skipped
             for p in path.iterdir()
             if p.suffix.lower() in (".npy", ".npz") and not p.is_dir()

@@ -9,7 +9,7 @@ Formats
   optionally ``actions``).
 - a directory holding ``frames.npy`` or ``o.npy`` + ``o_next.npy`` (an unpacked ``.npz``: the
   layout ``lamfast simulate linear`` writes); any other directory is read as its ``.npy`` /
-  ``.npz`` files in name order, each file starting a new episode.
+  ``.npz`` files in natural name order, each file starting a new episode.
 - zarr (optional extra): an array of frames or a group with the ``.npz`` keys.
 
 Transitions

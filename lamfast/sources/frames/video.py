@@ -4,7 +4,7 @@ Formats
 -------
 - one video file (``.mp4``, ``.webm``, ``.avi``, ``.mkv``): its first video stream is one
   episode, unless ``episodes_file`` says where episodes start;
-- a folder of such files: read in name order, each file an episode (and, with
+- a folder of such files: read in natural name order, each file an episode (and, with
   ``episodes_file``, split further). The folder may also hold the ``.npy`` files named by
   ``actions_file`` / ``episodes_file``; any other ``.npy`` / ``.npz`` file beside the videos is
   refused (which dataset was meant would be a guess).
@@ -57,7 +57,7 @@ import numpy as np
 
 from ..._files import check_input
 from ...errors import LamfastError
-from .readers import _ArrayMember, _check_segment, _Member, _NpyMember, _Segment
+from .readers import _ArrayMember, _check_segment, _Member, _NpyMember, _Segment, natural_sorted
 
 NAME = "video"
 OPTIONS = ("stride", "time_range", "resize", "grey", "actions_file", "episodes_file")
@@ -359,7 +359,7 @@ def _files(path: Path, options) -> list[Path]:
             f"{path}: holds videos and {stray[0]} ({len(stray)} .npy/.npz files): name it "
             "with --actions-file or --episodes-file, or move it out of the folder"
         )
-    return [check_input(p, "video") for p in sorted(path.iterdir()) if _is_video(p)]
+    return [check_input(p, "video") for p in natural_sorted(path.iterdir()) if _is_video(p)]
 
 
 def _episode_flags(options, total: int) -> np.ndarray | None:
@@ -387,7 +387,7 @@ def _episode_flags(options, total: int) -> np.ndarray | None:
 
 
 def open(path: Path, options) -> list[_Segment]:
-    """One segment per video file, in name order (see the module docstring)."""
+    """One segment per video file, in natural name order (see the module docstring)."""
     check_options(options)
     _import_av()  # before listing anything: a missing extra is the first thing to say
     files = _files(Path(path), options)
