@@ -186,13 +186,16 @@ def plot_probe_scores(result: dict, path, labels: dict) -> None:
 def plot_contingency(codes: dict, path, g: int = 0) -> None:
     """Heat map of the code x action contingency table of codebook ``g``."""
     table = np.asarray(codes["contingency"], dtype=np.float64)
-    fig = _figure(1.6 + 0.45 * table.shape[1], 1.2 + 0.35 * table.shape[0])
+    # large codebooks: the map stays a readable page (at most 16 x 12 inches), cells shrink
+    fig = _figure(min(1.6 + 0.45 * table.shape[1], 16.0), min(1.2 + 0.35 * table.shape[0], 12.0))
     ax = fig.subplots()
     im = ax.imshow(table, cmap="viridis", aspect="auto")
     ax.set_xlabel("action")
     ax.set_ylabel("code")
-    ax.set_xticks(range(table.shape[1]))
-    ax.set_yticks(range(table.shape[0]))
+    if table.shape[1] <= 40:
+        ax.set_xticks(range(table.shape[1]))
+    if table.shape[0] <= 40:
+        ax.set_yticks(range(table.shape[0]))
     fig.colorbar(im, ax=ax, label="transitions")
     name = "joint code" if g == "joint" else f"codebook {g}"
     ax.set_title(f"{name}: NMI {codes['nmi']:.2f}, purity {codes['purity']:.2f}", fontsize=9)
