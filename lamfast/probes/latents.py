@@ -34,7 +34,7 @@ from ..moments.tree import tree_moments
 from ..sources.frames.index import _Cursor
 from ..sources.frames.source import FrameSource
 from ..sources.latents import RowArray, codebook_sizes, load_codebook
-from .closed import linear_probe
+from .closed import _target, linear_probe
 from .codes import code_stats
 from .scores import MAPS, fold_maps, map_scores, noise_target
 
@@ -522,7 +522,7 @@ def score_latents(
     T = noise_target(everything, noise_pixels)
     out = {
         "transitions": int(everything.count),
-        "noise_variance": None if T is None else float(np.sum(T * (everything.cov @ T.T).T)),
+        "noise_variance": None if T is None else _target(everything, T)[2],
         "data_transitions": n_data,
         "episodes": int(np.count_nonzero(lengths)),
         "latent": _describe(latents, features),

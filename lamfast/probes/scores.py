@@ -23,16 +23,20 @@ MAPS = ("latent", "linear_lam", "ceiling", "chance")
 
 
 def select(m: Moments, name: str) -> np.ndarray:
-    """The matrix that selects block ``name`` of the joint vector."""
+    """The matrix that selects block ``name`` of the joint vector (its rows only, not the
+    ``p x p`` identity)."""
     sl = m.index(name)
-    return np.eye(m.dim)[sl]
+    rows = np.arange(sl.stop - sl.start)
+    W = np.zeros((len(rows), m.dim))
+    W[rows, sl.start + rows] = 1.0
+    return W
 
 
-def noise_target(m: Moments, pixels: np.ndarray | None) -> np.ndarray | None:
-    """``T`` with ``T x`` the exogenous part: pixels ``pixels`` of ``o' = o + delta``, or the
-    ``noise`` block (noise arrays saved with the data)."""
+def noise_target(m: Moments, pixels: np.ndarray | None) -> np.ndarray | str | None:
+    """The exogenous part: a matrix ``T`` with ``T x`` the pixels ``pixels`` of
+    ``o' = o + delta``, or the ``noise`` block's name (noise arrays saved with the data)."""
     if m.has("noise"):
-        return select(m, "noise")
+        return "noise"
     if pixels is None:
         return None
     T = np.zeros((len(pixels), m.dim))
@@ -120,9 +124,9 @@ def map_scores(W: np.ndarray, train: Moments, test: Moments, pixels) -> dict:
     nan = float("nan")
     out = {"act_mse": nan, "act_r2": nan}
     if train.has("a"):
-        out["act_mse"] = _score(W, select(train, "a"), train, test)
+        out["act_mse"] = _score(W, "a", train, test)
         out["act_r2"] = 1.0 - out["act_mse"]
-    out["obs_mse"] = _score(W, select(train, "o"), train, test)
+    out["obs_mse"] = _score(W, "o", train, test)
     T = noise_target(train, pixels)
     if T is None:
         out["noi_mse"] = out["leak"] = nan

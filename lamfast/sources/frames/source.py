@@ -208,25 +208,7 @@ class FrameSource:
     @property
     def n_transitions(self) -> int:
         """Number of valid transitions (reads only the episode flags)."""
-        total = 0
-        for seg in self.segments:
-            T = len(seg.first)
-            if seg.kind == "pairs":
-                total += T
-                continue
-            starts = 1  # frame 0 always starts an episode
-            # frame t >= 1 starts one when episode_starts[t], or when dones[t - 1]
-            if seg.starts is not None:
-                flags, first, last = seg.starts, 1, T
-            elif seg.dones is not None:
-                flags, first, last = seg.dones, 0, T - 1
-            else:
-                flags, first, last = None, 0, 0
-            step = 1 << 20
-            for s in range(first, last, step):
-                starts += int(np.count_nonzero(flags.read(s, min(last, s + step))))
-            total += T - starts
-        return total
+        return int(self.episode_lengths().sum())
 
     def episode_lengths(self) -> np.ndarray:
         """Transitions of each episode, in order (reads only the episode flags).
@@ -242,13 +224,13 @@ class FrameSource:
             if seg.kind == "pairs":
                 out.append(T)
                 continue
+            if T == 0:
+                continue
             starts = [np.zeros(0, dtype=np.int64)]
             for s in range(0, T, step):
                 e = min(T, s + step)
                 starts.append(s + np.flatnonzero(self._boundary(seg, s, e)))
             first = np.concatenate(starts)
-            if T == 0:
-                continue
             # an episode from frame f to the next start g - 1 has g - f - 1 transitions
             out.extend((np.diff(np.append(first, T)) - 1).tolist())
         return np.asarray(out, dtype=np.int64)
