@@ -342,3 +342,34 @@ def balanced_accuracy(y, pred) -> float:
     """Mean recall over the classes present in y."""
     y, pred = np.asarray(y), np.asarray(pred)
     return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
+def offset_rows(frames, actions, episode_starts, K: int, n_actions: int) -> np.ndarray:
+    """Rows [o_t, o_{t+K} - o_t, onehot(a_t)] of every pair K frames apart inside one episode,
+    built one at a time."""
+    F = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1)
+    episode = np.cumsum(episode_starts)
+    rows = []
+    for t in range(len(F) - K):
+        if episode[t + K] != episode[t]:
+            continue
+        onehot = np.zeros(n_actions)
+        onehot[actions[t]] = 1.0
+        rows.append(np.concatenate([F[t], F[t + K] - F[t], onehot]))
+    return np.array(rows)
+
+
+def partial_label_rows(frames, actions, missing, episode_starts, n_actions: int):
+    """All rows [o, delta] and the labelled rows [o, delta, onehot(a)] of within-episode
+    transitions t -> t + 1 (``missing[t]``: transition t has no label), one at a time."""
+    everything, labelled = [], []
+    F = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1)
+    for t in range(len(F) - 1):
+        if episode_starts[t + 1]:
+            continue
+        everything.append(np.concatenate([F[t], F[t + 1] - F[t]]))
+        if not missing[t]:
+            onehot = np.zeros(n_actions)
+            onehot[actions[t]] = 1.0
+            labelled.append(np.concatenate([everything[-1], onehot]))
+    return np.array(everything), np.array(labelled)

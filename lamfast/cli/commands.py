@@ -23,7 +23,7 @@ from .._version import __version__
 from ..benchmarks import format_table, run_bench
 from ..errors import LamfastError
 from ..experiments.fit import run_fit
-from ..experiments.fitframes import encode_frames, fit_frames, save_lam
+from ..experiments.fitframes import encode_frames, fit_frames, fit_offsets, save_lam
 from ..experiments.panels import (
     FIG4_MIDDLE_NOISES,
     FIG4_RIGHT_WEIGHTINGS,
@@ -35,12 +35,12 @@ from ..experiments.reproduce import reproduce as run_reproduce
 from ..experiments.sweep import sweep as run_sweep
 from ..info import machine_info
 from ..sources.export import write_world
-from ..sources.frames.distributed import noop_checkpoint_path
+from ..sources.frames.distributed import side_checkpoint_path
 from ..sources.frames.preprocess import Preprocess
 from ..sources.gridworld import POLICIES, write_gridworld
 from ..sources.simulated import SOURCES
 from ..sources.world import LinearWorld
-from .format import format_fit, format_frames_fit, format_probe
+from .format import format_fit, format_frames_fit, format_offsets, format_probe
 from .options import (
     CONTEXT,
     Rows,
@@ -142,7 +142,7 @@ def cli():
     type=click.Path(dir_okay=False),
     default=None,
     help="Save progress to this .npz file; re-running the same command resumes from it "
-    "(with --noop-action also NAME.noop.npz).",
+    "(with --noop-action also NAME.noop.npz, with partial labels NAME.labelled.npz).",
 )
 @click.pass_context
 def fit(
@@ -235,10 +235,37 @@ def fit(
 
 def _fit_frames_cmd(
     path, dz, variant, solver, seed, as_json, progress, *, actions, n_actions, crop, downsample,
-    scale, chunk_frames, clean_basis, noop_action, clean_k, accuracy, out, workers, scheduler,
-    checkpoint, force, **read,
+    scale, chunk_frames, clean_basis, noop_action, clean_k, label_budget, label_unit, offset,
+    accuracy, out, workers, scheduler, checkpoint, force, **read,
 ):  # fmt: skip
     reader = reader_options(read)
+    common = dict(  # how the data are read and the LAM is fitted, for one gap or several
+        solver=solver,
+        seed=seed,
+        preprocess=Preprocess(crop=crop, downsample=downsample, scale=scale),
+        actions=actions,
+        n_actions=n_actions,
+        chunk_frames=chunk_frames,
+        reader=reader,
+        label_budget=label_budget,
+        label_unit=label_unit,
+        progress=progress,
+    )
+    if len(offset) > 1:
+        given = [
+            flag
+            for flag, value in (
+                ("--out", out), ("--checkpoint", checkpoint), ("--workers", workers),
+                ("--scheduler", scheduler), ("--clean-basis", clean_basis),
+                ("--noop-action", noop_action),
+            )
+            if value is not None
+        ]  # fmt: skip
+        if given:
+            raise click.UsageError(f"{given[0]} takes one offset (compare gaps first, then fit)")
+        result = fit_offsets(path, dz, offset, variant, **common)
+        click.echo(json.dumps(result) if as_json else format_offsets(result))
+        return
     if clean_basis is not None and noop_action is not None:
         raise click.UsageError("give --clean-basis or --noop-action, not both")
     # Every output is checked before the fit, which may take hours: none may be an input.
@@ -248,28 +275,25 @@ def _fit_frames_cmd(
         check_output(checkpoint, inputs=inputs, flag="--checkpoint", checkpoint=True)
     if out is not None:
         checkpoints = [("checkpoint", checkpoint)]
-        if checkpoint is not None and noop_action is not None:
-            checkpoints.append(("no-op checkpoint", noop_checkpoint_path(checkpoint)))
+        if checkpoint is not None:  # side streams (no-op, labelled rows) checkpoint beside it
+            checkpoints.append(("no-op checkpoint", side_checkpoint_path(checkpoint, "noop")))
+            checkpoints.append(
+                ("labelled checkpoint", side_checkpoint_path(checkpoint, "labelled"))
+            )
         check_output(out, inputs=[*inputs, *checkpoints], force=force)
     result, lam = fit_frames(
         path,
         dz,
         variant,
-        solver=solver,
-        seed=seed,
-        preprocess=Preprocess(crop=crop, downsample=downsample, scale=scale),
-        actions=actions,
-        n_actions=n_actions,
-        chunk_frames=chunk_frames,
-        reader=reader,
+        offset=offset[0],
         clean_basis=clean_basis,
         noop_action=noop_action,
         clean_k=clean_k,
         accuracy=accuracy,
-        progress=progress,
         workers=workers,
         scheduler=scheduler,
         checkpoint=checkpoint,
+        **common,
     )
     if out is not None:
         result["out"] = str(save_lam(lam, out))

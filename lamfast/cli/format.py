@@ -32,6 +32,27 @@ def format_frames_fit(r: dict) -> str:
         lines.append(
             f"  act_acc  {r['act_acc']:.6f}   (chance {r['act_acc_chance']:.6f}, majority action)"
         )
+    if r.get("labels") == "partial":
+        n, nl = r["transitions"], r["labelled_transitions"]
+        budget = r.get("label_budget")
+        how = (
+            f"a budget of {budget['fraction']:g} of the {budget['unit']}s, seed {budget['seed']}"
+            if budget
+            else "the labels in the data"
+        )
+        lines += [
+            "",
+            f"  labels: {nl} of {n} transitions ({nl / n:.4%}), {how}; without them:",
+            f"  recon    {r['recon_without_labels']:.6f}",
+            f"  act_mse  {r['act_mse_without_labels']:.6f}   (with labels {r['act_mse']:.6f}, "
+            f"improvement {r['act_mse_without_labels'] - r['act_mse']:+.6f})",
+        ]
+        if "act_acc_without_labels" in r:
+            lines.append(
+                f"  act_acc  {r['act_acc_without_labels']:.6f}   (with labels "
+                f"{r['act_acc']:.6f}, improvement "
+                f"{r['act_acc'] - r['act_acc_without_labels']:+.6f})"
+            )
     if "recon_clean" in r:
         lines += [
             "",
@@ -116,4 +137,43 @@ def format_probe(r: dict) -> str:
     lines += ["", *textwrap.wrap(r["verdict"], width=100)]
     if r.get("report"):
         lines += ["", "wrote " + ", ".join(r["report"])]
+    return "\n".join(lines)
+
+
+def format_offsets(r: dict) -> str:
+    """The side-by-side table of ``lamfast fit --offset K1,K2,...``."""
+    lines = [
+        f"data    {r['path']}: {r['frames']} frames, frame "
+        f"{'x'.join(map(str, r['frame_shape']))} -> do={r['do']}",
+        f"actions {r['actions'] or 'none'}" + (f" (da={r['da']})" if r["da"] else ""),
+        f"model   dz={r['dz']} " + " ".join(f"{k}={x}" for k, x in r["variant"].items()),
+        "",
+    ]
+    header = ["offset", "transitions", "top eigenvalues", f"top-{r['dz']} share"]
+    acts = any("action_share" in row for row in r["offsets"])
+    if acts:
+        header += ["action share", "noise share", "act_mse"]
+    header += ["obs_mse", "recon", "solver"]
+    table = [header]
+    for row in r["offsets"]:
+        cells = [
+            str(row["offset"]),
+            str(row["transitions"]),
+            " ".join(f"{x:.3g}" for x in row["delta_spectrum"][:3]),
+            f"{row['top_dz_share']:.3f}",
+        ]
+        if acts:
+            cells += [f"{row['action_share']:.3f}", f"{row['noise_share']:.3f}"]
+            cells.append(f"{row['act_mse']:.4f}")
+        cells += [f"{row['obs_mse']:.4f}", f"{row['recon']:.4g}", row["solver"]]
+        table.append(cells)
+    widths = [max(len(t[i]) for t in table) for i in range(len(header))]
+    for t in table:
+        lines.append("  " + "  ".join(c.rjust(w) for c, w in zip(t, widths, strict=True)))
+    lines += [
+        "",
+        "  action share: frame-difference variance the actions explain linearly; noise share: "
+        "the rest",
+        f"\n{r['seconds']:.3f} s",
+    ]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..solvers.variant import DECODERS, ENCODERS, SOLVER_CHOICES, WEIGHTINGS
 from ..sources.frames.formats import ReaderOptions
-from ..sources.frames.source import ACTION_KINDS
+from ..sources.frames.source import ACTION_KINDS, LABEL_UNITS
 from ..sources.world import NOISE_KINDS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -53,6 +53,23 @@ class Pair(click.ParamType):
         if any(not np.isfinite(x) or x < 0 for x in pair) or (self.kind is int and min(pair) < 1):
             self.fail(f"{value!r}: {self.name} needs positive numbers", param, ctx)
         return pair
+
+
+class Offsets(click.ParamType):
+    """Frame gaps ``K`` or ``K1,K2,...``: distinct whole numbers >= 1."""
+
+    name = "K[,K...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            gaps = tuple(int(p) for p in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a list of whole numbers like 1,2,4,8", param, ctx)
+        if min(gaps) < 1 or len(set(gaps)) != len(gaps):
+            self.fail(f"{value!r}: offsets must be distinct whole numbers >= 1", param, ctx)
+        return gaps
 
 
 # Options shared by several commands.
@@ -276,6 +293,29 @@ def frame_options(f):
             default=1,
             show_default=True,
             help="Noise directions estimated from no-op transitions.",
+        ),
+        click.option(
+            "--label-budget",
+            type=click.FloatRange(0, 1, min_open=True),
+            metavar="F",
+            default=None,
+            help="Keep a random fraction F of the transitions (or episodes) labelled, drawn with "
+            "--seed, and fit with those labels only: a label budget on a fully labelled dataset.",
+        ),
+        click.option(
+            "--label-unit",
+            type=click.Choice(LABEL_UNITS),
+            default="transition",
+            show_default=True,
+            help="What --label-budget draws.",
+        ),
+        click.option(
+            "--offset",
+            type=Offsets(),
+            default="1",
+            show_default=True,
+            help="Frame gap K: fit on (o_t, o_t+K), never across an episode. Several gaps "
+            "(1,2,4,8) are read in one pass and compared side by side.",
         ),
         click.option(
             "--accuracy/--no-accuracy",

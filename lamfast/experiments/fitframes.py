@@ -55,11 +55,7 @@ def fit_frames(
     *,
     solver: str = "auto",
     seed: int = 0,
-    preprocess: Preprocess | None = None,
-    actions: str = "auto",
-    n_actions: int | None = None,
-    chunk_frames: int | None = None,
-    reader=None,
+    offset: int = 1,
     block_rows: int | None = None,
     clean_basis=None,
     noop_action: int | None = None,
@@ -69,6 +65,7 @@ def fit_frames(
     workers: int | None = None,
     scheduler: str | None = None,
     checkpoint=None,
+    **read,
 ) -> tuple[dict, object]:
     """Fit a linear LAM to recorded frames and probe its latent.
 
@@ -82,9 +79,14 @@ def fit_frames(
         LAM variant (default: identity decoder, tied encoder).
     solver : {"auto", "eig", "moment-gd"}
         ``auto``: the closed form where one exists, else moment-gd (the result says which ran).
-    preprocess, actions, n_actions, chunk_frames, reader
-        How the frames are read (:class:`FrameSource`; ``reader``: options of video, image,
-        HDF5 and LeRobot readers, :class:`~lamfast.sources.frames.formats.ReaderOptions`).
+    **read
+        How the frames are read: ``preprocess``, ``actions``, ``n_actions``,
+        ``chunk_frames``, ``reader`` (options of the video, image, HDF5 and LeRobot readers,
+        :class:`~lamfast.sources.frames.formats.ReaderOptions`), ``label_budget`` and
+        ``label_unit`` (keep a random fraction of the transitions or episodes labelled, drawn
+        with ``seed``): the arguments of :class:`FrameSource`.
+    offset : int
+        Frame gap ``K``: fit on ``(o_t, o_{t+K})`` (:func:`fit_offsets` compares several).
     clean_basis : array or path, optional
         Noise directions (do x k) removed from ``delta`` before fitting.
     noop_action : int, optional
@@ -96,6 +98,11 @@ def fit_frames(
         Compute the moments on Dask and / or resumably (see :meth:`FrameSource.moments`); the
         result is the same bit for bit.
 
+    Partial labels (missing actions in the data, or ``label_budget``) make the fit supervised:
+    the action terms use the labelled transitions only, with ``label_fraction`` their share of
+    all transitions (``variant.label_weighting`` as given). The result then also holds the same
+    LAM fitted without labels (``without_labels``), so the effect of the labels is one line.
+
     Returns
     -------
     (dict, LinearLAM)
@@ -104,41 +111,57 @@ def fit_frames(
 
     start = time.perf_counter()
     variant = variant if isinstance(variant, Variant) else Variant(**(variant or {}))
-    source = FrameSource(
-        path,
-        preprocess=preprocess,
-        actions=actions,
-        n_actions=n_actions,
-        chunk_frames=chunk_frames,
-        reader=reader,
-    )
+    source = FrameSource(path, label_seed=seed, offset=offset, **read)
     do = source.do
     dz = check_dz(dz, do)
     if clean_basis is not None and noop_action is not None:
         raise LamfastError("give either a clean basis or a noop action, not both")
+    if variant.label_fraction > 0 and source.action_kind is None:
+        raise LamfastError("action supervision (--label-fraction) needs actions in the data")
+    partial = source.partial
+    if partial and variant.label_fraction > 0:
+        raise LamfastError(
+            f"{source.n_labelled} of {source.n_transitions} transitions are labelled, which "
+            "fixes the label fraction; drop --label-fraction (it weights the labels of a fully "
+            "labelled dataset)"
+        )
     scale = dict(workers=workers, scheduler=scheduler, checkpoint=checkpoint, progress=progress)
+    with_labels = source.action_kind is not None
+    got = source.moments(
+        block_rows=block_rows, noop_action=noop_action, labelled=with_labels, **scale
+    )
+    got = list(got) if isinstance(got, tuple) else [got]
+    m = got.pop(0)
+    mL = got.pop(0) if with_labels else None  # labelled rows ([o, delta, a]); m when all are
+    U = None
     if noop_action is not None:
-        m, noop = source.moments(block_rows=block_rows, noop_action=noop_action, **scale)
+        noop = got.pop(0)
         if noop is None:
             raise LamfastError(f"no transitions with the noop action {noop_action}")
         U = noise_basis_from_noop(noop, int(clean_k or 1))
-    else:
-        m = source.moments(block_rows=block_rows, **scale)
-        U = None
-        if clean_basis is not None:
-            if isinstance(clean_basis, str | os.PathLike):
-                clean_basis = load_basis(clean_basis)
-            U = orthonormal_basis(clean_basis, do, "clean basis")
-    if variant.label_fraction > 0 and not m.has("a"):
-        raise LamfastError("action supervision (--label-fraction) needs actions in the data")
+    elif clean_basis is not None:
+        if isinstance(clean_basis, str | os.PathLike):
+            clean_basis = load_basis(clean_basis)
+        U = orthonormal_basis(clean_basis, do, "clean basis")
+    if partial:  # supervised on the labels the data have: m = their share of the transitions
+        variant = dataclasses.replace(variant, label_fraction=mL.count / m.count)
 
-    lam = fit(m, int(dz), variant, solver=solver, seed=seed)
-    fits = [("raw", lam, m)]
+    def fit_one(mm, ml, v):
+        extra = {"labels": ml} if partial else {}  # the labelled rows' moments, when not mm
+        return fit(mm, int(dz), v, solver=solver, seed=seed, **extra)
+
+    lam = fit_one(m, mL, variant)
+    fits = [("raw", lam, m, mL)]
     if U is not None:
         mc = clean_moments(m, U)
-        lam_c = fit(mc, int(dz), variant, solver=solver, seed=seed)
-        fits.append(("clean", compose_cleaning(lam_c, U), mc))
+        mLc = clean_moments(mL, U) if partial else mc if mL is not None else None
+        lam_c = fit_one(mc, mLc, variant)
+        fits.append(("clean", compose_cleaning(lam_c, U), mc, mLc))
         recon_clean = recon_loss(lam_c, mc)
+    if partial:  # the same LAM without labels: what the labels changed
+        v0 = dataclasses.replace(variant, label_fraction=0.0)
+        unsup = fit(m, int(dz), v0, solver=solver, seed=seed)
+        fits.append(("without_labels", unsup, m, mL))
 
     k = min(do, max(16, dz + 8))
     result = {
@@ -157,35 +180,47 @@ def fit_frames(
         "delta_total_variance": float(np.trace(m.block_cov("delta"))),
         "recon": recon_loss(lam, m),
     }
+    if mL is not None:
+        result["labelled_transitions"] = int(mL.count)
+        result["labels"] = "partial" if partial else "all"
+        if source.label_budget is not None:
+            result["label_budget"] = {
+                "fraction": source.label_budget,
+                "unit": source.label_unit,
+                "seed": source.label_seed,
+            }
     probes = []
-    for tag, one, _ in fits:
+    for tag, one, _, ml in fits:
         lams = (one, *one.draws_) if one.draws_ else (one,)
-        suffix = "" if tag == "raw" else "_clean"
-        obs = [probe_mse(latent_map(x, m), m, "o") for x in lams]
-        result["obs_mse" + suffix] = float(np.mean(obs))
-        if m.has("a"):
-            acts = [probe_mse(latent_map(x, m), m, "a") for x in lams]
-            result["act_mse" + suffix] = float(np.mean(acts))
-            W = latent_map(one, m)
-            probes.append((W, *linear_probe(W, m, "a")))
+        suffix = {"raw": "", "clean": "_clean", "without_labels": "_without_labels"}[tag]
+        # the latent uses o and delta only, so its map reads the same columns of m and mL
+        result["obs_mse" + suffix] = _mean_probe(lams, m, "o")
+        if ml is not None:  # action probes on the labelled transitions
+            result["act_mse" + suffix] = _mean_probe(lams, ml, "a")
+            W = latent_map(one, ml)
+            probes.append((W, *linear_probe(W, ml, "a")))
+    if partial:
+        result["recon_without_labels"] = recon_loss(fits[-1][1], m)
     if U is not None:
         result["recon_clean"] = recon_clean
         result["clean_dim"] = int(U.shape[1])
         result["clean_from"] = "noop" if noop_action is not None else "basis"
-    if m.has("a"):
+    if mL is not None:
         result["act_mse_chance"] = 1.0
     if source.action_kind == "discrete":
-        freq = m.block_mean("a")
+        freq = mL.block_mean("a")
         result["action_freq"] = freq.tolist()
         result["act_acc_chance"] = float(freq.max())
         if accuracy:
             accs = probe_accuracy(source, probes, progress=progress)
-            result["act_acc"] = accs[0]
-            if U is not None:
-                result["act_acc_clean"] = accs[1]
+            for (tag, *_), acc in zip(fits, accs, strict=True):
+                suffix = {"raw": "", "clean": "_clean", "without_labels": "_without_labels"}[tag]
+                result["act_acc" + suffix] = acc
+    if offset != 1:
+        result["offset"] = int(offset)
     result["notes"] = list(lam.notes_)
     result["seconds"] = time.perf_counter() - start
-    final = fits[-1][1]
+    final = fits[1][1] if U is not None else fits[0][1]
     final.frames_meta_ = {
         "preprocess": source.preprocess.to_dict(),
         "frame_shape": list(source.frame_shape),
@@ -197,6 +232,99 @@ def fit_frames(
         "cleaned": U is not None,
     }
     return result, final
+
+
+def _mean_probe(lams, m: Moments, target: str) -> float:
+    """A probe's normalised MSE averaged over a fit and its tie draws."""
+    return float(np.mean([probe_mse(latent_map(x, m), m, target) for x in lams]))
+
+
+def action_share(m: Moments) -> float:
+    """Share of the frame-difference variance that the actions explain linearly:
+    ``1 - MSE`` of the probe from ``a`` to ``delta`` (docs/theory.md)."""
+    W = np.zeros((m.size("a"), m.dim))
+    W[:, m.index("a")] = np.eye(m.size("a"))
+    return 1.0 - probe_mse(W, m, "delta")
+
+
+def fit_offsets(
+    path,
+    dz: int,
+    offsets,
+    variant=None,
+    *,
+    solver: str = "auto",
+    seed: int = 0,
+    block_rows: int | None = None,
+    progress=None,
+    **read,
+) -> dict:
+    """Fit the same LAM at several frame gaps, from one read of the data, side by side.
+
+    ``read``: how the frames are read, as for :func:`fit_frames`. Each row of ``offsets`` (the
+    result's list) holds the gap's transitions, the top of the
+    frame-difference spectrum and the share of its variance the top ``dz`` directions hold, the
+    share the actions explain (``action_share``; ``noise_share`` is the rest: exogenous change
+    and whatever actions do not explain linearly), the LAM's reconstruction loss and its
+    ``obs_mse`` and ``act_mse`` probes, as :func:`fit_frames` at that ``offset`` reports them.
+    Partial labels are handled as there (labelled transitions only for the action terms).
+    """
+    start = time.perf_counter()
+    variant = variant if isinstance(variant, Variant) else Variant(**(variant or {}))
+    source = FrameSource(path, label_seed=seed, **read)
+    dz = check_dz(dz, source.do)
+    if variant.label_fraction > 0 and source.action_kind is None:
+        raise LamfastError("action supervision (--label-fraction) needs actions in the data")
+    offsets = tuple(int(k) for k in offsets)
+    got = source.offset_moments(offsets, block_rows=block_rows, progress=progress)
+    rows = []
+    for K, (m, mL) in zip(offsets, got, strict=True):
+        partial = source.with_offset(K).partial
+        v = variant
+        if partial:
+            if variant.label_fraction > 0:
+                raise LamfastError(
+                    f"offset {K}: {int(mL.count)} of {int(m.count)} transitions are labelled, "
+                    "which fixes the label fraction; drop --label-fraction"
+                )
+            v = dataclasses.replace(variant, label_fraction=mL.count / m.count)
+        extra = {"labels": mL} if partial else {}
+        lam = fit(m, dz, v, solver=solver, seed=seed, **extra)
+        lams = (lam, *lam.draws_) if lam.draws_ else (lam,)
+        total = float(np.trace(m.block_cov("delta")))
+        spectrum = delta_spectrum(m, min(source.do, max(8, dz)))
+        row = {
+            "offset": K,
+            "transitions": int(m.count),
+            "delta_spectrum": spectrum.tolist(),
+            "delta_total_variance": total,
+            "top_dz_share": float(spectrum[:dz].sum() / total) if total > 0 else 0.0,
+            "recon": recon_loss(lam, m),
+            "obs_mse": _mean_probe(lams, m, "o"),
+            "solver": lam.solver,
+        }
+        if mL is not None:
+            share = action_share(mL)
+            row.update(
+                labelled_transitions=int(mL.count),
+                action_share=share,
+                noise_share=1.0 - share,
+                act_mse=_mean_probe(lams, mL, "a"),
+            )
+        rows.append(row)
+    return {
+        "path": str(path),
+        "frames": source.n_frames,
+        "frame_shape": list(source.frame_shape),
+        "do": source.do,
+        "da": source.da,
+        "actions": source.action_kind,
+        "dz": int(dz),
+        "variant": dataclasses.asdict(variant),
+        "solver_requested": solver,
+        "offsets": rows,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def load_basis(path) -> np.ndarray:

@@ -222,6 +222,11 @@ def probe_latents(
         chunk_frames=chunk_frames,
         reader=reader,
     )
+    if source.partial:
+        raise LamfastError(
+            f"{source.path}: {source.n_labelled} of {source.n_transitions} transitions have an "
+            "action label; lamfast probe scores fully labelled data (or --actions none)"
+        )
     latents = RowArray(z, name="latents", key=key, kind=kind)
     pixels, label = noise_pixels(
         source.shape, region=noise_region, mask=noise_mask, columns=noise_columns

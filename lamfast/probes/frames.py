@@ -12,7 +12,8 @@ def probe_accuracy(source: FrameSource, probes: list, progress=None) -> list[flo
     """Argmax accuracy of linear action probes, in one more streaming pass.
 
     ``probes`` is a list of ``(W, G, h)``: latent map on the joint vector, probe weights and
-    intercept; the predicted action of a transition is ``argmax(G W x + h)``.
+    intercept; the predicted action of a transition is ``argmax(G W x + h)``. Transitions
+    without an action label (partial labels) are not scored.
     """
     if source.action_kind != "discrete":
         raise LamfastError("probe accuracy needs discrete actions")
@@ -20,6 +21,9 @@ def probe_accuracy(source: FrameSource, probes: list, progress=None) -> list[flo
     hits = np.zeros(len(probes))
     total = 0
     for o, o2, acts in source.transitions(progress=progress, label="accuracy"):
+        keep = source.labelled(acts)
+        if not keep.all():
+            o, o2, acts = o[keep], o2[keep], acts[keep]
         ids = acts.astype(np.int64)
         delta = o2 - o
         for j, (W, G, h) in enumerate(probes):

@@ -12,13 +12,21 @@ from ... import config
 from ...errors import LamfastError
 from ...moments.checkpoint import Checkpoint, fingerprint
 from ...moments.tree import dask_client, tree_moments
-from .index import FrameChunks
+from .index import LABELLED, FrameChunks, stream_blocks
 
 
 # ------------------------------------------------------------------------------------ frames
-def frame_fingerprint(source, index, block_rows: int, noop_action) -> str:
+def frame_fingerprint(source, index, block_rows: int, select) -> str:
     """What defines a frame stream: its files (path, size, mtime), reading options, blocks."""
-    layout = source.blocks if noop_action is None else (("delta", source.do),)
+    layout = stream_blocks(source, select)
+    noop_action = None if select == LABELLED else select
+    extra = {}
+    if select == LABELLED:
+        extra["stream"] = LABELLED
+    if source.offset != 1:
+        extra["offset"] = source.offset
+    if source.label_budget is not None:  # the same files with another draw are another stream
+        extra["label_budget"] = [source.label_budget, source.label_unit, source.label_seed]
     return fingerprint(
         source="frames",
         files=source.files(),
@@ -30,13 +38,19 @@ def frame_fingerprint(source, index, block_rows: int, noop_action) -> str:
         transitions=index.total,
         block_rows=int(block_rows),
         layout=[[name, size] for name, size in layout],
+        **extra,
     )
 
 
 def noop_checkpoint_path(path) -> str:
     """Checkpoint file of the no-op stream of a frame run: ``run.npz`` -> ``run.noop.npz``."""
+    return side_checkpoint_path(path, "noop")
+
+
+def side_checkpoint_path(path, stream: str) -> str:
+    """Checkpoint file of a side stream of a frame run: ``run.npz`` -> ``run.<stream>.npz``."""
     root, ext = os.path.splitext(os.fspath(path))
-    return f"{root}.noop{ext or '.npz'}"
+    return f"{root}.{stream}{ext or '.npz'}"
 
 
 def frame_moments_tree(
@@ -44,6 +58,7 @@ def frame_moments_tree(
     *,
     block_rows: int | None = None,
     noop_action: int | None = None,
+    labelled: bool = False,
     progress: bool | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -60,8 +75,9 @@ def frame_moments_tree(
     computed in any order: on Dask (``client``, or a cluster made for the call from ``workers``
     / ``scheduler``; every worker must see the files at the same path) or in process. With
     ``checkpoint`` (a ``.npz`` path) the run saves its progress and resumes from it. With
-    ``noop_action`` returns ``(moments, noop delta moments or None)`` like
-    ``FrameSource.moments``; the no-op stream checkpoints to :func:`noop_checkpoint_path`.
+    ``labelled`` and ``noop_action`` returns the side streams too, as ``FrameSource.moments``
+    does; the labelled stream checkpoints to ``run.labelled.npz`` and the no-op stream to
+    :func:`noop_checkpoint_path`.
 
     ``.npz`` members are streams: a worker keeps them open between tasks and reads forward,
     decompressing the ranges of other workers' tasks too, so each worker reads the whole archive
@@ -85,14 +101,25 @@ def frame_moments_tree(
     if block_rows < 1:
         raise LamfastError(f"block_rows must be >= 1, got {block_rows}")
 
+    selects = [None]
+    if labelled:
+        selects.append(LABELLED if source.partial else "same")
+    if noop_action is not None:
+        selects.append(noop_action)
     runs = []
-    for noop in (None,) if noop_action is None else (None, noop_action):
-        index = source.index(noop)
-        if noop is None and index.total == 0:
+    for select in selects:
+        if select == "same":  # every transition labelled: the main stream is the labelled one
+            runs.append((None, None))
+            continue
+        index = source.index(select)
+        if select is None and index.total == 0:
             raise LamfastError(f"{source.path}: no transitions (every frame starts an episode?)")
+        if select == LABELLED and index.total == 0:
+            raise LamfastError(f"{source.path}: no transition has an action label")
         path = checkpoint
-        if checkpoint is not None and noop is not None:
-            path = noop_checkpoint_path(checkpoint)
+        if checkpoint is not None and select is not None:
+            name = LABELLED if select == LABELLED else "noop"
+            path = side_checkpoint_path(checkpoint, name)
         if path is not None and source.would_read(path):
             raise LamfastError(
                 f"checkpoint {path} is inside the dataset directory {source.path} (it would be "
@@ -100,9 +127,9 @@ def frame_moments_tree(
             )
         cp = None
         if path is not None:
-            cp = Checkpoint(path, frame_fingerprint(source, index, block_rows, noop))
+            cp = Checkpoint(path, frame_fingerprint(source, index, block_rows, select))
             cp.check()  # a foreign or damaged file fails now, not after a cluster starts
-        runs.append((FrameChunks(source, index, block_rows, noop), cp))
+        runs.append((FrameChunks(source, index, block_rows, select), cp))
     if client is not None or (workers is None and scheduler is None):
         context = contextlib.nullcontext(client)
     else:
@@ -110,10 +137,15 @@ def frame_moments_tree(
     results = []
     with context as own:
         for chunk_fn, cp in runs:
+            if chunk_fn is None:
+                results.append(results[0])
+                continue
             if chunk_fn.index.total == 0:  # no no-op transitions
                 results.append(None)
                 continue
-            shift = None if chunk_fn.shift is None else source.full_shift(chunk_fn.shift)
+            shift = None
+            if chunk_fn.shift is not None:
+                shift = source.full_shift(chunk_fn.shift, chunk_fn.blocks)
             results.append(
                 tree_moments(
                     chunk_fn,
@@ -129,4 +161,4 @@ def frame_moments_tree(
                     shift=shift,
                 )
             )
-    return results[0] if noop_action is None else tuple(results)
+    return results[0] if len(results) == 1 else tuple(results)

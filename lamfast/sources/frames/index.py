@@ -12,6 +12,9 @@ import numpy as np
 from ...errors import LamfastError
 from ...moments.accumulate import BlockAccumulator
 
+# The selection of the labelled stream (partial labels); any other selection is a no-op action id.
+LABELLED = "labelled"
+
 
 @dataclasses.dataclass(frozen=True)
 class TransitionIndex:
@@ -45,8 +48,8 @@ class _Cursor:
     """A position in the transition stream of an index: ``take(n)`` yields the next ``n`` rows
     (in chunks) and leaves the cursor after them, so consecutive ranges read the files once."""
 
-    def __init__(self, source, index: TransitionIndex, first: int, noop_action):
-        self.chunks = source.read_from(index, first, noop_action)
+    def __init__(self, source, index: TransitionIndex, first: int, select):
+        self.chunks = source.read_from(index, first, select)
         self.pos, self.pending, self.path = first, None, source.path
 
     def take(self, n: int):
@@ -77,13 +80,15 @@ class FrameChunks:
     a checkpoint) reads every file once, in order.
     """
 
-    def __init__(self, source, index: TransitionIndex, block_rows: int, noop_action):
+    def __init__(self, source, index: TransitionIndex, block_rows: int, select):
         # Workers reopen the dataset with the source's own class (a FrameSource; this module sits
         # below it, so it names no class) and its constructor arguments.
         self.reopen, self.spec = type(source), source.spec()
-        self.index, self.block_rows, self.noop_action = index, int(block_rows), noop_action
-        self.blocks = source.blocks if noop_action is None else (("delta", source.do),)
-        self.shift = None if noop_action is not None else source.shift()
+        self.index, self.block_rows, self.select = index, int(block_rows), select
+        self.blocks = stream_blocks(source, select)
+        self.with_actions = any(name == "a" for name, _ in self.blocks)
+        noop = select is not None and select != LABELLED
+        self.shift = None if noop else source.shift()  # no-op rows are delta alone
         self._owner = (threading.get_ident(), source)  # the creating thread reuses its source
         self._local = threading.local()
 
@@ -117,11 +122,24 @@ class FrameChunks:
         g0 = first * self.block_rows
         g1 = min(stop * self.block_rows, self.index.total)
         if state.cursor is None or state.cursor.pos != g0:
-            state.cursor = _Cursor(src, self.index, g0, self.noop_action)
+            state.cursor = _Cursor(src, self.index, g0, self.select)
         out = []
-        shift = None if self.shift is None else src.full_shift(self.shift)
+        shift = None if self.shift is None else src.full_shift(self.shift, self.blocks)
         acc = BlockAccumulator(self.blocks, self.block_rows, sink=out.append, shift=shift)
         for o, o2, acts in state.cursor.take(max(g1 - g0, 0)):
-            acc.add(o2 - o if self.shift is None else src.joint_rows(o, o2, acts))
+            if self.shift is None:
+                acc.add(o2 - o)
+            else:
+                acc.add(src.joint_rows(o, o2, acts, with_actions=self.with_actions))
         acc.flush()
         return out
+
+
+def stream_blocks(source, select) -> tuple:
+    """The layout of a stream of ``source``: the main one (``select`` None), the labelled one,
+    or the no-op one (``delta`` alone)."""
+    if select is None:
+        return source.blocks
+    if select == LABELLED:
+        return source.labelled_blocks
+    return (("delta", source.do),)

@@ -17,7 +17,7 @@ import numpy as np
 from ..._files import ARCHIVE_ERRORS, check_input
 from ...errors import LamfastError
 
-_FRAME_KEYS = ("frames", "o", "o_next", "actions", "episode_starts", "dones")
+_FRAME_KEYS = ("frames", "o", "o_next", "actions", "label_mask", "episode_starts", "dones")
 _DIGITS = re.compile(r"([0-9]+)")
 
 
@@ -259,6 +259,10 @@ class _Segment:
     actions: _Member | None = None
     starts: _Member | None = None
     dones: _Member | None = None
+    # label_mask: which action rows are labelled (partial labels; True or 1 = labelled)
+    mask: _Member | None = None
+    # a label budget's draw (FrameSource): action rows kept labelled, in memory
+    budget: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
@@ -290,6 +294,7 @@ def _segment_from_members(members: dict[str, _Member], label: str) -> _Segment:
             f"{label}: missing key 'frames' (or 'o' and 'o_next'); found {sorted(members)}"
         )
     seg.actions = members.get("actions")
+    seg.mask = members.get("label_mask")
     _check_segment(seg)
     return seg
 
@@ -312,6 +317,14 @@ def _check_segment(seg: _Segment):
             want = f"{T} or {T - 1}" if kind == "frames" else f"{T}"
             raise LamfastError(
                 f"{seg.actions.name}: {n} actions do not match {T} frames (expected {want} rows)"
+            )
+    if seg.mask is not None:
+        if seg.actions is None:
+            raise LamfastError(f"{seg.mask.name}: a label mask without actions")
+        if seg.mask.shape != (len(seg.actions),) or seg.mask.dtype.kind not in "biu":
+            raise LamfastError(
+                f"{seg.mask.name}: a label mask must be {len(seg.actions)} booleans (one per "
+                f"action row), got shape {seg.mask.shape} of {seg.mask.dtype}"
             )
     for flags in (seg.starts, seg.dones):
         if flags is not None and (len(flags) != T or len(flags.shape) != 1):
