@@ -42,6 +42,19 @@ FRAME_INFLIGHT_BYTES = _default("FRAME_INFLIGHT_BYTES", 512 * 2**20)
 # (2d + da)^2 float64, 512 MiB at d = 4096, and log2(blocks) of them sit in the merge tree.
 FRAMES_MAX_DIM = _default("FRAMES_MAX_DIM", 4096)
 
+# Wider frames (after preprocessing) take the streamed sketch path of lamfast fit (--method auto):
+# at do = 2048 the full co-moment is (2 do)^2 float64 = 128 MiB and log2(blocks) of them sit in
+# the merge tree; above it the thin passes (lamfast.moments.sketch) need (2 do) x q values.
+WIDE_AUTO_DO = _default("WIDE_AUTO_DO", 2048)
+
+# Bytes of one block of rows in a thin pass (lamfast.sources.frames.wide): a 64 x 64 RGB block
+# (2 x 12,288 values a row) of 256 rows is 24 MiB.
+WIDE_BLOCK_BYTES = _default("WIDE_BLOCK_BYTES", 32 * 2**20)
+
+# Columns beyond dz that the sketch keeps (oversampling) and passes over the data it makes.
+SKETCH_OVERSAMPLE = _default("SKETCH_OVERSAMPLE", 16)
+SKETCH_PASSES = _default("SKETCH_PASSES", 4)
+
 # Threads over blocks in the simulated stream and the sequential frame pass (0 = all cores;
 # the frame pass also stays within FRAME_INFLIGHT_BYTES). Blocks are independent and each one's
 # moments are computed the same way on any thread, so this never changes a result

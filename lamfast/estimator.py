@@ -534,6 +534,7 @@ def fit(
     *,
     world=None,
     solver_options: dict | None = None,
+    labels: Moments | None = None,
     **variant_options,
 ) -> LinearLAM:
     """Fit a linear LAM to moments.
@@ -541,7 +542,7 @@ def fit(
     Parameters
     ----------
     moments : Moments
-        Needs blocks ``o`` and ``delta``; ``a`` too for action supervision.
+        Needs blocks ``o`` and ``delta``; ``a`` too for action supervision without ``labels``.
     dz : int
         Latent dimension, ``1 <= dz <= do``.
     variant : Variant, optional
@@ -559,6 +560,12 @@ def fit(
         The world to sample minibatches from; required by ``sgd`` (moments are then unused).
     solver_options : dict, optional
         Extra keyword arguments of the solver (steps, lr, ...).
+    labels : Moments, optional
+        Moments of the labelled rows only (blocks ``delta`` and ``a``, plus ``o`` for
+        ``moment-gd`` or a free encoder; ``count`` = number of labelled rows). The action head
+        is trained on them, the reconstruction on every row of ``moments``. None: every row of
+        ``moments`` is labelled. Where E[delta] != 0 or the labels cover only some rows, ``eig``
+        refines the optimum from the closed form (docs/theory.md, item 5; the fit's notes say so).
 
     Examples
     --------
@@ -572,5 +579,8 @@ def fit(
         variant = Variant(**variant_options)
     elif variant_options:
         variant = dataclasses.replace(variant, **variant_options)
-    record = solve(moments, dz, variant, solver, seed, world=world, solver_options=solver_options)
+    record = solve(
+        moments, dz, variant, solver, seed, world=world, solver_options=solver_options,
+        labels=labels,
+    )  # fmt: skip
     return LinearLAM.from_fitted(record)

@@ -373,3 +373,57 @@ def partial_label_rows(frames, actions, missing, episode_starts, n_actions: int)
             onehot[actions[t]] = 1.0
             labelled.append(np.concatenate([everything[-1], onehot]))
     return np.array(everything), np.array(labelled)
+
+
+# ------------------------------------------------------------------------------ supervision
+def supervised_rows_loss(theta, delta, delta_lab, a_lab, dz: int, w: float):
+    """Row-level supervised LAM loss and its gradient in theta = [K, B, E, h] (flat).
+
+    mean over all rows of ||delta - B K delta||^2 / do  +  w * mean over the labelled rows of
+    ||a - E K delta - h||^2 / da: the bias-free LAM with an identity decoder and a tied encoder
+    (z = K delta), and an action head with intercept h trained on the labelled rows only.
+    """
+    n, do = delta.shape
+    nl, da = a_lab.shape
+    K, B, E, h = _unpack_supervised(theta, do, da, dz)
+    z = delta @ K.T
+    r1 = delta - z @ B.T
+    zl = delta_lab @ K.T
+    r2 = a_lab - zl @ E.T - h
+    loss = np.sum(r1**2) / (n * do) + w * np.sum(r2**2) / (nl * da)
+    c1, c2 = -2.0 / (n * do), -2.0 * w / (nl * da)
+    dB = c1 * r1.T @ z
+    dK = c1 * (r1 @ B).T @ delta + c2 * (r2 @ E).T @ delta_lab
+    dE = c2 * r2.T @ zl
+    dh = c2 * r2.sum(axis=0)
+    return float(loss), np.concatenate([dK.ravel(), dB.ravel(), dE.ravel(), dh])
+
+
+def _unpack_supervised(theta, do, da, dz):
+    sizes = [dz * do, do * dz, da * dz, da]
+    K, B, E, h = np.split(np.asarray(theta, dtype=np.float64), np.cumsum(sizes)[:-1])
+    return K.reshape(dz, do), B.reshape(do, dz), E.reshape(da, dz), h
+
+
+def fit_supervised_rows(delta, delta_lab, a_lab, dz: int, w: float, starts: int = 6, seed=0):
+    """The minimum of :func:`supervised_rows_loss` over free K, B, E, h: BFGS (scipy) on every
+    parameter from ``starts`` Gaussian random starts, the lowest end point kept.
+    Returns (loss, K, B, E, h)."""
+    import scipy.optimize
+
+    do, da = delta.shape[1], a_lab.shape[1]
+    rng = np.random.default_rng(seed)
+    size = 2 * dz * do + da * dz + da
+    best = None
+    for _ in range(starts):
+        res = scipy.optimize.minimize(
+            supervised_rows_loss,
+            rng.standard_normal(size) / np.sqrt(do),
+            args=(delta, delta_lab, a_lab, dz, w),
+            jac=True,
+            method="BFGS",
+            options={"gtol": 1e-11, "maxiter": 20_000},
+        )
+        if best is None or res.fun < best.fun:
+            best = res
+    return (float(best.fun), *_unpack_supervised(best.x, do, da, dz))

@@ -68,10 +68,13 @@ def test_default_solver_is_data():
     by_kappa = {(p.variant.kappa, p.solver) for p in panel_points("fig4-middle")}
     assert by_kappa == {(0.0, "moment-gd"), (0.01, "eig"), (0.1, "eig")}
     assert solvers["fig4-right"] == {"eig"}
-    # finite samples: o is never exactly uncorrelated with delta, so no random-policy closed form
+    # finite samples: o is never exactly uncorrelated with delta, yet kappa > 0 keeps a closed
+    # form (the ridge innovation PCA); supervision of an encoder that reads o does not
     w, v = LinearWorld(), Variant("learned", "free", kappa=0.1)
     assert ex_points.default_solver(w, v) == "eig"
-    assert ex_points.default_solver(w, v, "wishart") == "moment-gd"
+    assert ex_points.default_solver(w, v, "wishart") == "eig"
+    sup = Variant("learned", "free", kappa=0.1, label_fraction=0.01)
+    assert ex_points.default_solver(w, sup, "wishart") == "moment-gd"
     # a chosen solver overrides the default everywhere
     pts = panel_points("fig3-right", RunOptions(solver="moment-gd"))
     assert {p.solver for p in pts} == {"moment-gd"}

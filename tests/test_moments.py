@@ -140,3 +140,29 @@ def test_rows_and_transitions_are_bitwise_for_any_thread_count(rng, monkeypatch,
     for r, g in ((ref, got), (ref_t, got_t)):
         assert np.array_equal(r.cov, g.cov) and np.array_equal(r.mean, g.mean)
         assert r.count == g.count
+
+
+@pytest.mark.parametrize("n", [64, 777, 1903])
+def test_block_products_bitwise_on_any_thread(rng, n):
+    """A block's moments are the same bits on the calling thread and on pool threads, also for
+    a short last block (OpenBLAS rounds products with an inner dimension that is no multiple of
+    64 differently on the thread that used BLAS first: lamfast.moments.core.padded)."""
+    import concurrent.futures
+
+    from lamfast.moments.thin import ThinReducer
+
+    X = rng.standard_normal((n, 1028))
+    thin = ThinReducer(1024, (("y", 4),))
+    sketch = ThinReducer(12, (("s", 24),), sketch=(slice(0, 500), rng.standard_normal((500, 24))))
+    jobs = (lambda: block_moments(X), lambda: thin.block(X), lambda: sketch.block(X[:, :512]))
+
+    def arrays(entry):
+        com = entry[2] if isinstance(entry[2], tuple) else (entry[2],)
+        return [entry[1], *com]
+
+    here = [arrays(job()) for job in jobs]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for job, ref in zip(jobs, here, strict=True):
+            for future in [pool.submit(job) for _ in range(2)]:
+                for a, b in zip(arrays(future.result()), ref, strict=True):
+                    np.testing.assert_array_equal(a, b)

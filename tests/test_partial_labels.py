@@ -162,3 +162,36 @@ def test_cli_fit_with_partial_labels(tmp_path, rng):
     assert "drop --label-fraction" in run.output
     text = CliRunner().invoke(cli, ["fit", str(tmp_path / "d.npz"), "--dz", "2"]).output
     assert "labels:" in text and "without them" in text
+
+
+def test_label_budget_of_one_percent_reproduces_the_population(tmp_path):
+    """1% of a simulated world's transitions labelled (the paper's setting, batch weighting)
+    gives the population's supervised action probe within its sampling error.
+
+    The probe MSE is a ratio of variances estimated from the ``nL`` labelled rows: for Gaussian
+    rows a sample variance has relative standard error ``sqrt(2 / nL)`` (0.032 at nL = 2000),
+    which bounds the error of the ratio to first order. Each draw of the budget must be within
+    4 of those of the population value and the mean of 4 draws within 4 / sqrt(4); without
+    labels the same world is far away (0.88), so the test sees whether the labels were used.
+    """
+    from lamfast import LinearWorld, fit
+    from lamfast.experiments.fitframes import fit_frames
+    from lamfast.probes.closed import latent_map, probe_mse
+    from lamfast.solvers.variant import Variant
+    from lamfast.sources.export import write_world
+
+    world = LinearWorld(do=16, da=4, noise="exo", sigma=2, seed=1)
+    pop = world.population_moments()
+    lam = fit(pop, 4, Variant(label_fraction=0.01, label_weighting="batch"))
+    target = probe_mse(latent_map(lam, pop), pop, "a")
+    assert abs(probe_mse(latent_map(fit(pop, 4), pop), pop, "a") - target) > 0.3
+    write_world(world, 200_000, tmp_path / "lin")
+    got = []
+    for seed in range(4):
+        r, _ = fit_frames(tmp_path / "lin", 4, {"label_weighting": "batch"}, label_budget=0.01,
+                          seed=seed)  # fmt: skip
+        assert r["labelled_transitions"] == 2000 and r["variant"]["label_fraction"] == 0.01
+        got.append(r["act_mse"])
+    se = np.sqrt(2 / 2000)
+    assert max(abs(g - target) for g in got) < 4 * se, (got, target)
+    assert abs(np.mean(got) - target) < 4 * se / 2, (got, target)

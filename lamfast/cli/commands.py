@@ -236,7 +236,7 @@ def fit(
 def _fit_frames_cmd(
     path, dz, variant, solver, seed, as_json, progress, *, actions, n_actions, crop, downsample,
     scale, chunk_frames, clean_basis, noop_action, clean_k, label_budget, label_unit, offset,
-    accuracy, out, workers, scheduler, checkpoint, force, **read,
+    method, accuracy, out, workers, scheduler, checkpoint, force, **read,
 ):  # fmt: skip
     reader = reader_options(read)
     common = dict(  # how the data are read and the LAM is fitted, for one gap or several
@@ -286,6 +286,8 @@ def _fit_frames_cmd(
         dz,
         variant,
         offset=offset[0],
+        method=method,
+        save=out is not None,
         clean_basis=clean_basis,
         noop_action=noop_action,
         clean_k=clean_k,

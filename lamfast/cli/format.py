@@ -32,6 +32,12 @@ def format_frames_fit(r: dict) -> str:
         lines.append(
             f"  act_acc  {r['act_acc']:.6f}   (chance {r['act_acc_chance']:.6f}, majority action)"
         )
+    if "sketch" in r:
+        sk = r["sketch"]
+        lines.append(
+            f"  sketch   {sk['passes']} passes, {sk['columns']} columns, residuals "
+            f"||M v - lambda v|| / lambda_1 <= {max(sk['residuals']):.2g}"
+        )
     if r.get("labels") == "partial":
         n, nl = r["transitions"], r["labelled_transitions"]
         budget = r.get("label_budget")
@@ -163,7 +169,7 @@ def format_offsets(r: dict) -> str:
             f"{row['top_dz_share']:.3f}",
         ]
         if acts:
-            cells += [f"{row['action_share']:.3f}", f"{row['noise_share']:.3f}"]
+            cells += [f"{row['action_share']:.3g}", f"{row['noise_share']:.3g}"]
             cells.append(f"{row['act_mse']:.4f}")
         cells += [f"{row['obs_mse']:.4f}", f"{row['recon']:.4g}", row["solver"]]
         table.append(cells)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 import numpy as np
 
+from ..experiments.fitframes import METHODS
 from ..solvers.variant import DECODERS, ENCODERS, SOLVER_CHOICES, WEIGHTINGS
 from ..sources.frames.formats import ReaderOptions
 from ..sources.frames.source import ACTION_KINDS, LABEL_UNITS
@@ -316,6 +317,15 @@ def frame_options(f):
             show_default=True,
             help="Frame gap K: fit on (o_t, o_t+K), never across an episode. Several gaps "
             "(1,2,4,8) are read in one pass and compared side by side.",
+        ),
+        click.option(
+            "--method",
+            type=click.Choice(METHODS),
+            default="auto",
+            show_default=True,
+            help="exact: the full moments of [o, delta, a]; sketch: passes of a randomized "
+            "subspace iteration in memory of order do x dz, for wide frames (identity "
+            "decoder); auto: the sketch above 2048 values a frame.",
         ),
         click.option(
             "--accuracy/--no-accuracy",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import config
 from .._files import ARCHIVE_ERRORS, atomic_output, check_input, check_output
 from ..errors import LamfastError
 from ..estimator import LinearLAM, fit
@@ -25,6 +26,10 @@ from ..solvers.fitted import recon_loss
 from ..solvers.variant import Variant, check_dz
 from ..sources.frames.preprocess import Preprocess
 from ..sources.frames.source import FrameSource
+from .fitwide import fit_wide, frames_summary
+
+# How fit_frames computes: the full moments, the thin passes of the sketch, or by the width.
+METHODS = ("auto", "exact", "sketch")
 
 
 def compose_cleaning(lam, U: np.ndarray):
@@ -56,6 +61,8 @@ def fit_frames(
     solver: str = "auto",
     seed: int = 0,
     offset: int = 1,
+    method: str = "auto",
+    save: bool = False,
     block_rows: int | None = None,
     clean_basis=None,
     noop_action: int | None = None,
@@ -87,6 +94,12 @@ def fit_frames(
         with ``seed``): the arguments of :class:`FrameSource`.
     offset : int
         Frame gap ``K``: fit on ``(o_t, o_{t+K})`` (:func:`fit_offsets` compares several).
+    method : {"auto", "exact", "sketch"}
+        ``exact``: the full moments of ``[o, delta, a]``; ``sketch``: thin passes for frames too
+        wide for them (:mod:`lamfast.experiments.fitwide`; no saved fit yet, so the LAM
+        returned is None); ``auto``: the sketch above ``config.WIDE_AUTO_DO`` values.
+    save : bool
+        The caller will save the fit: refuse the sketch path before any work.
     clean_basis : array or path, optional
         Noise directions (do x k) removed from ``delta`` before fitting.
     noop_action : int, optional
@@ -114,6 +127,33 @@ def fit_frames(
     source = FrameSource(path, label_seed=seed, offset=offset, **read)
     do = source.do
     dz = check_dz(dz, do)
+    if method not in METHODS:
+        raise LamfastError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "sketch" or (method == "auto" and do > config.WIDE_AUTO_DO):
+        refused = [
+            name
+            for name, value in (
+                ("cleaning", clean_basis if noop_action is None else noop_action),
+                ("Dask workers", workers if scheduler is None else scheduler),
+                ("a checkpoint", checkpoint),
+                ("saved fit (--out)", True if save else None),
+            )
+            if value is not None
+        ]
+        if refused:
+            raise LamfastError(
+                f"the sketch path for wide frames ({do} values) has no {refused[0]} yet; use "
+                "--method exact on narrower frames (--downsample, --crop)"
+            )
+        if source.partial:
+            raise LamfastError(
+                f"{source.path}: the sketch path for wide frames ({do} values) does not read "
+                "partial labels yet; shrink the frames (--downsample, --crop) for --method exact"
+            )
+        result = fit_wide(source, dz, variant, seed=seed, accuracy=accuracy, progress=progress)
+        result["solver_requested"] = solver
+        result["seconds"] = time.perf_counter() - start
+        return result, None
     if clean_basis is not None and noop_action is not None:
         raise LamfastError("give either a clean basis or a noop action, not both")
     if variant.label_fraction > 0 and source.action_kind is None:
@@ -165,15 +205,8 @@ def fit_frames(
 
     k = min(do, max(16, dz + 8))
     result = {
+        **frames_summary(source, m.count, dz, variant),
         "path": str(path),
-        "frames": source.n_frames,
-        "transitions": int(m.count),
-        "frame_shape": list(source.frame_shape),
-        "do": do,
-        "da": source.da,
-        "actions": source.action_kind,
-        "dz": int(dz),
-        "variant": dataclasses.asdict(variant),
         "solver": lam.solver,  # with "auto": the solver that ran (its notes say why)
         "solver_requested": solver,
         "delta_spectrum": delta_spectrum(m, k).tolist(),
@@ -312,15 +345,11 @@ def fit_offsets(
                 act_mse=_mean_probe(lams, mL, "a"),
             )
         rows.append(row)
+    head = frames_summary(source, rows[0]["transitions"], dz, variant)
+    del head["transitions"]  # one count per gap, in the rows
     return {
+        **head,
         "path": str(path),
-        "frames": source.n_frames,
-        "frame_shape": list(source.frame_shape),
-        "do": source.do,
-        "da": source.da,
-        "actions": source.action_kind,
-        "dz": int(dz),
-        "variant": dataclasses.asdict(variant),
         "solver_requested": solver,
         "offsets": rows,
         "seconds": time.perf_counter() - start,

@@ -23,9 +23,10 @@ def default_solver(world: LinearWorld, variant: Variant, source: str = "populati
     """The fastest exact solver for a variant: ``eig`` where a closed form exists, else moment-gd.
 
     Mirrors the cases of docs/theory.md, closed forms that ``lam.fit(solver="eig")`` solves. On
-    finite-sample
-    moments ``o`` is never exactly uncorrelated with ``delta`` (the cross moment is O(1/sqrt(n))),
-    so the closed forms that rely on a random policy apply to population moments only.
+    finite-sample moments ``o`` is never exactly uncorrelated with ``delta`` (the cross moment
+    is O(1/sqrt(n))): augmentation with a learned decoder and free encoder still has a closed
+    form there (the ridge innovation PCA), action supervision of an encoder or decoder that can
+    read ``o`` does not.
 
     Examples
     --------
@@ -42,12 +43,8 @@ def default_solver(world: LinearWorld, variant: Variant, source: str = "populati
     if variant.label_weight > 0:
         if not identity_tied and not random_policy:
             return "moment-gd"
-        if world.noise == "uniform" and world.sigma > 0:
-            return "moment-gd"  # non-zero mean frame difference: the supervised form needs zero
-        return "eig"
-    if learned and free and not random_policy:
-        return "moment-gd"
-    return "eig"
+        return "eig"  # a non-zero mean frame difference (uniform noise) is refined exactly
+    return "eig"  # kappa > 0 with a learned decoder and free encoder: the ridge innovation PCA
 
 
 WORLD_FIELDS = ("do", "da", "db", "noise", "sigma", "chi", "seed")

@@ -222,6 +222,7 @@ def probe_latents(
         chunk_frames=chunk_frames,
         reader=reader,
     )
+    source.check_full_width()  # the scores need the full moments of [z, o, delta, a]
     if source.partial:
         raise LamfastError(
             f"{source.path}: {source.n_labelled} of {source.n_transitions} transitions have an "

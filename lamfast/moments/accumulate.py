@@ -10,7 +10,7 @@ import numpy as np
 from .. import config
 from .._blas import thread_pool, usable_cores
 from ..errors import LamfastError
-from .core import Blocks, MergeTree, Moments, block_moments, grouped_block_moments
+from .core import FULL, Blocks, MergeTree, Moments, grouped_block_moments
 
 
 def block_threads(p: int, block_rows: int) -> int:
@@ -41,13 +41,27 @@ class BlockAccumulator:
     and each block gives one entry per group (:func:`~lamfast.moments.core.grouped_block_moments`,
     empty where a group has no row), so each group's tree depends only on the stream, never on
     the chunking; :meth:`result` returns one ``Moments`` per group (None for an empty group).
+
+    ``reducer`` says what a block holds (default: the full moments); ``lamfast.moments.thin``
+    keeps only the narrow block and its cross terms with a wide one, for frames too wide to
+    square.
     """
 
     def __init__(
-        self, blocks: Blocks, block_rows: int, sink=None, threads: int = 1, shift=None, groups=0
+        self,
+        blocks: Blocks,
+        block_rows: int,
+        sink=None,
+        threads: int = 1,
+        shift=None,
+        groups=0,
+        reducer=None,
     ):
         self.groups = int(groups)
-        self.trees = [MergeTree(blocks) for _ in range(max(self.groups, 1))]
+        self.reducer = reducer or FULL
+        if self.groups and self.reducer is not FULL:
+            raise LamfastError("groups are kept for the full moments only")
+        self.trees = [MergeTree(blocks, self.reducer) for _ in range(max(self.groups, 1))]
         self.tree = self.trees[0]
         self.sink = sink or self._push
         self.p = sum(s for _, s in blocks)
@@ -96,7 +110,7 @@ class BlockAccumulator:
     def _compute(self, buffers, n):
         X, labels = buffers
         if labels is None:
-            return block_moments(X[:n])
+            return self.reducer.block(X[:n])
         return grouped_block_moments(X[:n], labels[:n], self.groups)
 
     def _block(self, buffers, n):
@@ -130,10 +144,10 @@ class BlockAccumulator:
             return self._shifted(self.tree.result(source))
         return [self._shifted(t.result(source)) if _has_rows(t) else None for t in self.trees]
 
-    def _shifted(self, m: Moments) -> Moments:
+    def _shifted(self, m):
         if self.shift is None:
             return m
-        return Moments(m.count, m.mean + self.shift, m.cov, m.blocks, m.source)
+        return self.reducer.shifted(m, self.shift)
 
 
 def _has_rows(tree: MergeTree) -> bool:

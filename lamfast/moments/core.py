@@ -161,12 +161,23 @@ class Moments:
 # ---------------------------------------------------------------------------------- kernels
 @njit
 def _centre(X, out_mean, out_xc):
-    """Mean of the rows of ``X`` (float64, C-contiguous, n x p) and the centred rows.
+    """Mean of the rows of ``X`` (float64, C-contiguous, n x p) and the centred rows, written
+    to the top-left ``n x p`` of ``out_xc`` (which may be larger: zero padding, see ``padded``).
 
     Two passes inside the block (mean, then centred values) so that large offsets with small
     spread lose no precision (docs/architecture.md, conventions, stumpy #1160); the product is left
     to BLAS.
     """
+    n, p = X.shape
+    column_means(X, out_mean)
+    for i in range(n):
+        for j in range(p):
+            out_xc[i, j] = X[i, j] - out_mean[j]
+
+
+@njit
+def column_means(X, out_mean):
+    """Means of the columns of ``X`` (n x p), summed row by row in order."""
     n, p = X.shape
     for j in range(p):
         out_mean[j] = 0.0
@@ -175,9 +186,6 @@ def _centre(X, out_mean, out_xc):
             out_mean[j] += X[i, j]
     for j in range(p):
         out_mean[j] /= n
-    for i in range(n):
-        for j in range(p):
-            out_xc[i, j] = X[i, j] - out_mean[j]
 
 
 @njit
@@ -210,8 +218,9 @@ class MergeTree:
     (docs/architecture.md, determinism). The stack holds at most log2(blocks) partial results.
     """
 
-    def __init__(self, blocks: Blocks):
+    def __init__(self, blocks: Blocks, reducer=None):
         self.blocks = tuple(blocks)
+        self.reducer = reducer or FULL  # what a block holds and how two merge
         self.stack: list[list] = []  # entries [n_blocks, count, mean, comoment]
         self.n_blocks = 0
 
@@ -240,7 +249,7 @@ class MergeTree:
         entry = [n_blocks, float(count), mean, comoment]
         while self.stack and self.stack[-1][0] == entry[0]:
             left = self.stack.pop()
-            entry = _merge_entries(left, entry)
+            entry = self.reducer.merge(left, entry)
         self.stack.append(entry)
         self.n_blocks += n_blocks
 
@@ -259,10 +268,10 @@ class MergeTree:
             raise LamfastError("no rows were accumulated")
         acc = self.stack[-1]
         for left in reversed(self.stack[:-1]):
-            acc = _merge_entries(left, acc)
+            acc = self.reducer.merge(left, acc)
         if acc[1] == 0:
             raise LamfastError("no rows were accumulated")
-        return Moments.from_comoment(acc[1], acc[2], acc[3], self.blocks, source)
+        return self.reducer.build(acc[1], acc[2], acc[3], self.blocks, source)
 
 
 def _merge_entries(left, right):
@@ -288,12 +297,50 @@ def block_moments(X: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """
 
     X = np.ascontiguousarray(X, dtype=np.float64)
-    mean = np.empty(X.shape[1])
-    xc = np.empty(X.shape)
+    n, p = X.shape
+    mean = np.empty(p)
+    xc = np.zeros((padded(n), padded(p, PAD_COLUMNS)))
     _centre(X, mean, xc)
     with one_blas_thread():  # bitwise identical whatever the BLAS threads (_blas.py)
         com = np.dot(xc.T, xc)
-    return float(X.shape[0]), mean, com
+    if com.shape[0] != p:
+        com = np.ascontiguousarray(com[:p, :p])
+    return float(n), mean, com
+
+
+# OpenBLAS (its SkylakeX kernels, measured 2026-12-02 on a 2-core Xeon) rounds some products
+# differently on the main thread (and on the first thread that used BLAS) than on the others:
+# 35 of 40 random GEMM / SYRK shapes of block sizes differed in the last bits. With the outer
+# dimensions padded with zeros to multiples of 8 and the inner one (the rows of a block) to a
+# multiple of 64, none of 160 did. Zero rows and columns add exact zeros, so every block product
+# is padded so: a block's moments are then the same bits on any thread, and a stream's on any
+# thread count (tests/test_moments.py::test_block_products_bitwise_on_any_thread; before, 16x32
+# frames with 4 actions, p = 1028, differed between 1 and 2 threads).
+PAD_ROWS, PAD_COLUMNS = 64, 8
+
+
+def padded(n: int, multiple: int = PAD_ROWS) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (rows of a block product: 64)."""
+    return -(-int(n) // multiple) * multiple
+
+
+class _Full:
+    """What a block of the usual moments holds: ``block`` turns rows into ``(count, mean,
+    co-moment)``, ``merge`` combines two tree entries, ``build`` makes the result and
+    ``shifted`` adds a row shift back. Other kinds of moments (``lamfast.moments.thin``) bring
+    their own."""
+
+    block = staticmethod(block_moments)
+    merge = staticmethod(_merge_entries)
+    build = staticmethod(Moments.from_comoment)
+
+    @staticmethod
+    def shifted(m: Moments, shift: np.ndarray) -> Moments:
+        """The moments of rows that were accumulated minus ``shift`` (covariances stay)."""
+        return Moments(m.count, m.mean + shift, m.cov, m.blocks, m.source)
+
+
+FULL = _Full()
 
 
 def grouped_block_moments(X: np.ndarray, groups: np.ndarray, k: int) -> list[tuple]:

@@ -18,7 +18,8 @@ and of ``x``. Its residual is ``R x + B S k1 + (A - I) k2``; the three terms are
 same (augmented) latent ``z + S k1``, and its intercept ``h`` is profiled out in closed form
 (``h = mu_a - E W mu_x``), which turns ``E||a - E z - h||^2`` into the covariance expression
 above; its gradient in the other parameters is unchanged (envelope theorem). ``w`` is
-``Variant.label_weight``.
+``Variant.label_weight``. ``Mx`` is over every row; ``S_xx, S_xa, S_aa`` and the means of ``h``
+are over the labelled rows (``labels``, default every row).
 
 Gradients (``G = 2 R Mx / do = [G1, G2]``)::
 
@@ -47,6 +48,7 @@ from .. import config
 from .._jit import njit
 from ..errors import LamfastError
 from ..moments.core import Moments
+from .closed_form import check_labels
 from .fitted import FittedLAM, recon_loss
 from .trainer import _theta_offsets, paper_init
 from .variant import Variant
@@ -65,12 +67,17 @@ class MomentObjective:
     Parameters
     ----------
     moments : Moments
-        Needs ``o`` and ``delta``; ``a`` too when the variant is supervised.
+        Needs ``o`` and ``delta``; ``a`` too when the variant is supervised and ``labels`` is
+        None. The reconstruction terms read these (every row).
     dz : int
     variant : Variant
+    labels : Moments, optional
+        Moments of the labelled rows (blocks ``o``, ``delta``, ``a``), from which the action
+        terms take ``S_xx, S_ax, S_aa`` and the means of the intercept. None: every row of
+        ``moments`` is labelled.
     """
 
-    def __init__(self, moments: Moments, dz: int, variant: Variant):
+    def __init__(self, moments: Moments, dz: int, variant: Variant, labels: Moments | None = None):
         do = moments.size("o")
         self.do, self.dz, self.variant = do, int(dz), variant
         self.learned = variant.decoder == "learned"
@@ -95,10 +102,13 @@ class MomentObjective:
         self.Mo_ = np.ascontiguousarray(self.Mx[:do, :])
         self.Md_ = np.ascontiguousarray(self.Mx[do:, :])
         if self.w > 0:
-            if not moments.has("a"):
+            # The o block of the labelled rows is needed even for a tied encoder: S_xx is the
+            # covariance of x = [o, delta], and keeping its layout keeps one kernel for both.
+            lab = check_labels(moments, labels, need=("o", "delta", "a"))
+            if not lab.has("a"):
                 raise LamfastError("action supervision needs an 'a' block in the moments")
-            self.da = moments.size("a")
-            sel = moments.select(["o", "delta", "a"])
+            self.da = lab.size("a")
+            sel = lab.select(["o", "delta", "a"])
             p = 2 * do
             self.Sxx = np.ascontiguousarray(sel.cov[:p, :p])
             self.Sax = np.ascontiguousarray(sel.cov[p:, :p])
@@ -730,13 +740,15 @@ def moment_gd_fit(
     gtol: float | None = None,
     init: dict | None = None,
     noise_aware: bool | None = None,
+    labels: Moments | None = None,
 ) -> FittedLAM:
     """Fit a LAM by deterministic optimisation of its exact population objective.
 
     Parameters
     ----------
     moments : Moments
-        Needs ``o``, ``delta`` (and ``a`` when supervised). Finite or population moments.
+        Needs ``o``, ``delta`` (and ``a`` when supervised without ``labels``). Finite or
+        population moments.
     dz : int
     variant : Variant
         Every variant is supported; ``decoder="identity"`` fixes ``A = I`` and ``encoder="tied"``
@@ -770,11 +782,16 @@ def moment_gd_fit(
         :meth:`MomentObjective.grad_variance`) to Adam's second moment, so that ``mode="paper"``
         follows minibatch Adam where gradient noise dominates (small kappa, few labels).
         Gaussian worlds; runs the numpy loop.
+    labels : Moments, optional
+        Moments of the labelled rows (blocks ``o``, ``delta``, ``a``; ``count`` the number of
+        labelled rows) for the action terms of a supervised variant; None: every row of
+        ``moments`` is labelled (:class:`MomentObjective`).
 
     Returns
     -------
     FittedLAM
-        ``solver="moment-gd"``; ``loss`` is the reconstruction loss (no penalties), ``spectrum``
+        ``solver="moment-gd"``; ``loss`` is the reconstruction loss (no penalties; the total
+        objective is ``extra["objective"]``), ``spectrum``
         the variances of the reconstructed latent ``B z`` along its principal directions,
         ``notes`` records the optimiser, steps and whether it converged (also in ``extra``:
         ``converged``, ``steps``).
@@ -800,7 +817,7 @@ def moment_gd_fit(
     polish = config.GD_POLISH if polish is None else bool(polish)
     rtol = config.GD_RTOL if rtol is None else float(rtol)
     gtol = config.GD_GTOL if gtol is None else float(gtol)
-    obj = MomentObjective(moments, dz, variant)
+    obj = MomentObjective(moments, dz, variant, labels=labels)
     if init is None:
         init = paper_init(obj.do, obj.dz, max(obj.da, 1), variant, seed)
     theta = obj.pack(init)
@@ -863,7 +880,7 @@ def moment_gd_fit(
         E=mats["E"],
         h=mats["h"],
         notes=tuple(notes),
-        extra={"converged": bool(converged), "steps": trace.steps},
+        extra={"converged": bool(converged), "steps": trace.steps, "objective": float(total)},
     )
     lam.loss = recon_loss(lam, moments)
     return lam

@@ -97,6 +97,7 @@ def frame_moments_tree(
     """
     if client is not None and (workers is not None or scheduler is not None):
         raise LamfastError("give a client, or workers/scheduler, not both")
+    source.check_full_width()
     block_rows = int(block_rows or config.BLOCK_ROWS)
     if block_rows < 1:
         raise LamfastError(f"block_rows must be >= 1, got {block_rows}")

@@ -163,11 +163,6 @@ class FrameSource:
                     )
         self.shape = self.preprocess.out_shape(self.frame_shape, first.name)
         self.do = int(np.prod(self.shape))
-        if self.do > config.FRAMES_MAX_DIM:
-            raise LamfastError(
-                f"frames have {self.do} values after preprocessing (max {config.FRAMES_MAX_DIM}: "
-                "the co-moment is (2d)^2 floats); use --downsample or --crop"
-            )
         if isinstance(offset, bool) or not isinstance(offset, int | np.integer) or offset < 1:
             raise LamfastError(f"offset must be a whole number of frames >= 1, got {offset!r}")
         self.offset = int(offset)
@@ -666,6 +661,16 @@ class FrameSource:
             return path.suffix.lower() == ".npy" and path.stem in _FRAME_KEYS
         return path.suffix.lower() in (".npy", ".npz")
 
+    def check_full_width(self) -> None:
+        """Refuse frames too wide for the full co-moment of ``[o, delta, a]`` (``(2 do)^2``
+        floats, ``log2(blocks)`` of them in the merge tree) before any is allocated."""
+        if self.do > config.FRAMES_MAX_DIM:
+            raise LamfastError(
+                f"frames have {self.do} values after preprocessing (max {config.FRAMES_MAX_DIM} "
+                "for the full moments: the co-moment is (2d)^2 floats); fit them with "
+                "--method sketch, or use --downsample or --crop"
+            )
+
     def _check_noop(self, noop_action) -> None:
         if self.action_kind != "discrete":
             raise LamfastError("--noop-action needs discrete actions")
@@ -700,6 +705,7 @@ class FrameSource:
         :meth:`index` and give the same bits as the single sequential pass
         (``lamfast.sources.frames.distributed.frame_moments_tree``).
         """
+        self.check_full_width()
         block_rows = int(block_rows or config.BLOCK_ROWS)
         if block_rows < 1:
             raise LamfastError("block_rows must be >= 1")
@@ -778,6 +784,7 @@ class FrameSource:
         actions): the frames are read once and every gap's transitions are cut from the same
         chunks (:meth:`_offset_chunks`).
         """
+        self.check_full_width()
         offsets = tuple(int(k) for k in offsets)
         if not offsets or min(offsets) < 1 or len(set(offsets)) != len(offsets):
             raise LamfastError(f"offsets must be distinct whole numbers >= 1, got {offsets}")

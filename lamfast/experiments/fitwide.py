@@ -1,0 +1,142 @@
+"""Fit and probe a LAM on frames too wide for the full co-moment: the streamed sketch path of
+``lamfast fit --method sketch`` (chosen by ``--method auto`` above ``config.WIDE_AUTO_DO``).
+
+The variants whose optimum is the top-``dz`` eigenspace of ``M = E[delta delta^T]`` (identity
+decoder, any encoder and kappa: docs/theory.md, item 1) are fitted exactly within the sketch's
+accuracy: ``passes`` thin passes of randomized subspace iteration (:mod:`lamfast.moments.sketch`)
+give the eigenvectors ``V`` and their residuals, and the last pass also holds the thin moments of
+``[o, delta | Q^T delta, a]`` from which the latent ``z = V^T delta = G Q^T delta`` is probed in
+closed form (:mod:`lamfast.probes.thin`). Memory is of order ``do x (dz + oversampling)``, never
+``do x do``; the data are read ``passes`` times (plus once for the argmax accuracy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .. import config
+from ..errors import LamfastError
+from ..moments.sketch import SKETCH, SubspaceIteration
+from ..probes.frames import probe_accuracy
+from ..probes.thin import schur_probe
+from ..solvers.variant import Variant
+from ..sources.frames.wide import thin_pass
+
+
+def check_sketch_variant(variant: Variant) -> None:
+    """The sketch path fits the variants whose optimum is a PCA of ``M``; others need the full
+    moments (a learned decoder reads ``E[delta o^T]``, supervision the labelled cross terms)."""
+    if variant.decoder != "identity" or variant.label_fraction > 0:
+        raise LamfastError(
+            "the sketch path for wide frames fits the identity decoder without action "
+            "supervision (its optimum is the top of the frame-difference spectrum); for a "
+            "learned decoder or labels, shrink the frames (--downsample, --crop) to "
+            f"{config.WIDE_AUTO_DO} values or fewer and use --method exact"
+        )
+
+
+def frames_summary(source, transitions, dz: int, variant: Variant) -> dict:
+    """The head of a frame fit's result: the data, the layout and the model asked for."""
+    return {
+        "path": str(source.path),
+        "frames": source.n_frames,
+        "transitions": int(transitions),
+        "frame_shape": list(source.frame_shape),
+        "do": source.do,
+        "da": source.da,
+        "actions": source.action_kind,
+        "dz": int(dz),
+        "variant": dataclasses.asdict(variant),
+    }
+
+
+def fit_wide(
+    source,
+    dz: int,
+    variant: Variant,
+    *,
+    seed: int = 0,
+    passes: int | None = None,
+    oversample: int | None = None,
+    accuracy: bool = True,
+    progress=None,
+) -> dict:
+    """Fit the PCA LAM of ``source`` by the sketch and probe it; the result has the keys of
+    :func:`lamfast.experiments.fitframes.fit_frames` plus ``sketch`` (passes, columns,
+    residuals ``||M v - lambda v|| / lambda_1`` of every eigenpair, the discarded variance)."""
+    check_sketch_variant(variant)
+    passes = int(passes or config.SKETCH_PASSES)
+    if passes < 2:
+        raise LamfastError(f"the sketch needs at least 2 passes over the data, got {passes}")
+    over = int(config.SKETCH_OVERSAMPLE if oversample is None else oversample)
+    do = source.do
+    k_report = min(do, max(16, dz + 8))  # the spectrum the narrow path reports
+    it = SubspaceIteration(do, max(dz, k_report), over, seed)
+    thin = None
+    for i in range(passes):
+        last = i == passes - 1
+        thin = thin_pass(
+            source,
+            it.columns(),
+            with_obs=last,
+            with_actions=last,
+            progress=progress,
+            label=f"sketch {i + 1}/{passes}",
+        )
+        it.update(thin)
+    pairs_m = it.eigenpairs("M", dz)
+    pairs_s = it.eigenpairs("Sigma", k_report)
+    G = it.ritz_map(dz)  # z = G [Q^T delta] from the last pass
+    ms = thin.narrow_moments()
+    s = ms.index(SKETCH)
+    S_ss = ms.cov[s, s]
+    S_zz = G @ S_ss @ G.T
+    mu_z = G @ ms.mean[s]
+    var_delta = thin.wide_var("delta")
+    mu_delta = thin.wide_mean("delta")
+    tr_m = float(var_delta.sum() + mu_delta @ mu_delta)
+    captured = float(np.clip(pairs_m.values, 0.0, None).sum())
+    obs_mse, _ = schur_probe(
+        S_zz, (thin.block_cross("o", SKETCH) @ G.T).T, float(thin.wide_var("o").sum())
+    )
+    result = {
+        **frames_summary(source, thin.count, dz, variant),
+        "solver": "sketch",
+        "delta_spectrum": np.clip(pairs_s.values, 0.0, None).tolist(),
+        "delta_total_variance": float(var_delta.sum()),
+        # the identity-decoder PCA LAM loses the variance of M outside span(V)
+        "recon": max(tr_m - captured, 0.0) / do,
+        "obs_mse": obs_mse,
+        "sketch": {
+            "passes": passes,
+            "columns": int(it.l),
+            "seed": int(seed),
+            "residuals": pairs_m.residual.tolist(),
+            "spectrum_residuals": pairs_s.residual.tolist(),
+            "discarded_variance": max(tr_m - captured, 0.0),
+        },
+    }
+    if source.da:
+        a = ms.index("a")
+        S_za = G @ ms.cov[s, a]
+        S_aa = ms.cov[a, a]
+        act_mse, Ga = schur_probe(S_zz, S_za, float(np.trace(S_aa)))
+        result["act_mse"], result["act_mse_chance"] = act_mse, 1.0
+        if source.action_kind == "discrete":
+            freq = ms.mean[a]
+            result["action_freq"] = freq.tolist()
+            result["act_acc_chance"] = float(freq.max())
+            if accuracy:
+                W = np.zeros((dz, 2 * do + source.da))
+                W[:, do : 2 * do] = pairs_m.vectors.T  # z = V^T delta
+                h = ms.mean[a] - Ga @ mu_z
+                # the accuracy pass reads W's frame blocks; V^T delta = G Q^T delta up to rounding
+                result["act_acc"] = probe_accuracy(source, [(W, Ga, h)], progress=progress)[0]
+    result["notes"] = [
+        f"sketch: PCA of E[delta delta^T] by {passes} passes of randomized subspace iteration "
+        f"({it.l} columns); largest relative residual ||M v - lambda v|| / lambda_1 = "
+        f"{float(pairs_m.residual.max()):.2g}"
+    ]
+    return result

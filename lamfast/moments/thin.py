@@ -1,0 +1,190 @@
+"""Thin moments: a narrow block and its cross terms with a wide one, never the wide square.
+
+For frames too wide for the full co-moment (64 x 64 RGB: ``do = 12,288``, a 4.8 GB matrix per
+partial result), what the fit and the probes need of the wide part ``w`` (``o``, ``delta``) is
+its products with a few narrow columns ``y`` (a sketch ``Q^T delta``, a latent, the actions):
+``Cov(w, y)``, ``Cov(y)``, the means and the variances of ``w`` (for traces). :class:`ThinMoments`
+holds exactly those, in memory of order ``p_w x q``.
+
+Blocks of rows ``[w, y]`` are reduced and merged like the full moments (the same
+:class:`~lamfast.moments.core.MergeTree`, fed by
+:class:`~lamfast.moments.accumulate.BlockAccumulator` with ``reducer=ThinReducer(p_w)``), so
+thin moments are bitwise identical for any chunking and thread count too. Chan's update holds
+block by block: with ``d = mean_b - mean_a`` and ``f = n_a n_b / n``::
+
+    C_wy = C_wy^a + C_wy^b + f d_w d_y^T      C_yy likewise      v_w = v_w^a + v_w^b + f d_w^2
+
+A block's cross co-moment is ``W^T (Y - mean_Y)``: centring one side is enough, so the wide
+rows are never copied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .._blas import one_blas_thread
+from .._jit import njit
+from ..errors import LamfastError
+from .core import PAD_COLUMNS, PAD_ROWS, Blocks, Moments, column_means, padded
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ThinMoments:
+    """Count, means and the covariances ``Cov(w, y)``, ``Cov(y)`` and ``Var(w_i)`` of a joint
+    vector ``[w, y]`` with a wide part ``w`` (layout ``wide``) and a narrow part ``y``
+    (``narrow``). Covariances are co-moments divided by ``count``, as in :class:`Moments`."""
+
+    count: float
+    mean: np.ndarray
+    cross: np.ndarray
+    cov_y: np.ndarray
+    var_w: np.ndarray
+    wide: Blocks
+    narrow: Blocks
+    source: str = "rows"
+
+    def __post_init__(self):
+        pw = sum(size for _, size in self.wide)
+        q = sum(size for _, size in self.narrow)
+        shapes = (self.mean.shape, self.cross.shape, self.cov_y.shape, self.var_w.shape)
+        if shapes != ((pw + q,), (pw, q), (q, q), (pw,)):
+            raise LamfastError(f"thin moments of {pw} wide and {q} narrow values: bad shapes")
+
+    @property
+    def mean_w(self) -> np.ndarray:
+        return self.mean[: self.cross.shape[0]]
+
+    @property
+    def mean_y(self) -> np.ndarray:
+        return self.mean[self.cross.shape[0] :]
+
+    def narrow_moments(self) -> Moments:
+        """The full :class:`Moments` of the narrow block ``y``."""
+        return Moments(self.count, self.mean_y, self.cov_y, self.narrow, self.source)
+
+    def _slice(self, layout: Blocks, name: str) -> slice:
+        start = 0
+        for block, size in layout:
+            if block == name:
+                return slice(start, start + size)
+            start += size
+        raise LamfastError(f"no block {name!r} in {[b for b, _ in layout]}")
+
+    def block_cross(self, wide: str, narrow: str) -> np.ndarray:
+        """``Cov(w_wide, y_narrow)``."""
+        return self.cross[self._slice(self.wide, wide), self._slice(self.narrow, narrow)]
+
+    def wide_mean(self, name: str) -> np.ndarray:
+        return self.mean_w[self._slice(self.wide, name)]
+
+    def wide_var(self, name: str) -> np.ndarray:
+        """The variances of the wide block ``name``, one per value."""
+        return self.var_w[self._slice(self.wide, name)]
+
+
+@njit
+def _column_stats(X, pw, out_mean, out_var):
+    """Means of every column of ``X`` and the variances (co-moment diagonal) of the first
+    ``pw``, two passes inside the block (no cancellation near an offset)."""
+    n = X.shape[0]
+    column_means(X, out_mean)
+    for j in range(pw):
+        out_var[j] = 0.0
+    for i in range(n):
+        for j in range(pw):
+            d = X[i, j] - out_mean[j]
+            out_var[j] += d * d
+
+
+class ThinReducer:
+    """Blocks of rows to thin tree entries and back: the ``reducer`` of
+    :class:`~lamfast.moments.accumulate.BlockAccumulator`.
+
+    Rows hold the ``pw`` wide values first, then the narrow values given as they are. With
+    ``sketch = (columns, Q)`` the narrow block starts with ``X[:, columns] @ Q``, computed inside
+    the block (one BLAS thread, a fixed block of rows): the product of a chunk of any size would
+    change its summation kernel, and with it the bits.
+    """
+
+    def __init__(self, pw: int, narrow: Blocks, sketch=None):
+        self.pw, self.narrow, self.sketch = int(pw), tuple(narrow), sketch
+        if sketch is not None:  # padded with zeros once, as every block product (core.padded)
+            cols, Q = sketch
+            self.sketch = (cols, Q.shape[1], _pad(Q, PAD_ROWS, PAD_COLUMNS))
+
+    def block(self, X: np.ndarray) -> tuple:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        n = X.shape[0]
+        with one_blas_thread():  # bitwise identical whatever the BLAS threads
+            if self.sketch is not None:
+                cols, q, Qp = self.sketch
+                S = (_pad(X[:, cols], PAD_COLUMNS, PAD_ROWS) @ Qp)[:n, :q]
+                X = np.hstack([X[:, : self.pw], S, X[:, self.pw :]])
+            mean, var = np.empty(X.shape[1]), np.empty(self.pw)
+            _column_stats(X, self.pw, mean, var)
+            q = X.shape[1] - self.pw
+            # both products sum over the rows, padded like every block product (core.padded)
+            W = _pad(X[:, : self.pw], PAD_ROWS, PAD_COLUMNS)
+            yc = np.zeros((padded(n), padded(q, PAD_COLUMNS)))
+            np.subtract(X[:, self.pw :], mean[self.pw :], out=yc[:n, :q])
+            cross = (W.T @ yc)[: self.pw, :q]
+            cyy = (yc.T @ yc)[:q, :q]
+        return float(n), mean, (np.ascontiguousarray(cross), np.ascontiguousarray(cyy), var)
+
+    def merge(self, left, right):
+        if right[1] == 0:
+            return [left[0] + right[0], left[1], left[2], left[3]]
+        if left[1] == 0:
+            return [left[0] + right[0], right[1], right[2], right[3]]
+        na, nb = left[1], right[1]
+        n = na + nb
+        d = right[2] - left[2]
+        mean = left[2] + d * (nb / n)
+        f = na * nb / n
+        dw, dy = d[: self.pw], d[self.pw :]
+        (ca, ya, va), (cb, yb, vb) = left[3], right[3]
+        cross = ca + cb + f * np.outer(dw, dy)
+        cyy = ya + yb + f * np.outer(dy, dy)
+        var = va + vb + f * dw * dw
+        return [left[0] + right[0], n, mean, (cross, cyy, var)]
+
+    def shifted(self, m: ThinMoments, shift: np.ndarray) -> ThinMoments:
+        """Add back a shift of the fed rows (wide values, then the given narrow ones; the sketch
+        columns are computed from unshifted values)."""
+        mean = m.mean.copy()
+        mean[: self.pw] += shift[: self.pw]
+        if len(shift) > self.pw:  # the narrow values fed (after the sketch columns)
+            mean[len(mean) - (len(shift) - self.pw) :] += shift[self.pw :]
+        return dataclasses.replace(m, mean=mean)
+
+    def build(self, count, mean, com, blocks, source) -> ThinMoments:
+        cross, cyy, var = com
+        wide = _split(blocks, self.pw)
+        return ThinMoments(
+            float(count), mean, cross / count, cyy / count, var / count, wide, self.narrow, source
+        )
+
+
+def _pad(A: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """``A`` with zero rows and columns up to multiples of ``rows`` and ``columns``."""
+    r, c = padded(A.shape[0], rows), padded(A.shape[1], columns)
+    if (r, c) == A.shape:
+        return A
+    out = np.zeros((r, c))
+    out[: A.shape[0], : A.shape[1]] = A
+    return out
+
+
+def _split(blocks: Blocks, pw: int) -> Blocks:
+    """The wide part of a joint layout: its blocks up to ``pw`` values."""
+    out, total = [], 0
+    for name, size in blocks:
+        if total >= pw:
+            break
+        out.append((name, size))
+        total += size
+    if total != pw:
+        raise LamfastError(f"layout {list(blocks)} does not split after {pw} values")
+    return tuple(out)

@@ -1,0 +1,160 @@
+"""Wide frames: thin moments (lamfast.moments.thin), the streamed sketch
+(lamfast.moments.sketch, lamfast.sources.frames.wide) and ``lamfast fit --method sketch``,
+against the full moments and the exact fit where both run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from numpy.testing import assert_allclose
+
+from lamfast import config
+from lamfast.cli import cli
+from lamfast.errors import LamfastError
+from lamfast.experiments.fitframes import fit_frames
+from lamfast.moments.accumulate import BlockAccumulator, moments_from_rows
+from lamfast.moments.sketch import SubspaceIteration
+from lamfast.moments.thin import ThinReducer
+from lamfast.sources.frames.source import FrameSource
+from lamfast.sources.frames.wide import thin_pass
+
+from . import naive
+
+DA = 4
+
+
+@pytest.fixture
+def wide(tmp_path, rng):
+    """Frames of 16 x 32 = 512 values: 4 actions with strong effects, weak iid pixel noise, so
+    the top of the frame-difference spectrum has a large gap (10 against 0.003)."""
+    T, do = 6000, 512
+    X = rng.standard_normal((do, DA)) * 0.3
+    ids = rng.integers(0, DA, T)
+    steps = X[:, ids[:-1]].T + 0.05 * rng.standard_normal((T - 1, do))
+    frames = np.concatenate([np.zeros((1, do)), np.cumsum(steps, axis=0)])
+    frames = frames.reshape(T, 16, 32).astype(np.float32)
+    starts = np.zeros(T, bool)
+    starts[::700] = True
+    path = tmp_path / "w.npz"
+    np.savez(path, frames=frames, actions=ids, episode_starts=starts)
+    return path
+
+
+def test_thin_moments_are_blocks_of_the_full_moments(rng):
+    X = rng.standard_normal((1000, 9)) + 5.0
+    full = moments_from_rows(X, blocks=[("w", 6), ("y", 3)], block_rows=64)
+    acc = BlockAccumulator(
+        (("w", 6), ("y", 3)), 64, shift=X[0], reducer=ThinReducer(6, (("y", 3),))
+    )
+    acc.add(X)
+    thin = acc.result("rows")
+    # both are float64 sums of 1e3 O(1) products: agreement to ~1e-13 relative
+    assert_allclose(thin.mean, full.mean, rtol=1e-12)
+    assert_allclose(thin.cross, full.cov[:6, 6:], rtol=1e-10, atol=1e-12)
+    assert_allclose(thin.cov_y, full.cov[6:, 6:], rtol=1e-10, atol=1e-12)
+    assert_allclose(thin.var_w, np.diag(full.cov)[:6], rtol=1e-10)
+    for chunk in (1, 7, 1000):  # fixed blocks: the same bits for any chunking
+        other = BlockAccumulator(
+            (("w", 6), ("y", 3)), 64, shift=X[0], reducer=ThinReducer(6, (("y", 3),))
+        )
+        for s in range(0, 1000, chunk):
+            other.add(X[s : s + chunk])
+        got = other.result("rows")
+        for a, b in ((got.cross, thin.cross), (got.cov_y, thin.cov_y), (got.mean, thin.mean)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_pass_bitwise_for_any_chunk_and_thread_count(wide, monkeypatch):
+    it = SubspaceIteration(512, 4, 8, seed=1)
+    ref = thin_pass(FrameSource(wide), it.columns(), with_obs=True, with_actions=True)
+    for cf, threads in ((1, 1), (37, 2), (100_000, 1)):
+        monkeypatch.setattr(config, "STREAM_THREADS", threads)
+        got = thin_pass(
+            FrameSource(wide, chunk_frames=cf), it.columns(), with_obs=True, with_actions=True
+        )
+        for name in ("mean", "cross", "cov_y", "var_w"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+
+
+def test_sketch_equals_the_exact_fit(wide):
+    exact, _ = fit_frames(wide, DA, method="exact")
+    sketch, lam = fit_frames(wide, DA, method="sketch")
+    assert lam is None and sketch["solver"] == "sketch"
+    # The subspace error after p passes is ~(lambda_{l+1} / lambda_4)^(p - 1), 4e-4 a pass here
+    # (eigenvalue errors its square): ~1e-10 after the default 4 passes, so 1e-9 on the scores
+    # and 1e-8 on the subspace have room while a wrong eigenvector (an O(1) error) fails.
+    for key in ("recon", "obs_mse", "act_mse", "act_acc"):
+        assert sketch[key] == pytest.approx(exact[key], rel=1e-9, abs=1e-12), key
+    # Cov(delta) has DA - 1 action directions (one-hot actions sum to one); below them the iid
+    # noise floor is flat, where no subspace converges, and the residuals say so.
+    k = DA - 1
+    assert_allclose(sketch["delta_spectrum"][:k], exact["delta_spectrum"][:k], rtol=1e-9)
+    assert max(sketch["sketch"]["spectrum_residuals"][:k]) < 1e-8
+    assert min(sketch["sketch"]["spectrum_residuals"][k:]) > 1e-6
+    assert max(sketch["sketch"]["residuals"]) < 1e-8
+
+
+def test_sketch_subspace_against_numpy(wide):
+    src = FrameSource(wide)
+    rows = naive.frame_rows(np.load(wide)["frames"], episode_starts=np.load(wide)["episode_starts"])
+    delta = rows[:, 512:]
+    w, V = naive.top_eigh(delta.T @ delta / len(delta), DA)  # uncentred M, the LAM's matrix
+    it = SubspaceIteration(512, DA, 8, seed=0)
+    for _ in range(config.SKETCH_PASSES):
+        it.update(thin_pass(src, it.columns()))
+    pairs = it.eigenpairs("M")
+    assert_allclose(pairs.values, w, rtol=1e-10)
+    # sin of the largest principal angle, ||(I - V V^T) U||_2 (arccos of singular values near 1
+    # would floor at ~1e-7 from rounding); see test_sketch_equals_the_exact_fit for the margin
+    U = pairs.vectors
+    assert np.linalg.norm(U - V @ (V.T @ U), 2) < 1e-8
+
+
+def test_auto_picks_the_sketch_above_the_width(wide, monkeypatch):
+    monkeypatch.setattr(config, "WIDE_AUTO_DO", 256)
+    r, lam = fit_frames(wide, 2)
+    assert r["solver"] == "sketch" and lam is None
+    monkeypatch.setattr(config, "WIDE_AUTO_DO", 4096)
+    r, lam = fit_frames(wide, 2)
+    assert r["solver"] == "eig" and lam is not None
+
+
+def test_hostile_sketch(wide, tmp_path):
+    with pytest.raises(LamfastError, match="identity decoder"):
+        fit_frames(wide, 2, method="sketch", variant={"decoder": "learned"})
+    with pytest.raises(LamfastError, match="dz must be"):
+        fit_frames(wide, 513, method="sketch")
+    it = SubspaceIteration(512, 2, 4, seed=0)
+    other = SubspaceIteration(256, 2, 4, seed=0)
+    with pytest.raises(LamfastError, match="does not match the sketch"):
+        other.update(thin_pass(FrameSource(wide), it.columns()))
+    with pytest.raises(LamfastError, match="at least two passes"):
+        SubspaceIteration(512, 2, 4, seed=0).eigenpairs()
+    out = tmp_path / "f.npz"
+    run = CliRunner().invoke(
+        cli, ["fit", str(wide), "--dz", "2", "--method", "sketch", "--out", str(out)]
+    )
+    assert run.exit_code == 2 and "saved fit" in run.output and not out.exists()
+
+
+def test_cli_sketch(wide):
+    run = CliRunner().invoke(cli, ["fit", str(wide), "--dz", "4", "--method", "sketch", "--json"])
+    assert run.exit_code == 0, run.output
+    r = json.loads(run.output)
+    assert r["sketch"]["passes"] == config.SKETCH_PASSES
+    text = CliRunner().invoke(cli, ["fit", str(wide), "--dz", "4", "--method", "sketch"]).output
+    assert "sketch   4 passes" in text
+
+
+def test_full_moments_of_1028_columns_bitwise_across_threads(wide, monkeypatch):
+    """16 x 32 frames with 4 actions: p = 1028 columns, where unpadded SYRK blocks rounded
+    differently on the main thread than on pool threads (lamfast.moments.core.padded)."""
+    runs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(config, "STREAM_THREADS", threads)
+        runs.append(FrameSource(wide, chunk_frames=999).moments(block_rows=1000))
+    np.testing.assert_array_equal(runs[0].cov, runs[1].cov)
+    np.testing.assert_array_equal(runs[0].mean, runs[1].mean)
