@@ -42,6 +42,20 @@ FRAME_INFLIGHT_BYTES = _default("FRAME_INFLIGHT_BYTES", 512 * 2**20)
 # (2d + da)^2 float64, 512 MiB at d = 4096, and log2(blocks) of them sit in the merge tree.
 FRAMES_MAX_DIM = _default("FRAMES_MAX_DIM", 4096)
 
+# The refinement of the supervised optimum where its two metrics differ (solvers/closed_form.py,
+# docs/theory.md item 5): the gradient of loss / loss(z = 0) at an orthonormal Y below
+# REFINE_GTOL is stationarity to about the rounding of the loss's gradient; L-BFGS restarts
+# (fresh curvature memory from the orthonormalised Y) at most REFINE_ROUNDS times. At or below
+# CONVERGED_RTOL the refinement has reached a stationary point (L-BFGS alone stalls near
+# sqrt(eps) = 1.5e-8, where its line search meets the rounding of the loss, and the Newton steps
+# go lower); above it, it stalled before one and eig refuses.
+REFINE_GTOL = _default("REFINE_GTOL", 1e-10)
+REFINE_MAXITER = _default("REFINE_MAXITER", 5000)
+REFINE_ROUNDS = _default("REFINE_ROUNDS", 2)
+CONVERGED_RTOL = _default("CONVERGED_RTOL", 1e-7)
+NEWTON_STEPS = _default("NEWTON_STEPS", 5)
+NEWTON_CG = _default("NEWTON_CG", 200)
+
 # Wider frames (after preprocessing) take the streamed sketch path of lamfast fit (--method auto):
 # at do = 2048 the full co-moment is (2 do)^2 float64 = 128 MiB and log2(blocks) of them sit in
 # the merge tree; above it the thin passes (lamfast.moments.sketch) need (2 do) x q values.

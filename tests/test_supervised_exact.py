@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from lamfast import LinearWorld
+from lamfast import LinearWorld, config
 from lamfast.errors import LamfastError
 from lamfast.estimator import fit
 from lamfast.moments import moments_from_rows
@@ -219,8 +219,8 @@ def test_refinement_that_does_not_converge_is_refused(monkeypatch):
     X, XL, blocks = _shifted_rows()
     m, lab = moments_from_rows(X, blocks), moments_from_rows(XL, blocks)
     v = VARIANTS[0]
-    monkeypatch.setattr(closed_form, "_REFINE_MAXITER", 1)
-    monkeypatch.setattr(closed_form, "_NEWTON_STEPS", 0)
+    monkeypatch.setattr(config, "REFINE_MAXITER", 1)
+    monkeypatch.setattr(config, "NEWTON_STEPS", 0)
     with pytest.raises(NoClosedFormError, match="did not converge") as e:
         eig_fit(m, DZ, v, labels=lab)
     auto = solve(m, DZ, v, "auto", labels=lab)

@@ -158,3 +158,42 @@ def test_full_moments_of_1028_columns_bitwise_across_threads(wide, monkeypatch):
         runs.append(FrameSource(wide, chunk_frames=999).moments(block_rows=1000))
     np.testing.assert_array_equal(runs[0].cov, runs[1].cov)
     np.testing.assert_array_equal(runs[0].mean, runs[1].mean)
+
+
+def test_thin_pass_on_dask_and_resumed_bitwise(wide, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    src = FrameSource(wide, chunk_frames=333)
+    it = SubspaceIteration(512, 4, 8, seed=2)
+    cols = it.columns()
+    ref = thin_pass(src, cols, with_obs=True, with_actions=True)
+
+    def same(got):
+        for name in ("mean", "cross", "cov_y", "var_w"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+
+    ck = tmp_path / "pass.npz"
+    same(thin_pass(src, cols, with_obs=True, with_actions=True, checkpoint=ck))
+    same(thin_pass(src, cols, with_obs=True, with_actions=True, checkpoint=ck))  # from the file
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        same(thin_pass(src, cols, with_obs=True, with_actions=True, client=client))
+    other = SubspaceIteration(512, 4, 8, seed=3).columns()
+    with pytest.raises(LamfastError, match="another configuration"):
+        thin_pass(src, other, with_obs=True, with_actions=True, checkpoint=ck)
+    narrow = FrameSource(wide, preprocess=None, chunk_frames=333)
+    with pytest.raises(LamfastError, match="sketch columns of shape"):
+        thin_pass(narrow, cols[:256], checkpoint=ck)
+
+
+def test_fit_wide_resumes_from_its_pass_checkpoints(wide, tmp_path):
+    ref, _ = fit_frames(wide, 4, method="sketch")
+    ck = tmp_path / "run.npz"
+    first, _ = fit_frames(wide, 4, method="sketch", checkpoint=ck)
+    assert sorted(p.name for p in tmp_path.glob("run.sketch*.npz")) == [
+        f"run.sketch{i}.npz" for i in range(1, config.SKETCH_PASSES + 1)
+    ]
+    again, _ = fit_frames(wide, 4, method="sketch", checkpoint=ck)
+    for r in (first, again):
+        for key in ("recon", "obs_mse", "act_mse", "delta_spectrum"):
+            assert r[key] == ref[key], key

@@ -142,7 +142,8 @@ def cli():
     type=click.Path(dir_okay=False),
     default=None,
     help="Save progress to this .npz file; re-running the same command resumes from it "
-    "(with --noop-action also NAME.noop.npz, with partial labels NAME.labelled.npz).",
+    "(with --noop-action also NAME.noop.npz, with partial labels NAME.labelled.npz, on the "
+    "sketch path NAME.sketch1.npz, ... one a pass).",
 )
 @click.pass_context
 def fit(

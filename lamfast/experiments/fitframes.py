@@ -134,8 +134,6 @@ def fit_frames(
             name
             for name, value in (
                 ("cleaning", clean_basis if noop_action is None else noop_action),
-                ("Dask workers", workers if scheduler is None else scheduler),
-                ("a checkpoint", checkpoint),
                 ("saved fit (--out)", True if save else None),
             )
             if value is not None
@@ -150,7 +148,17 @@ def fit_frames(
                 f"{source.path}: the sketch path for wide frames ({do} values) does not read "
                 "partial labels yet; shrink the frames (--downsample, --crop) for --method exact"
             )
-        result = fit_wide(source, dz, variant, seed=seed, accuracy=accuracy, progress=progress)
+        result = fit_wide(
+            source,
+            dz,
+            variant,
+            seed=seed,
+            accuracy=accuracy,
+            progress=progress,
+            workers=workers,
+            scheduler=scheduler,
+            checkpoint=checkpoint,
+        )
         result["solver_requested"] = solver
         result["seconds"] = time.perf_counter() - start
         return result, None

@@ -12,6 +12,7 @@ closed form (:mod:`lamfast.probes.thin`). Memory is of order ``do x (dz + oversa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -19,9 +20,11 @@ import numpy as np
 from .. import config
 from ..errors import LamfastError
 from ..moments.sketch import SKETCH, SubspaceIteration
+from ..moments.tree import dask_client
 from ..probes.frames import probe_accuracy
 from ..probes.thin import schur_probe
 from ..solvers.variant import Variant
+from ..sources.frames.distributed import side_checkpoint_path
 from ..sources.frames.wide import thin_pass
 
 
@@ -62,10 +65,17 @@ def fit_wide(
     oversample: int | None = None,
     accuracy: bool = True,
     progress=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    checkpoint=None,
 ) -> dict:
     """Fit the PCA LAM of ``source`` by the sketch and probe it; the result has the keys of
     :func:`lamfast.experiments.fitframes.fit_frames` plus ``sketch`` (passes, columns,
-    residuals ``||M v - lambda v|| / lambda_1`` of every eigenpair, the discarded variance)."""
+    residuals ``||M v - lambda v|| / lambda_1`` of every eigenpair, the discarded variance).
+
+    ``workers`` / ``scheduler`` run every pass on Dask; ``checkpoint`` (``run.npz``) keeps one
+    file a pass (``run.sketch1.npz``, ...), so a rerun resumes inside the pass it stopped in and
+    recomputes the finished ones from their files, bit for bit."""
     check_sketch_variant(variant)
     passes = int(passes or config.SKETCH_PASSES)
     if passes < 2:
@@ -75,17 +85,28 @@ def fit_wide(
     k_report = min(do, max(16, dz + 8))  # the spectrum the narrow path reports
     it = SubspaceIteration(do, max(dz, k_report), over, seed)
     thin = None
-    for i in range(passes):
-        last = i == passes - 1
-        thin = thin_pass(
-            source,
-            it.columns(),
-            with_obs=last,
-            with_actions=last,
-            progress=progress,
-            label=f"sketch {i + 1}/{passes}",
-        )
-        it.update(thin)
+    scale = {}
+    if workers is not None or scheduler is not None:
+        scale = {"workers": workers, "scheduler": scheduler}
+    with contextlib.ExitStack() as stack:
+        if scale:  # one cluster for every pass
+            scale = {"client": stack.enter_context(dask_client(workers, scheduler))}
+        for i in range(passes):
+            last = i == passes - 1
+            path = None
+            if checkpoint is not None:
+                path = side_checkpoint_path(checkpoint, f"sketch{i + 1}")
+            thin = thin_pass(
+                source,
+                it.columns(),
+                with_obs=last,
+                with_actions=last,
+                progress=progress,
+                label=f"sketch {i + 1}/{passes}",
+                checkpoint=path,
+                **scale,
+            )
+            it.update(thin)
     pairs_m = it.eigenpairs("M", dz)
     pairs_s = it.eigenpairs("Sigma", k_report)
     G = it.ritz_map(dz)  # z = G [Q^T delta] from the last pass

@@ -145,7 +145,7 @@ class Checkpoint:
                     int(data[f"entry{i}_blocks"]),
                     float(data[f"entry{i}_count"]),
                     np.array(data[f"entry{i}_mean"], dtype=np.float64),
-                    np.array(data[f"entry{i}_com"], dtype=np.float64),
+                    _load_com(data, i),
                 )
         except (KeyError, ValueError, LamfastError):
             raise LamfastError(damaged) from None
@@ -212,8 +212,25 @@ class Checkpoint:
             arrays[f"entry{i}_blocks"] = np.array(n_blocks, dtype=np.int64)
             arrays[f"entry{i}_count"] = np.array(count, dtype=np.float64)
             arrays[f"entry{i}_mean"] = mean
-            arrays[f"entry{i}_com"] = com
+            if isinstance(com, tuple):  # thin moments: cross, narrow co-moment, variances
+                for j, part in enumerate(com):
+                    arrays[f"entry{i}_com{j}"] = part
+            else:
+                arrays[f"entry{i}_com"] = com
         with atomic_output(self.path, what="checkpoint ") as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         self.saved_blocks = tree.n_blocks
         self._saved_at = time.monotonic()
+
+
+def _load_com(data: dict, i: int):
+    """The co-moment of entry ``i``: one array, or the parts of a thin entry (``com0``, ...)."""
+    if f"entry{i}_com" in data:
+        return np.array(data[f"entry{i}_com"], dtype=np.float64)
+    parts, j = [], 0
+    while f"entry{i}_com{j}" in data:
+        parts.append(np.array(data[f"entry{i}_com{j}"], dtype=np.float64))
+        j += 1
+    if not parts:
+        raise KeyError(f"entry{i}_com")
+    return tuple(parts)

@@ -40,7 +40,7 @@ from .._progress import Progress
 from .._version import __version__
 from ..errors import LamfastError
 from .checkpoint import Checkpoint
-from .core import MergeTree, Moments
+from .core import FULL, MergeTree, Moments
 
 INSTALL_HINT = "pip install 'lamfast[dask]'"
 
@@ -85,7 +85,8 @@ def subtree_task(chunk_fn: Callable, first: int, stop: int) -> list:
     keeps ``k`` trees and returns the entries of each.
     """
     groups = int(getattr(chunk_fn, "groups", 0))
-    trees = [MergeTree(()) for _ in range(max(groups, 1))]
+    reducer = getattr(chunk_fn, "reducer", None)  # what a block holds (default: full moments)
+    trees = [MergeTree((), reducer) for _ in range(max(groups, 1))]
     step = max(int(config.CHUNK_BLOCKS), 1)
     for lo in range(first, stop, step):
         for block in chunk_fn(lo, min(lo + step, stop)):
@@ -160,7 +161,8 @@ def tree_moments(
     groups = int(getattr(chunk_fn, "groups", 0))
     if groups and checkpoint is not None:
         raise LamfastError("grouped moments (held-out folds) cannot be checkpointed")
-    trees = [MergeTree(blocks) for _ in range(max(groups, 1))]
+    reducer = getattr(chunk_fn, "reducer", None)
+    trees = [MergeTree(blocks, reducer) for _ in range(max(groups, 1))]
     tree = trees[0]
     if checkpoint is not None:
         checkpoint.load(tree)
@@ -187,14 +189,13 @@ def tree_moments(
             _shifted(t.result(source), shift) if any(e[1] > 0 for e in t.stack) else None
             for t in trees
         ]
-    return _shifted(tree.result(source), shift)
+    return _shifted(tree.result(source), shift, tree.reducer)
 
 
-def _shifted(m: Moments, shift) -> Moments:
+def _shifted(m, shift, reducer=FULL):
     if shift is None:
         return m
-    mean = m.mean + np.asarray(shift, dtype=np.float64)
-    return Moments(m.count, mean, m.cov, m.blocks, m.source)
+    return reducer.shifted(m, np.asarray(shift, dtype=np.float64))
 
 
 def _run_on_dask(client, chunk_fn, ranges, trees, window, checkpoint, bar, total_rows):

@@ -21,19 +21,6 @@ from .fitted import FittedLAM, recon_loss
 from .penalised import penalised_fit
 from .variant import Variant
 
-# The refinement of the supervised optimum (_refine): the gradient of loss / loss(z = 0) at an
-# orthonormal Y below 1e-10 is stationarity to about the rounding of the loss's gradient; L-BFGS
-# restarts (fresh curvature memory from the orthonormalised Y) at most _REFINE_ROUNDS times.
-_REFINE_GTOL = 1e-10
-_REFINE_MAXITER = 5000
-_REFINE_ROUNDS = 2
-# At or below this the refinement has reached a stationary point (L-BFGS alone stalls near
-# sqrt(eps) = 1.5e-8, where its line search meets the rounding of the loss, and the Newton steps
-# go lower); above it, it stalled before one and eig refuses (see _fit_refined).
-_CONVERGED_RTOL = 1e-7
-_NEWTON_STEPS = 5
-_NEWTON_CG = 200
-
 
 def _haar(n: int, rng: np.random.Generator) -> np.ndarray:
     """A Haar-random n x n orthogonal matrix (QR of a Gaussian, signs fixed by diag(R))."""
@@ -281,10 +268,10 @@ def _refine(parts, Y0, scale):
     The loss is invariant under ``Y -> Y G`` and its gradient is orthogonal to ``span(Y)``, so
     both move only across subspaces. ``rel`` is the Frobenius norm of the gradient of
     ``loss / scale`` at the orthonormalised ``Y`` (``scale`` the loss of ``z = 0``). L-BFGS
-    stops at ``rel <= _REFINE_GTOL`` or when its line search no longer lowers the loss, which
+    stops at ``rel <= config.REFINE_GTOL`` or when its line search no longer lowers the loss, which
     happens near ``rel ~ sqrt(eps)``: a step that small changes the loss by less than its
     rounding. The Newton steps (:func:`_newton`) only need gradients, so they carry on to
-    ``rel <= _REFINE_GTOL`` or until a step no longer lowers ``rel``. Deterministic.
+    ``rel <= config.REFINE_GTOL`` or until a step no longer lowers ``rel``. Deterministic.
     Returns ``(Y orthonormal, L-BFGS iterations, Newton steps, rel)``.
     """
     import scipy.optimize  # docs/architecture.md: a measured start-up cost, deferred
@@ -299,8 +286,8 @@ def _refine(parts, Y0, scale):
     f, g = fun(Y.ravel())
     rel = float(np.linalg.norm(g))
     iters = 0
-    for _ in range(_REFINE_ROUNDS):
-        if rel <= _REFINE_GTOL:
+    for _ in range(config.REFINE_ROUNDS):
+        if rel <= config.REFINE_GTOL:
             break
         res = scipy.optimize.minimize(
             fun,
@@ -308,11 +295,11 @@ def _refine(parts, Y0, scale):
             jac=True,
             method="L-BFGS-B",
             options={
-                "maxiter": _REFINE_MAXITER,
-                "maxfun": 2 * _REFINE_MAXITER,
+                "maxiter": config.REFINE_MAXITER,
+                "maxfun": 2 * config.REFINE_MAXITER,
                 "maxcor": 30,
                 "ftol": 0.0,
-                "gtol": _REFINE_GTOL / np.sqrt(Y.size),
+                "gtol": config.REFINE_GTOL / np.sqrt(Y.size),
             },
         )
         iters += int(res.nit)
@@ -335,8 +322,8 @@ def _newton(grad, Y, rel):
     """
     steps = 0
     tiny = np.finfo(float).tiny
-    for _ in range(_NEWTON_STEPS):
-        if rel <= _REFINE_GTOL:
+    for _ in range(config.NEWTON_STEPS):
+        if rel <= config.REFINE_GTOL:
             break
         G = grad(Y)
 
@@ -349,7 +336,7 @@ def _newton(grad, Y, rel):
         res = -G
         p = res.copy()
         rs = float(np.sum(res * res))
-        for _ in range(_NEWTON_CG):
+        for _ in range(config.NEWTON_CG):
             Hp = hess(p)
             pHp = float(np.sum(p * Hp))
             if not pHp > 0:  # not a minimum's neighbourhood: keep what CG has
@@ -456,7 +443,7 @@ def _fit_refined(m, lab, dz, variant, w, seed, M, S, Sda, build, objective) -> F
         _, Y = top_eigh(0.5 * (T0 + T0.T), k)
     if k < r:
         Y, iters, newton, rel = _refine(_profiled_parts(lam_r, F, H, w, do, da), Y, scale)
-    converged = k >= r or rel <= _CONVERGED_RTOL
+    converged = k >= r or rel <= config.CONVERGED_RTOL
     if k < r and not converged:
         # Where the labelled rows leave a direction u of range(M) without variance (u^T delta
         # constant on them), a latent u + eps v is, to the head, v itself (the intercept takes
