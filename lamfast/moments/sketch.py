@@ -1,14 +1,15 @@
 """The top of a frame-difference spectrum from passes over the data: randomized subspace
 iteration on thin moments (Halko, Martinsson & Tropp 2011, algorithm 4.4 with Rayleigh-Ritz).
 
-Each pass over the data gives the products ``M Q`` and ``Sigma Q'`` of the uncentred second
-moment ``M = E[delta delta^T]`` (the LAM's matrix, docs/theory.md) and the covariance
-``Sigma = Cov(delta)`` (the spectrum the reports show) with the columns of the current bases:
-both are the cross terms of the thin moments of ``[delta, Q^T delta, Q'^T delta]``
-(``Sigma Q = Cov(delta, Q^T delta)``, ``M Q = Sigma Q + mu mu^T Q``). The first pass starts from
-a seeded Gaussian matrix, each later one from the orthonormalised products of the one before;
-after the last pass the Rayleigh-Ritz step ``T = Q^T (M Q)`` gives the eigenpairs, and
-``M V - V diag(lambda)`` is known exactly from the same product, so every eigenpair comes with
+Each pass over the data gives the products ``Sigma Q`` and ``M Q`` of the covariance
+``Sigma = Cov(delta)`` (the spectrum the reports show) and the uncentred second moment
+``M = E[delta delta^T] = Sigma + mu mu^T`` (the LAM's matrix, docs/theory.md) with the columns
+of the current basis: ``Sigma Q = Cov(delta, Q^T delta)`` is the cross term of the thin moments
+of ``[delta, Q^T delta]``. The iteration runs on ``M``: the first pass starts from a seeded
+Gaussian matrix, each later one from the orthonormalised ``M Q`` of the one before; after the
+last pass the Rayleigh-Ritz steps ``Q^T (M Q)`` and ``Q^T (Sigma Q)`` give the eigenpairs of
+both in the span of ``Q`` (a rank-one update apart, their top spaces nearly agree), and
+``C V - V diag(lambda)`` is known exactly from the same products, so every eigenpair comes with
 its residual. Memory: the ``d x l`` bases and products (``l = k + oversampling``), never
 ``d x d``. With ``p`` passes the angle between the ``j``-th eigenvector and its estimate
 decays like ``(lambda_{l+1} / lambda_j)^(p - 1)`` and the eigenvalue's error like its square
@@ -27,7 +28,7 @@ from .._blas import one_blas_thread
 from ..errors import LamfastError
 from .thin import ThinMoments
 
-SKETCH = "sketch"  # the narrow block of a pass: [Q_M^T delta, Q_S^T delta]
+SKETCH = "sketch"  # the narrow block of a pass: Q^T delta
 
 
 @dataclasses.dataclass
@@ -46,7 +47,8 @@ def _orth(Y: np.ndarray) -> np.ndarray:
 
 
 class SubspaceIteration:
-    """The state of a randomized subspace iteration for ``M`` and ``Sigma`` of one block.
+    """The state of a randomized subspace iteration for ``M`` of one block, with the Ritz pairs
+    of ``Sigma = M - mu mu^T`` in the same basis.
 
     Parameters
     ----------
@@ -66,37 +68,36 @@ class SubspaceIteration:
         self.d, self.k = int(d), int(k)
         self.l = min(self.d, self.k + max(int(oversample), 0))
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(13,)))
-        omega = rng.standard_normal((self.d, self.l))
-        self.bases = [omega, omega]  # for M and for Sigma: one start serves both
-        self.last = None  # (bases used, products) of the last pass
+        self.basis = rng.standard_normal((self.d, self.l))
+        self.last = None  # (basis used, M Q, Sigma Q) of the last pass
         self.passes = 0
 
     def columns(self) -> np.ndarray:
-        """The ``d x 2l`` matrix whose products with ``delta`` the next pass accumulates."""
-        return np.hstack(self.bases)
+        """The ``d x l`` matrix whose products with ``delta`` the next pass accumulates."""
+        return self.basis
 
     def update(self, thin: ThinMoments, name: str = "delta") -> None:
         """Take the products of a pass (thin moments with wide block ``name`` and narrow block
-        ``sketch`` = ``columns()^T delta``) and orthonormalise them into the next bases."""
-        C = thin.block_cross(name, SKETCH)
-        if C.shape != (self.d, 2 * self.l):
+        ``sketch`` = ``columns()^T delta``) and orthonormalise them into the next basis."""
+        C = thin.block_cross(name, SKETCH)  # Cov(delta, Q^T delta) = Sigma Q
+        if C.shape != (self.d, self.l):
             raise LamfastError(
                 f"a pass of {C.shape[1]} sketch columns of width {C.shape[0]} does not match "
-                f"the sketch ({2 * self.l} columns of width {self.d})"
+                f"the sketch ({self.l} columns of width {self.d})"
             )
         mu = thin.wide_mean(name)
-        Q = self.columns()
-        MQ = C[:, : self.l] + np.outer(mu, mu @ Q[:, : self.l])
-        SQ = C[:, self.l :]
-        self.last = ((Q[:, : self.l], MQ), (Q[:, self.l :], SQ))
-        self.bases = [_orth(MQ), _orth(SQ)]
+        Q = self.basis
+        MQ = C + np.outer(mu, mu @ Q)
+        self.last = (Q, MQ, C)
+        self.basis = _orth(MQ)
         self.passes += 1
 
     def _ritz(self, which: str, k: int | None):
         if self.passes < 2:  # the first pass only finds the range; Rayleigh-Ritz needs its basis
             raise LamfastError("eigenpairs from a sketch need at least two passes")
         k = self.k if k is None else int(k)
-        Q, Y = self.last[0 if which == "M" else 1]  # Q orthonormal: the previous pass's output
+        Q, MQ, SQ = self.last  # Q orthonormal: the previous pass's output
+        Y = MQ if which == "M" else SQ
         with one_blas_thread():
             T = Q.T @ Y
         w, U = np.linalg.eigh(0.5 * (T + T.T))
@@ -105,18 +106,16 @@ class SubspaceIteration:
 
     def eigenpairs(self, which: str = "M", k: int | None = None) -> Eigenpairs:
         """Rayleigh-Ritz on the last pass: the top ``k`` (default ``self.k``) eigenpairs of
-        ``M`` (``which="M"``) or ``Sigma`` (``"Sigma"``)."""
+        ``M`` (``which="M"``) or ``Sigma`` (``"Sigma"``) in the span of its basis."""
         w, U, Q, Y = self._ritz(which, k)
         V = Q @ U
-        R = Y @ U - V * w  # exactly M V - V diag(w): Y = M Q
+        R = Y @ U - V * w  # exactly C V - V diag(w): Y = C Q
         top = max(abs(float(w[0])), np.finfo(float).tiny)
         return Eigenpairs(w, V, np.linalg.norm(R, axis=0) / top)
 
     def ritz_map(self, k: int | None = None) -> np.ndarray:
-        """``G`` (``k x 2l``) with ``V^T delta = G [Q_M^T delta, Q_S^T delta]`` for the top
-        ``k`` eigenvectors ``V = Q_M U`` of ``M``: the latents as a linear map of the last
-        pass's narrow block, so their moments follow from that pass exactly."""
+        """``G`` (``k x l``) with ``V^T delta = G Q^T delta`` for the top ``k`` eigenvectors
+        ``V = Q U`` of ``M``: the latents as a linear map of the last pass's narrow block, so
+        their moments follow from that pass exactly."""
         _, U, _, _ = self._ritz("M", k)
-        G = np.zeros((U.shape[1], 2 * self.l))
-        G[:, : self.l] = U.T
-        return G
+        return np.ascontiguousarray(U.T)

@@ -116,21 +116,28 @@ class ThinReducer:
 
     def block(self, X: np.ndarray) -> tuple:
         X = np.ascontiguousarray(X, dtype=np.float64)
-        n = X.shape[0]
+        n, pw = X.shape[0], self.pw
+        # means of every fed column, variances of the wide ones (the wide rows are not copied)
+        fed_mean, var = np.empty(X.shape[1]), np.empty(pw)
+        _column_stats(X, pw, fed_mean, var)
         with one_blas_thread():  # bitwise identical whatever the BLAS threads
+            Y = X[:, pw:]
+            mean_y = fed_mean[pw:]
             if self.sketch is not None:
                 cols, q, Qp = self.sketch
-                S = (_pad(X[:, cols], PAD_COLUMNS, PAD_ROWS) @ Qp)[:n, :q]
-                X = np.hstack([X[:, : self.pw], S, X[:, self.pw :]])
-            mean, var = np.empty(X.shape[1]), np.empty(self.pw)
-            _column_stats(X, self.pw, mean, var)
-            q = X.shape[1] - self.pw
+                S = np.ascontiguousarray((_pad(X[:, cols], PAD_COLUMNS, PAD_ROWS) @ Qp)[:n, :q])
+                mean_s = np.empty(q)
+                column_means(S, mean_s)
+                Y = np.hstack([S, Y])
+                mean_y = np.concatenate([mean_s, mean_y])
+            q = Y.shape[1]
             # both products sum over the rows, padded like every block product (core.padded)
-            W = _pad(X[:, : self.pw], PAD_ROWS, PAD_COLUMNS)
+            W = _pad(X[:, :pw], PAD_ROWS, PAD_COLUMNS)
             yc = np.zeros((padded(n), padded(q, PAD_COLUMNS)))
-            np.subtract(X[:, self.pw :], mean[self.pw :], out=yc[:n, :q])
-            cross = (W.T @ yc)[: self.pw, :q]
+            np.subtract(Y, mean_y, out=yc[:n, :q])
+            cross = (W.T @ yc)[:pw, :q]
             cyy = (yc.T @ yc)[:q, :q]
+        mean = np.concatenate([fed_mean[:pw], mean_y])
         return float(n), mean, (np.ascontiguousarray(cross), np.ascontiguousarray(cyy), var)
 
     def merge(self, left, right):

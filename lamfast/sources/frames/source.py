@@ -134,7 +134,7 @@ class FrameSource:
         self.preprocess = preprocess or Preprocess()
         if actions not in ACTION_KINDS:
             raise LamfastError(f"actions must be one of {', '.join(ACTION_KINDS)}, got {actions!r}")
-        self.chunk_frames = int(chunk_frames or config.FRAME_CHUNK)
+        self.chunk_frames = int(chunk_frames or config.FRAME_CHUNK)  # narrowed below by width
         if self.chunk_frames < 1:
             raise LamfastError("chunk_frames must be >= 1")
         if self.in_memory:
@@ -163,6 +163,9 @@ class FrameSource:
                     )
         self.shape = self.preprocess.out_shape(self.frame_shape, first.name)
         self.do = int(np.prod(self.shape))
+        if not chunk_frames:  # wide frames: chunks of at most FRAME_CHUNK_BYTES as float64
+            fit = int(config.FRAME_CHUNK_BYTES) // (8 * max(self.do, 1))
+            self.chunk_frames = max(16, min(self.chunk_frames, fit))
         if isinstance(offset, bool) or not isinstance(offset, int | np.integer) or offset < 1:
             raise LamfastError(f"offset must be a whole number of frames >= 1, got {offset!r}")
         self.offset = int(offset)
@@ -216,7 +219,6 @@ class FrameSource:
             if int(n_actions) < 1:
                 raise LamfastError("n_actions must be >= 1")
             self.action_kind, self.n_actions, self.da = "discrete", int(n_actions), int(n_actions)
-            check_moment_size(2 * self.do + self.da, f"{self.path} with {self.da} actions")
         else:
             if n_actions is not None:
                 raise LamfastError("n_actions applies to discrete actions only")
@@ -224,7 +226,6 @@ class FrameSource:
             if len(widths) != 1:
                 raise LamfastError(f"action widths differ between files: {sorted(widths)}")
             self.action_kind, self.n_actions, self.da = "continuous", None, widths.pop()
-            check_moment_size(2 * self.do + self.da, f"{self.path} with {self.da}-dim actions")
 
     def _setup_budget(self) -> None:
         """Draw the transitions (or episodes) a label budget keeps labelled (``seg.budget``).
@@ -670,6 +671,10 @@ class FrameSource:
                 "for the full moments: the co-moment is (2d)^2 floats); fit them with "
                 "--method sketch, or use --downsample or --crop"
             )
+        what = " actions" if self.action_kind == "discrete" else "-dim actions"
+        check_moment_size(  # many one-hot columns can be too wide on their own
+            2 * self.do + self.da, f"{self.path}" + (f" with {self.da}{what}" if self.da else "")
+        )
 
     def _check_noop(self, noop_action) -> None:
         if self.action_kind != "discrete":
