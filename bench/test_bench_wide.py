@@ -390,6 +390,26 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def lamfast_fingerprint() -> str:
+    """sha256 of the lamfast sources as they are now: the checkout is edited while a run goes
+    on, and every case imports lamfast afresh, so each record says which code it ran."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "lamfast").rglob("*.py")):
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=ROOT, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "(git unavailable)"
+
+
 def run_child(code: str, args: list[str], workdir: Path) -> dict:
     """Run ``python -c code args`` in a fresh process; wall time (interpreter start included),
     peak RSS (``/usr/bin/time``'s maximum resident set of the process, which counts the touched
@@ -401,7 +421,7 @@ def run_child(code: str, args: list[str], workdir: Path) -> dict:
     if TIME:
         cmd = [TIME, "-f", "%e %M %U %S", "-o", str(tfile), *cmd]
     peak = {"anon": 0, "file": 0, "hwm": 0}
-    vm0, load0 = _vmstat(), os.getloadavg()[0]
+    vm0, load0, code_before = _vmstat(), os.getloadavg()[0], lamfast_fingerprint()
     with open(out, "w") as fo, open(err, "w") as fe:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=ROOT)
@@ -433,6 +453,8 @@ def run_child(code: str, args: list[str], workdir: Path) -> dict:
         "peak_anon_bytes_sampled": peak["anon"],
         "peak_file_bytes_sampled": peak["file"],
         "load_before": load0,
+        "lamfast_sources": code_before,
+        "lamfast_sources_changed_during_case": lamfast_fingerprint() != code_before,
         # machine-wide counters over the run (other processes count too): direct compaction
         # stalls and transparent-huge-page faults show the kernel time of fresh memory
         "vmstat_delta": {k: vm1.get(k, 0) - vm0.get(k, 0) for k in vm1},
@@ -462,10 +484,13 @@ def sin_max(V: np.ndarray, R: np.ndarray) -> float:
 
 def reference(data: Path, workdir: Path) -> dict:
     """The exact top-16 subspaces (cached beside the data as ``reference.npz``)."""
-    path = Path(data) / "reference.npz"
-    rec = None
+    path, run = Path(data) / "reference.npz", Path(data) / "reference-run.json"
     if not path.exists():
         rec = run_child(_REFERENCE, [str(data), str(path), str(DZ)], workdir / "reference")
+        run.write_text(json.dumps(rec | {"when": f"{datetime.datetime.now(datetime.UTC):%c} UTC"}))
+        rec["cached"] = False
+    else:
+        rec = json.loads(run.read_text()) | {"cached": True} if run.exists() else None
     z = np.load(path)
     out = {k: z[k] for k in z.files}
     out["run"] = rec
@@ -514,6 +539,9 @@ def run_all(out: Path = RESULTS, rounds: int = ROUNDS) -> dict:
     work = Path(tempfile.mkdtemp(prefix="wide-run-", dir=DATA_ROOT))
     stamp = lambda: datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")  # noqa: E731
     res = {"started": stamp(), "load_start": os.getloadavg(), "info": lamfast_info()}
+    res["git_head_start"] = _git("rev-parse", "HEAD")
+    res["git_dirty_lamfast_start"] = _git("status", "--porcelain", "lamfast")
+    res["lamfast_sources_start"] = lamfast_fingerprint()
     from lamfast.benchmarks import environment
 
     res["environment"] = environment()
@@ -576,6 +604,16 @@ def run_all(out: Path = RESULTS, rounds: int = ROUNDS) -> dict:
         _ratios(c128)
         res["cases_128"] = c128
     res["finished"], res["load_end"] = stamp(), os.getloadavg()
+    res["git_head_end"] = _git("rev-parse", "HEAD")
+    res["lamfast_sources_end"] = lamfast_fingerprint()
+    seen = {
+        r["lamfast_sources"]
+        for c in res["cases_64"] + res.get("cases_128", [])
+        for r in c["runs"]
+        if c["case"].startswith(("lamfast", "read: FrameSource"))
+    }
+    res["lamfast_sources_seen"] = sorted(seen)
+    res["lamfast_changed_during_run"] = len(seen | {res["lamfast_sources_end"]}) > 1
     res["targets"] = _targets(res)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=_plain))
     (out / "results.md").write_text(markdown(res))
@@ -658,6 +696,15 @@ def markdown(res: dict) -> str:
     lines = [
         f"# Wide frames: the sketch path ({res['started']} to {res['finished']})",
         "",
+        f"lamfast at commit {res['git_head_start'][:7]}"
+        + (" with uncommitted changes" if res["git_dirty_lamfast_start"] else "")
+        + (
+            "; THE LAMFAST SOURCES CHANGED DURING THE RUN (see lamfast_sources in results.json)"
+            if res["lamfast_changed_during_run"]
+            else "; its sources did not change during the run"
+        )
+        + ".",
+        "",
         f"64 x 64 x 3 uint8, {d['params']['frames']} frames (do = {d['do']}, "
         f"{d['frames_bytes'] / 2**30:.2f} GiB): {d['model']}.",
         "",
@@ -666,7 +713,8 @@ def markdown(res: dict) -> str:
         f"Exact reference (do x do float64 second moment by SYRK, top 17 by ARPACK, tol=0; "
         f"largest residual {r['max_residual']:.1e} lambda_1): "
         + (
-            f"{r['run']['wall_s']:.0f} s, peak RSS {r['run']['peak_rss_bytes'] / 2**30:.2f} GiB; "
+            f"{r['run']['wall_s']:.0f} s, peak RSS {r['run']['peak_rss_bytes'] / 2**30:.2f} GiB"
+            + (f" (cached: measured {r['run'].get('when')}); " if r["run"]["cached"] else "; ")
             if r["run"]
             else "cached from an earlier run; "
         )
