@@ -212,6 +212,11 @@ GD_POLISH_PROFILED = _default("GD_POLISH_PROFILED", True)
 # seconds on fig4-left, same formulas, another rounding (fig4-left moves by at most 4e-5);
 # tests/test_gd.py::test_kernel_matches_numpy checks it against the numpy reference.
 GD_KERNEL_EYE = _default("GD_KERNEL_EYE", True)
+# ... and with E[delta o^T], E[delta delta^T] and Sig each c I plus a low-rank part to rounding
+# (the paper's worlds, population moments; lamfast/solvers/gd.py::identity_plus_low_rank), the
+# kernel multiplies by the factors: three dz x do x do products a step (those with A) instead of
+# seven. Another rounding again; False: the dense products.
+GD_KERNEL_LOWRANK = _default("GD_KERNEL_LOWRANK", True)
 
 # ---- sgd (lamfast/sgd.py): the paper's protocol. Adam lr 1e-3 and batch BATCH_SIZE are the
 # paper's; "a few thousand" steps; held-out rows for closed-form probes (probe MSE error

@@ -130,7 +130,11 @@ def test_eig_equals_moment_gd(world_kw, variant, dz, seed):
     lam_, U = np.linalg.eigh(m.second_moment())
     root = (U * np.sqrt(np.clip(lam_, 0, None))) @ U.T
     Wr, Wg = latent_map(ref, m) @ root, latent_map(got, m) @ root
-    assert scipy.linalg.subspace_angles(Wr.T, Wg.T).max() < 1e-6
+    # The polish stops at the rounding floor of the loss (a relative change ~1e-15 is no longer
+    # seen), i.e. at a distance ~sqrt(1e-15 / curvature) from the optimum: with curvatures down to
+    # ~1e-3 along the latent map here, angles of 1e-6 are that floor, and a change of rounding
+    # (factorised constant products) moves them by a factor of about 2 either way.
+    assert scipy.linalg.subspace_angles(Wr.T, Wg.T).max() < 3e-6
     mr, mg = probe_metrics(ref, m), probe_metrics(got, m)
     for key in ("act_mse", "obs_mse", "noi_mse", "recon", "llo"):
         assert abs(mr[key] - mg[key]) <= 1e-6, key
@@ -275,3 +279,64 @@ def test_profiled_polish(finite, monkeypatch):
     p["A"][...] = _optimal_A(obj, p["B"], p["C"], p["D"], K)
     gA = obj.unpack(obj.value_grad(theta)[2])["A"]
     assert np.max(np.abs(gA)) <= 1e-12
+
+
+# ------------------------------------------------------------------------------ structured kernel
+def test_identity_plus_low_rank(rng):
+    from lamfast.solvers.gd import identity_plus_low_rank
+
+    u = np.linalg.qr(rng.standard_normal((32, 4)))[0]
+    M = 0.3 * np.eye(32) + u @ np.diag([2.0, 1.0, -0.2, 0.5]) @ u.T
+    c, L, R = identity_plus_low_rank(M, symmetric=True)
+    assert L.shape == (32, 4) and abs(c - 0.3) < 1e-14
+    np.testing.assert_allclose(c * np.eye(32) + L @ R.T, M, rtol=0, atol=1e-14)
+    G = rng.standard_normal((32, 5)) @ rng.standard_normal((5, 32))
+    c, L, R = identity_plus_low_rank(G, symmetric=False)
+    assert c == 0.0 and L.shape == (32, 5)
+    np.testing.assert_allclose(L @ R.T, G, rtol=0, atol=1e-12)
+    assert identity_plus_low_rank(np.zeros((32, 32)), symmetric=False)[1].shape == (32, 0)
+    # rank above do / 4, or a bulk that is not one value: the dense products
+    assert identity_plus_low_rank(rng.standard_normal((32, 32)), symmetric=False) is None
+    assert identity_plus_low_rank(np.diag(np.linspace(1, 2, 32)), symmetric=True) is None
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=repr)
+def test_low_rank_kernel_equals_dense(variant, monkeypatch, rng):
+    """The factorised constant products give the dense kernel's value and gradient to rounding,
+    and both give the numpy objective's."""
+    from lamfast import config
+    from lamfast.solvers import gd
+
+    # E[o o^T] = I; Mdo = chi X P (rank 3), Mdd and Sig = c I + rank 4 (uniform noise's mean)
+    m = LinearWorld(do=32, da=3, noise="uniform", sigma=0.5, chi=0.4, seed=5).population_moments()
+    out = []
+    for lowrank in (True, False):
+        monkeypatch.setattr(config, "GD_KERNEL_LOWRANK", lowrank)
+        obj = MomentObjective(m, 3, variant)
+        assert (obj.factors is not None) == lowrank
+        theta = rng.standard_normal(obj.size) * 0.3 if not out else out[0][0]
+        g = np.empty_like(theta)
+        total = gd._value_grad_kernel(theta, g, *gd._kernel_args(obj))
+        out.append((theta, total, g))
+    ref_total, _, ref_g = obj.value_grad(out[0][0].copy())
+    for _, total, g in out:
+        assert abs(total - ref_total) <= 1e-12 * abs(ref_total)
+        np.testing.assert_allclose(g, ref_g, rtol=1e-10, atol=1e-12 * np.abs(ref_g).max())
+
+
+def test_adam_update_is_pytorchs_formula(rng):
+    """The split (vectorised) update is bitwise the one-loop update of PyTorch's Adam."""
+    from lamfast.solvers.gd import _adam_update
+
+    n = 1001
+    theta, grad = rng.standard_normal(n), rng.standard_normal(n)
+    m, v = rng.standard_normal(n) * 0.1, rng.random(n) * 0.01
+    b1, b2, c1, c2, eps = 0.9, 0.999, 1e-3 / (1 - 0.9**7), 1 - 0.999**7, 1e-8
+    want_m, want_v, want_t = m.copy(), v.copy(), theta.copy()
+    for i in range(n):  # the textbook loop, one element at a time
+        want_m[i] = b1 * want_m[i] + (1.0 - b1) * grad[i]
+        want_v[i] = b2 * want_v[i] + (1.0 - b2) * grad[i] * grad[i]
+        want_t[i] -= c1 * want_m[i] / (np.sqrt(want_v[i] / c2) + eps)
+    _adam_update(theta, grad, m, v, np.empty(n), b1, b2, c1, c2, eps)
+    assert np.array_equal(m, want_m) and np.array_equal(v, want_v)
+    assert np.array_equal(theta, want_t)
