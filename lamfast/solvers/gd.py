@@ -576,9 +576,10 @@ def _adam_kernel(
         gn = np.sqrt(np.sum(grad * grad))
         if g0 < 0.0:
             g0 = max(gn, tiny)
-        if gn <= gtol * g0:
+        # rtol = gtol = 0 (paper mode) never stop early, even where the loss rounds to a constant
+        if gtol > 0.0 and gn <= gtol * g0:
             return t - 1, 1
-        if t - 1 >= window:
+        if rtol > 0.0 and t - 1 >= window:
             old = hist[t - 1 - window]
             scale = max(abs(total), abs(old), tiny)
             if abs(old - total) <= rtol * scale:
@@ -654,7 +655,9 @@ def _adam_fast(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
 
 class _StoppingRule:
     """The Adam/GD stopping rule: the gradient norm falls below ``gtol`` times its first value,
-    or the total loss changes by less than ``rtol`` (relative) over ``config.GD_WINDOW`` steps."""
+    or the total loss changes by less than ``rtol`` (relative) over ``config.GD_WINDOW`` steps.
+    A zero tolerance turns its rule off: paper mode runs every step even where the loss has
+    rounded to a constant (Adam still moves there, by up to lr a step)."""
 
     def __init__(self, rtol, gtol):
         self.rtol, self.gtol = rtol, gtol
@@ -667,10 +670,10 @@ class _StoppingRule:
         if self.g0 is None:
             self.g0 = max(gn, np.finfo(float).tiny)
         self.hist.append(total)
-        if gn <= self.gtol * self.g0:
+        if self.gtol > 0 and gn <= self.gtol * self.g0:
             trace.steps, trace.converged, trace.reason = t - 1, True, "gradient norm"
             return True
-        if len(self.hist) > self.window:
+        if self.rtol > 0 and len(self.hist) > self.window:
             old = self.hist[-self.window - 1]
             scale = max(abs(total), abs(old), np.finfo(float).tiny)
             if abs(old - total) <= self.rtol * scale:
