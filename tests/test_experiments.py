@@ -360,3 +360,52 @@ def test_reproduce_gridworld_panel(tmp_path):
     assert "Grid world" in report and "| noise | policy |" in report
     again = CliRunner().invoke(cli, ["reproduce", "gridworld", "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.stderr
+
+
+# ------------------------------------------------------------------------------ chi = 1 protocol
+def test_chi1_protocol_points_report_and_figure(tmp_path, monkeypatch):
+    """--chi1-protocol: one paper-mode point per dz at chi = 1, fitted as the twin of the
+    authors' protocol (the same fit as moment_gd_fit(mode="paper") with their step count),
+    kept out of the claim checks and reported beside the optimum-manifold value."""
+    from lamfast import config
+    from lamfast.experiments.report import chi1_protocol_table, figure_rows, panel_checks
+    from lamfast.probes.closed import probe_metrics
+    from lamfast.solvers.gd import moment_gd_fit
+    from lamfast.sources.simulated import world_moments
+
+    monkeypatch.setattr(config, "CHI1_PROTOCOL_STEPS", 300)
+    opts = RunOptions(do=16, quick=True, chi1_protocol=True)
+    pts = panel_points("fig4-left", opts)
+    base = panel_points("fig4-left", RunOptions(do=16, quick=True))
+    extra = pts[len(base) :]
+    assert pts[: len(base)] == base
+    assert [p.dz for p in extra] == [2, 4, 8]
+    assert {(p.solver, p.world.chi) for p in extra} == {("moment-gd-paper", 1.0)}
+    (row,) = compute_points([extra[0]])
+    m = world_moments(extra[0].world, "population", None)
+    twin = moment_gd_fit(m, 2, extra[0].variant, mode="paper", steps=300, noise_aware=False)
+    ev = world_moments(extra[0].world.replace(chi=0.0), "population", None, draw=1)
+    want = probe_metrics(twin, m, eval_moments=ev, latent="surrogate")["act_mse"]
+    assert row["act_mse"] == pytest.approx(want, rel=1e-12)
+    rows = compute_points([p for p in base if p.world.chi == 1.0 and p.dz == 2]) + [row]
+    assert figure_rows(rows) == rows[:1]
+    assert panel_checks("fig4-left", rows) == panel_checks("fig4-left", rows[:1])
+    table = "\n".join(chi1_protocol_table(rows))
+    assert "300 Adam steps" in table and f"{row['llo'] - rows[0]['llo']:+.3f}" in table
+    assert chi1_protocol_table(rows[:1]) == []
+
+
+def test_cli_chi1_protocol(tmp_path, monkeypatch):
+    from lamfast import config
+
+    monkeypatch.setattr(config, "CHI1_PROTOCOL_STEPS", 200)
+    args = ["reproduce", "fig4-left", "--quick", "--do", "16", "--jobs", "1", "--no-plot"]
+    res = CliRunner().invoke(cli, [*args, "--chi1-protocol", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    table = _read(tmp_path / "a" / "fig4-left.csv")
+    solvers = [dict(zip(table[0], r, strict=True))["solver"] for r in table[1:]]
+    assert solvers.count("moment-gd-paper") == 3 and solvers.count("moment-gd") == 9
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "the crosses are the authors' protocol" in report and "**NO**" not in report
+    res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b")])
+    assert "`--chi1-protocol` adds" in (tmp_path / "b" / "report.md").read_text()

@@ -590,6 +590,12 @@ def simulate_linear_cmd(
     show_default=True,
     help="fig4-right lines drawn solid: batch (authors' scripts) or paper (w = m).",
 )
+@click.option(
+    "--chi1-protocol",
+    is_flag=True,
+    help="fig4-left: also fit chi = 1 by the authors' protocol (40,000 Adam steps), beside the "
+    "optimum (about 10 CPU s a point).",
+)
 @jobs_option
 @click.option("--force", is_flag=True, help="Overwrite this run's files if they exist in --out.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write PNG figures.")
@@ -605,6 +611,7 @@ def reproduce(
     quick,
     fig4_middle_noise,
     label_weighting,
+    chi1_protocol,
     jobs,
     force,
     plot,
@@ -633,6 +640,7 @@ def reproduce(
         quick=quick,
         fig4_middle_noise=fig4_middle_noise,
         label_weighting=label_weighting,
+        chi1_protocol=chi1_protocol,
     )
     shown = set()
 

@@ -26,6 +26,8 @@ LATENT_CHOICES = ("true", "surrogate", "act-surrogate")
 
 # Noise of fig4-middle: the paper's text (gaussian) or the authors' augmentation script (uniform).
 FIG4_MIDDLE_NOISES = ("gaussian", "uniform")
+# The CSV solver of fig4-left's chi = 1 points under the authors' protocol (--chi1-protocol).
+PROTOCOL_SOLVER = "moment-gd-paper"
 # Weightings of fig4-right, the figure's solid lines (the authors' scripts) first.
 FIG4_RIGHT_WEIGHTINGS = ("batch", "paper")
 
@@ -221,6 +223,10 @@ class RunOptions:
         Noise of fig4-middle: the paper's text (gaussian) or the authors' script (uniform).
     label_weighting : {"batch", "paper"}
         Weighting drawn as the main lines of fig4-right (both are always computed).
+    chi1_protocol : bool
+        fig4-left: also fit every dz at chi = 1 by the authors' protocol (the paper-mode twin,
+        ``config.CHI1_PROTOCOL_STEPS`` Adam steps at lr ``config.SGD_LR``), reported and drawn
+        beside the optimum-manifold value (CSV solver ``moment-gd-paper``).
 
     Examples
     --------
@@ -236,6 +242,7 @@ class RunOptions:
     quick: bool = False
     fig4_middle_noise: str = "gaussian"
     label_weighting: str = "batch"
+    chi1_protocol: bool = False
 
     def __post_init__(self):
         if self.solver not in SOLVER_CHOICES:

@@ -13,6 +13,7 @@ import textwrap
 import numpy as np
 
 from .._files import atomic_output
+from .panels import PROTOCOL_SOLVER
 
 LABELS = {
     "llo": "LLO (optimum 2)",
@@ -69,6 +70,10 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
         facets = [(panel.facets, v) for v in _unique(r[panel.facets] for r in rows)]
     else:
         facets = [(None, None)]
+    # fig4-left's chi = 1 points under the authors' protocol (--chi1-protocol): crosses beside
+    # the lines, in the colour of their line
+    protocol = [r for r in rows if r["solver"] == PROTOCOL_SOLVER]
+    rows = [r for r in rows if r["solver"] != PROTOCOL_SOLVER]
     n = len(facets)
     fig = _figure(4.2 * n, 3.6)
     axes = fig.subplots(1, n, squeeze=False)[0]
@@ -78,6 +83,7 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
         import matplotlib
 
         cmap = matplotlib.colormaps["viridis"]
+    crossed = False
     for ax, (facet_col, facet_val) in zip(axes, facets, strict=True):
         metric = facet_val if facet_col == "metric" else panel.metrics[0]
         sub = (
@@ -103,6 +109,17 @@ def plot_panel(panel, rows: list[dict], path: str | os.PathLike, options=None) -
                 color=color,
                 label=_line_label(panel, key),
             )
+            mine = [r for r in protocol if tuple(r[c] for c in panel.lines) == key]
+            if mine and facet_col in (None, "metric"):
+                ax.plot(
+                    [r[panel.x] for r in mine],
+                    [r[metric] for r in mine],
+                    "x",
+                    markersize=5,
+                    color=color,
+                    label=None if crossed else "authors' protocol",
+                )
+                crossed = True
         ax.set_xlabel(LABELS.get(panel.x, panel.x))
         ax.set_ylabel(LABELS.get(metric, metric))
         if metric == "llo":

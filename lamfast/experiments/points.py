@@ -8,13 +8,14 @@ import dataclasses
 import itertools
 from collections.abc import Sequence
 
+from .. import config
 from ..errors import LamfastError
 from ..estimator import fit
 from ..probes.closed import probe_metrics
 from ..solvers.variant import Variant, check_dz
 from ..sources.simulated import world_moments
 from ..sources.world import LinearWorld
-from .panels import EVALS, PANELS, RunOptions
+from .panels import EVALS, PANELS, PROTOCOL_SOLVER, RunOptions
 from .tables import OUTPUTS
 
 
@@ -126,6 +127,12 @@ def panel_points(name: str, options: RunOptions | None = None) -> list[Point]:
         if settings.get("dz", 0) > settings.get("do", 128):
             continue
         points.append(_build_point(name, settings, options, panel.evals, panel.latent))
+    if name == "fig4-left" and options.chi1_protocol:
+        # The authors' protocol at chi = 1, where the latent is path-dependent: one more point
+        # per dz, after the grid (docs/reproduce.md, the figure at chi = 1).
+        for dz in dict(axes)["dz"]:
+            settings = {**fixed, "chi": 1.0, "dz": dz, "solver": PROTOCOL_SOLVER}
+            points.append(_build_point(name, settings, options, panel.evals, panel.latent))
     return points
 
 
@@ -180,6 +187,19 @@ def _probe(lam, moments, eval_moments, latent, world) -> dict:
 
 def _fit_point(point: Point, moments):
     solver = point.solver
+    if solver == PROTOCOL_SOLVER:  # the paper-mode twin with the authors' step count
+        return fit(
+            moments,
+            point.dz,
+            point.variant,
+            solver="moment-gd",
+            seed=point.world.seed,
+            solver_options={
+                "mode": "paper",
+                "steps": config.CHI1_PROTOCOL_STEPS,
+                "noise_aware": False,
+            },
+        )
     if solver == "sgd":  # the paper's protocol samples its own minibatches from the world
         return fit(
             moments,

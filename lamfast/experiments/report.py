@@ -13,7 +13,7 @@ import math
 from collections import Counter
 
 from .. import config
-from .panels import PANELS
+from .panels import PANELS, PROTOCOL_SOLVER
 from .plots import _order
 
 # Numerical slack of the checks. Population metrics from `eig` are exact up to rounding (~1e-15),
@@ -373,8 +373,53 @@ CHECKS = {
 
 
 def panel_checks(name: str, rows: list[dict]) -> list[Check]:
-    """The computed checks of one panel's claims."""
-    return CHECKS[name](rows)
+    """The computed checks of one panel's claims (on the figure's points: the protocol points of
+    ``--chi1-protocol`` are reported beside them, see :func:`chi1_protocol_table`)."""
+    return CHECKS[name](figure_rows(rows))
+
+
+def figure_rows(rows: list[dict]) -> list[dict]:
+    """The rows the figure's lines draw (all but the chi = 1 protocol points)."""
+    return [r for r in rows if r["solver"] != PROTOCOL_SOLVER]
+
+
+def chi1_protocol_table(rows: list[dict]) -> list[str]:
+    """fig4-left at chi = 1: the optimum-manifold value (the line) against the authors'
+    protocol (the paper-mode twin, ``--chi1-protocol``), one row per dz."""
+    proto = {r["dz"]: r for r in rows if r["solver"] == PROTOCOL_SOLVER}
+    if not proto:
+        return []
+    lines = [
+        f"At chi = 1 the figure's line is the optimum-manifold value (moment-gd from the training "
+        f"initialisation to convergence); the crosses are the authors' protocol, the paper-mode "
+        f"twin of {config.CHI1_PROTOCOL_STEPS:,} Adam steps at lr {config.SGD_LR:g}:",
+        "",
+        "| dz | LLO optimum | LLO protocol | protocol - optimum | act_mse optimum | act_mse protocol |",
+        "|---|---|---|---|---|---|",
+    ]
+    diffs = []
+    for dz in sorted(proto):
+        p = proto[dz]
+        o = _one(figure_rows(rows), "llo", dz=dz, chi=1.0)
+        oa = _one(figure_rows(rows), "act_mse", dz=dz, chi=1.0)
+        cells = ["", "", ""]
+        if o is not None:
+            diffs.append(p["llo"] - o)
+            cells[:2] = [f"{o:.3f}", f"{p['llo'] - o:+.3f}"]
+        if oa is not None:
+            cells[2] = f"{oa:.3f}"
+        lines.append(
+            f"| {dz} | {cells[0]} | {p['llo']:.3f} | {cells[1]} | {cells[2]} | "
+            f"{p['act_mse']:.3f} |"
+        )
+    if diffs:
+        lines += [
+            "",
+            f"The protocol's LLO differs from the optimum's by {min(diffs):+.3f} to "
+            f"{max(diffs):+.3f}: at chi = 1 the decoder alone reaches the loss, so where the "
+            "latent ends is decided by the training path, not by the objective.",
+        ]
+    return lines + [""]
 
 
 # ------------------------------------------------------------------------------ tables
@@ -502,9 +547,18 @@ def render(
                     if sub:
                         lines += [f"Probes {ev_title(ev)}; "] + _numbers_table(panel, sub) + [""]
             else:
-                lines += _numbers_table(panel, rows) + [""]
+                lines += _numbers_table(panel, figure_rows(rows)) + [""]
+            if n == "fig4-left":
+                lines += chi1_protocol_table(rows)
         for note in panel.notes:
             lines.append(f"- {note}")
+        if n == "fig4-left" and not options.chi1_protocol:
+            lines.append(
+                "- The line at chi = 1 is the optimum-manifold value; `--chi1-protocol` adds the "
+                f"authors' protocol ({config.CHI1_PROTOCOL_STEPS:,} Adam steps at lr "
+                f"{config.SGD_LR:g}, the paper-mode twin) beside it, for every dz "
+                "(docs/reproduce.md)."
+            )
         if n == "fig4-middle" and options.fig4_middle_noise == "uniform":
             lines.append(
                 "- This run used the authors' script setting: uniform noise sigma * U[0, 1)."
