@@ -15,6 +15,7 @@ from .._blas import one_blas_thread, usable_cores
 from .._procs import die_with_parent
 from .._progress import Progress
 from ..errors import LamfastError
+from . import warmup
 from .points import Point, compute_points
 
 
@@ -89,7 +90,7 @@ def run_points(
     groups = _groups(points)
     # Heaviest tasks first (moment-gd and sgd iterate; eig is one eigendecomposition), so that the
     # last task to finish is a short one.
-    weight = {"eig": 1, "moment-gd": 50, "sgd": 200}
+    weight = {"eig": 1, "moment-gd": 50, "sgd": 200, "moment-gd-paper": 1000}
     order = sorted(
         range(len(groups)),
         key=lambda g: -sum(weight.get(points[i].solver, 1) for i in groups[g]),
@@ -113,35 +114,102 @@ def run_points(
             on_rows(idx, rows)
         bar.update(len(idx))
 
+    # Kernels of the run missing from numba's on-disk cache (an empty cache: the first run) are
+    # compiled once, by one process, before the points that need them start (warmup.py).
+    kinds = [frozenset().union(*(warmup.kinds(points[i]) for i in grp)) for grp in groups]
+    serial = jobs == 1 or len(groups) <= 1
+    cold = warmup.missing(frozenset().union(*kinds), in_process=serial)
+    warm_points = warmup.examples(points, cold) if cold else []
+
     with Progress(total=len(points), label=label, enabled=progress) as bar:
-        if jobs == 1 or len(groups) <= 1:
+
+        def say(text: str):
+            if bar.enabled:
+                newline = "\n" if bar.shown and not bar.plain else ""  # after a redrawn bar
+                bar.stream.write(f"{newline}{label}: {text}\n")
+                bar.stream.flush()
+
+        if warm_points:
+            say(f"compiling kernels (first run): {', '.join(cold)} ...")
+        if serial:
             with one_blas_thread():
+                if warm_points:
+                    seconds, _ = warmup.warm_up(warm_points)
+                    say(f"compiled kernels in {seconds:.1f} s")
                 for g in order:
                     start = time.process_time()
                     rows = compute_points([points[i] for i in groups[g]])
                     finished(g, rows, time.process_time() - start)
         else:
-            ctx = multiprocessing.get_context("spawn")
-            futures = {}
-            # The environment must hold while workers start: the executor spawns them lazily,
-            # on submit.
-            with _worker_environment():
-                pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=min(jobs, len(groups)),
-                    mp_context=ctx,
-                    initializer=die_with_parent,  # no orphans after a kill -9 of this process
-                    initargs=(os.getpid(),),
-                )
-                try:
-                    futures = {
-                        pool.submit(_run_group, [points[i] for i in groups[g]]): g for g in order
-                    }
-                    for fut in concurrent.futures.as_completed(futures):
-                        finished(futures[fut], *fut.result())
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-                pool.shutdown(wait=True)
+            held = cold if warm_points else []
+            _run_pool(points, groups, order, kinds, held, warm_points, jobs, finished, say)
     return [r if r is not None else [] for r in results]
+
+
+_WARM_UP = -1  # the task id of the warm-up in _run_pool
+
+
+def _run_pool(points, groups, order, kinds, cold, warm_points, jobs, finished, say):
+    """Tasks ``order`` (indices into ``groups``) in spawned worker processes.
+
+    With kernels missing from the cache (``cold``), the first task compiles them
+    (:func:`warmup.warm_up`); until it is done only tasks that need none of them are
+    handed out, a few at a time (so that the held ones keep their place in ``order``), then
+    all the rest.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    workers = min(jobs, len(groups))
+    futures: dict = {}
+    todo = list(order)
+    held = set(cold)
+    # The environment must hold while workers start: the executor spawns them lazily, on submit.
+    with _worker_environment():
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=die_with_parent,  # no orphans after a kill -9 of this process
+            initargs=(os.getpid(),),
+        )
+
+        def submit(g: int):
+            futures[pool.submit(_run_group, [points[i] for i in groups[g]])] = g
+
+        def hand_out():
+            if not held:
+                for g in todo:
+                    submit(g)
+                todo.clear()
+                return
+            # One queued task beyond the workers: a worker never waits for this process.
+            k = 0
+            while len(futures) <= workers and k < len(todo):
+                if kinds[todo[k]] & held:
+                    k += 1
+                else:
+                    submit(todo.pop(k))
+
+        try:
+            if held:
+                futures[pool.submit(warmup.warm_up, warm_points)] = _WARM_UP
+            hand_out()
+            while futures:
+                done, _ = concurrent.futures.wait(
+                    futures, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for fut in done:
+                    g = futures.pop(fut)
+                    if g == _WARM_UP:
+                        # A failed warm-up is not fatal: the tasks then compile what they need
+                        # themselves (and raise any real error).
+                        if fut.exception() is None:
+                            say(f"compiled kernels in {fut.result()[0]:.1f} s")
+                        held.clear()
+                    else:
+                        finished(g, *fut.result())
+                hand_out()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
