@@ -104,6 +104,7 @@ def fit_wide(
                 progress=progress,
                 label=f"sketch {i + 1}/{passes}",
                 checkpoint=path,
+                variances=last,  # only the traces of the last pass read them
                 **scale,
             )
             it.update(thin)

@@ -88,57 +88,115 @@ class ThinMoments:
 def _column_stats(X, pw, out_mean, out_var):
     """Means of every column of ``X`` and the variances (co-moment diagonal) of the first
     ``pw``, two passes inside the block (no cancellation near an offset)."""
-    n = X.shape[0]
     column_means(X, out_mean)
+    _column_vars(X, pw, out_mean, out_var)
+
+
+@njit
+def _column_vars(X, pw, mean, out_var):
+    """The co-moment diagonal of the first ``pw`` columns of ``X`` about ``mean``."""
+    n = X.shape[0]
     for j in range(pw):
         out_var[j] = 0.0
     for i in range(n):
         for j in range(pw):
-            d = X[i, j] - out_mean[j]
+            d = X[i, j] - mean[j]
             out_var[j] += d * d
+
+
+@njit
+def _merge_cross(ca, cb, f, dy, dw, out):
+    """``out = ca + cb + f dy dw^T`` (the transposed cross co-moments of two entries), in one
+    sweep; the same operations as ``ca + cb + f * np.outer(dy, dw)``."""
+    q, p = ca.shape
+    for i in range(q):
+        for j in range(p):
+            out[i, j] = (ca[i, j] + cb[i, j]) + f * (dy[i] * dw[j])
+
+
+def _product(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``A @ B`` with the shapes BLAS sees padded as every block product (``core.padded``): the
+    outer dimensions to multiples of 8 and the inner one to a multiple of 64. ``A`` is a view
+    (rows of a block); its rows are copied only when their number is no multiple of 8 (a short
+    last block), and a ragged end of the inner dimension is a separate product of a padded
+    copy of the last columns (under 64 of them), so the bulk of the block is never copied."""
+    n, k = A.shape
+    if n % PAD_COLUMNS:
+        A = _pad(A, PAD_COLUMNS, 1)
+    k0 = k - k % PAD_ROWS
+    out = A[:, :k0] @ B[:k0] if k0 else np.zeros((A.shape[0], B.shape[1]))
+    if k0 < k:
+        out += _pad(A[:, k0:], PAD_COLUMNS, PAD_ROWS) @ _pad(B[k0:], PAD_ROWS, PAD_COLUMNS)
+    return out[:n]
 
 
 class ThinReducer:
     """Blocks of rows to thin tree entries and back: the ``reducer`` of
-    :class:`~lamfast.moments.accumulate.BlockAccumulator`.
+    :class:`~lamfast.moments.accumulate.BlockAccumulator` (and of the fused frame pass,
+    :class:`lamfast.sources.frames.wide.ThinAccumulator`).
 
     Rows hold the ``pw`` wide values first, then the narrow values given as they are. With
     ``sketch = (columns, Q)`` the narrow block starts with ``X[:, columns] @ Q``, computed inside
     the block (one BLAS thread, a fixed block of rows): the product of a chunk of any size would
-    change its summation kernel, and with it the bits.
+    change its summation kernel, and with it the bits. ``variances=False`` skips the variances
+    of the wide values (a pass that only needs the cross terms): ``var_w`` is then NaN.
+
+    A tree entry holds the cross co-moment transposed (``q x pw``: ``Yc^T W`` runs at twice the
+    speed of ``W^T Yc`` in OpenBLAS for these shapes); :meth:`build` turns it back.
     """
 
-    def __init__(self, pw: int, narrow: Blocks, sketch=None):
+    def __init__(self, pw: int, narrow: Blocks, sketch=None, variances: bool = True):
         self.pw, self.narrow, self.sketch = int(pw), tuple(narrow), sketch
+        self.variances = bool(variances)
         if sketch is not None:  # padded with zeros once, as every block product (core.padded)
             cols, Q = sketch
-            self.sketch = (cols, Q.shape[1], _pad(Q, PAD_ROWS, PAD_COLUMNS))
+            Q = np.ascontiguousarray(Q, dtype=np.float64)
+            self.sketch = (cols, Q.shape[1], _pad(Q, 1, PAD_COLUMNS))
 
-    def block(self, X: np.ndarray) -> tuple:
+    def block(self, X: np.ndarray, mean: np.ndarray | None = None) -> tuple:
+        """The tree entry of a block of rows ``X``; ``mean`` (the means of its columns, summed
+        row by row as :func:`~lamfast.moments.core.column_means` does) when already known."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         n, pw = X.shape[0], self.pw
-        # means of every fed column, variances of the wide ones (the wide rows are not copied)
-        fed_mean, var = np.empty(X.shape[1]), np.empty(pw)
-        _column_stats(X, pw, fed_mean, var)
+        if mean is None:
+            mean = np.empty(X.shape[1])
+            column_means(X, mean)
+        var = np.empty(pw)
+        if self.variances:  # about the block's means (the wide rows are not copied)
+            _column_vars(X, pw, mean, var)
+        else:
+            var.fill(np.nan)
         with one_blas_thread():  # bitwise identical whatever the BLAS threads
             Y = X[:, pw:]
-            mean_y = fed_mean[pw:]
+            mean_y = mean[pw:]
+            parts, means = [], []
             if self.sketch is not None:
                 cols, q, Qp = self.sketch
-                S = np.ascontiguousarray((_pad(X[:, cols], PAD_COLUMNS, PAD_ROWS) @ Qp)[:n, :q])
+                S = np.ascontiguousarray(_product(X[:, cols], Qp)[:, :q])
                 mean_s = np.empty(q)
                 column_means(S, mean_s)
-                Y = np.hstack([S, Y])
-                mean_y = np.concatenate([mean_s, mean_y])
-            q = Y.shape[1]
-            # both products sum over the rows, padded like every block product (core.padded)
-            W = _pad(X[:, :pw], PAD_ROWS, PAD_COLUMNS)
-            yc = np.zeros((padded(n), padded(q, PAD_COLUMNS)))
-            np.subtract(Y, mean_y, out=yc[:n, :q])
-            cross = (W.T @ yc)[:pw, :q]
-            cyy = (yc.T @ yc)[:q, :q]
-        mean = np.concatenate([fed_mean[:pw], mean_y])
-        return float(n), mean, (np.ascontiguousarray(cross), np.ascontiguousarray(cyy), var)
+                parts.append(S)
+                means.append(mean_s)
+            q = (parts[0].shape[1] if parts else 0) + Y.shape[1]
+            # Yc^T (padded like every block product: core.padded), one side centred is enough
+            ycT = np.zeros((padded(q, PAD_COLUMNS), padded(n)))
+            row = 0
+            for part, m in [*zip(parts, means, strict=True), (Y, mean_y)]:
+                k = part.shape[1]
+                np.subtract(part.T, m[:, None], out=ycT[row : row + k, :n])
+                row += k
+            W = X[:, :pw]
+            if n % PAD_ROWS:  # a short last block: zero rows (the only copy of wide rows)
+                W = _pad(W, PAD_ROWS, 1)
+            pw8 = pw - pw % PAD_COLUMNS
+            cross = ycT @ W[:, :pw8]
+            if pw8 < pw:  # the last few wide columns, padded to 8
+                tail = ycT @ _pad(W[:, pw8:], PAD_ROWS, PAD_COLUMNS)
+                cross = np.hstack([cross, tail[:, : pw - pw8]])
+            cross = np.ascontiguousarray(cross[:q])
+            cyy = (ycT @ ycT.T)[:q, :q]
+        mean = np.concatenate([mean[:pw], *means, mean_y])
+        return float(n), mean, (cross, np.ascontiguousarray(cyy), var)
 
     def merge(self, left, right):
         if right[1] == 0:
@@ -152,7 +210,8 @@ class ThinReducer:
         f = na * nb / n
         dw, dy = d[: self.pw], d[self.pw :]
         (ca, ya, va), (cb, yb, vb) = left[3], right[3]
-        cross = ca + cb + f * np.outer(dw, dy)
+        cross = np.empty_like(ca)  # transposed: q x pw
+        _merge_cross(ca, cb, f, dy, dw, cross)
         cyy = ya + yb + f * np.outer(dy, dy)
         var = va + vb + f * dw * dw
         return [left[0] + right[0], n, mean, (cross, cyy, var)]
@@ -169,6 +228,7 @@ class ThinReducer:
     def build(self, count, mean, com, blocks, source) -> ThinMoments:
         cross, cyy, var = com
         wide = _split(blocks, self.pw)
+        cross = np.ascontiguousarray(cross.T)
         return ThinMoments(
             float(count), mean, cross / count, cyy / count, var / count, wide, self.narrow, source
         )

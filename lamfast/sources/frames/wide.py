@@ -12,15 +12,18 @@ chunk of frames, the blocks in flight and ``(2 do) x q`` partial results.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 
 import numpy as np
 
 from ... import config
+from ..._blas import thread_pool, usable_cores
+from ..._jit import njit
 from ...errors import LamfastError
-from ...moments.accumulate import BlockAccumulator, block_threads
 from ...moments.checkpoint import Checkpoint, fingerprint
+from ...moments.core import MergeTree, padded
 from ...moments.sketch import SKETCH
 from ...moments.thin import ThinMoments, ThinReducer
 from ...moments.tree import dask_client, tree_moments
@@ -37,36 +40,160 @@ def wide_block_rows(width: int) -> int:
 
 
 class ThinLayout:
-    """What a thin pass feeds its blocks (``[o?, delta, a?]``, ``rows``), how they reduce
+    """What a thin pass feeds its blocks (``[o?, delta, a?]``, ``blocks``), how they reduce
     (``reducer``: the sketch columns are computed inside each block), the block size and the
     shift of the ``o`` rows."""
 
-    def __init__(self, source, columns: np.ndarray, with_obs: bool, with_actions: bool):
+    def __init__(
+        self, source, columns: np.ndarray, with_obs: bool, with_actions: bool, variances=True
+    ):
         do = source.do
+        self.do, self.da = do, (source.da if with_actions else 0)
         self.with_obs, self.with_actions = bool(with_obs), bool(with_actions)
+        self.variances = bool(variances)
         wide = ([("o", do)] if with_obs else []) + [("delta", do)]
         narrow = [(SKETCH, columns.shape[1])] + ([("a", source.da)] if with_actions else [])
         pw = sum(size for _, size in wide)
         Q = np.ascontiguousarray(columns, dtype=np.float64)
-        self.reducer = ThinReducer(pw, narrow, sketch=(slice(pw - do, pw), Q))
+        self.reducer = ThinReducer(
+            pw, narrow, sketch=(slice(pw - do, pw), Q), variances=self.variances
+        )
         self.blocks = (*wide, *narrow[1:])  # the rows fed; each block adds the sketch columns
-        self.width = pw + columns.shape[1] + (source.da if with_actions else 0)
+        self.fed = pw + self.da
+        self.width = pw + columns.shape[1] + self.da
         self.block_rows = wide_block_rows(self.width)
         self.shift = None
         if with_obs:  # frames near a large common value keep their precision
-            self.shift = np.zeros(sum(size for _, size in self.blocks))
+            self.shift = np.zeros(self.fed)
             self.shift[:do] = source.shift()
 
-    def rows(self, o, o2, acts, source) -> np.ndarray:
-        parts = ([o] if self.with_obs else []) + [o2 - o]
-        if self.with_actions:
-            parts.append(source.action_rows(acts))
-        return np.hstack(parts) if len(parts) > 1 else parts[0]
+    def accumulator(self, sink=None, threads: int = 1) -> ThinAccumulator:
+        return ThinAccumulator(self, sink=sink, threads=threads)
 
-    def accumulator(self, **kw) -> BlockAccumulator:
-        return BlockAccumulator(
-            self.blocks, self.block_rows, shift=self.shift, reducer=self.reducer, **kw
-        )
+    def threads(self) -> int:
+        """Threads over the blocks of a sequential pass: the usable cores (or
+        ``config.STREAM_THREADS``), capped so that the blocks in flight (their rows and
+        ``q x pw`` products; a thin block has no ``p x p`` co-moment) stay within
+        ``config.FRAME_INFLIGHT_BYTES``. Never changes a bit."""
+        q = padded(self.width - self.fed, 8) + 8  # the narrow columns of a block, padded
+        per_block = 8 * (self.block_rows * self.fed + 3 * q * self.fed)
+        threads = int(config.STREAM_THREADS) or usable_cores()
+        return max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
+
+
+@njit
+def _fill(X, r0, o, o2, shift, a, sums, with_obs):
+    """Rows ``r0 ..`` of the block ``X``: ``[o - shift (with_obs), o2 - o, a]``, and their
+    values added to the column sums ``sums`` row by row (the order of ``column_means``, so
+    ``sums / n`` is the block mean bit for bit). One sweep, no row copied twice."""
+    k, do = o2.shape
+    da = a.shape[1]
+    for i in range(k):
+        r = r0 + i
+        c = 0
+        if with_obs:
+            for j in range(do):
+                v = o[i, j] - shift[j]
+                X[r, j] = v
+                sums[j] += v
+            c = do
+        for j in range(do):
+            v = o2[i, j] - o[i, j]
+            X[r, c + j] = v
+            sums[c + j] += v
+        c += do
+        for j in range(da):
+            v = a[i, j]
+            X[r, c + j] = v
+            sums[c + j] += v
+
+
+class ThinAccumulator:
+    """Transitions ``(o, o2, actions)`` into the fixed blocks of a thin pass, and their tree
+    entries into ``sink`` (default: a :class:`~lamfast.moments.core.MergeTree`) in block order.
+
+    The rows ``[o - shift, o2 - o, a]`` are written straight into the block buffer by one
+    kernel that also sums the columns, so the block's means cost no extra sweep; the same
+    values and entries, bit for bit, as feeding :func:`numpy.hstack` of them to a
+    :class:`~lamfast.moments.accumulate.BlockAccumulator` with the layout's reducer (tested).
+    With ``threads > 1`` full blocks are reduced on the shared thread pool while the caller
+    reads on; each block is computed alone with one BLAS thread, so the bits do not change.
+    """
+
+    def __init__(self, layout: ThinLayout, sink=None, threads: int = 1):
+        self.layout, self.reducer = layout, layout.reducer
+        self.tree = MergeTree(layout.blocks, layout.reducer)
+        self.sink = sink or self._push
+        self.rows, self.threads = layout.block_rows, max(int(threads), 1)
+        self.shift = layout.shift if layout.shift is not None else np.zeros(0)
+        self.free: list[tuple] = []
+        self.pending: collections.deque = collections.deque()  # (future, buffers)
+        self.buf = self._buffers()
+        self.fill = 0
+        self.added = 0  # rows so far (blocks may still be computing)
+
+    def _buffers(self) -> tuple:
+        return np.empty((self.rows, self.layout.fed)), np.zeros(self.layout.fed)
+
+    def _push(self, entry):
+        self.tree.push(*entry)
+
+    def add(self, o, o2, acts, source):
+        """The transitions ``o -> o2`` (float64 rows) with raw actions ``acts``."""
+        n = o2.shape[0]
+        a = source.action_rows(acts) if self.layout.with_actions else np.zeros((n, 0))
+        self.added += n
+        i = 0
+        while i < n:
+            k = min(self.rows - self.fill, n - i)
+            X, sums = self.buf
+            if self.fill == 0:
+                sums[:] = 0.0
+            o_k, o2_k = _rows64(o[i : i + k]), _rows64(o2[i : i + k])
+            _fill(X, self.fill, o_k, o2_k, self.shift, _rows64(a[i : i + k]), sums,
+                  self.layout.with_obs)  # fmt: skip
+            self.fill += k
+            i += k
+            if self.fill == self.rows:
+                self._block(self.buf, self.rows)
+                self.fill = 0
+
+    def _compute(self, buffers, n):
+        X, sums = buffers
+        return self.reducer.block(X[:n], mean=sums / n)
+
+    def _block(self, buffers, n):
+        if self.threads == 1:
+            self.sink(self._compute(buffers, n))
+            return
+        self.pending.append((thread_pool(self.threads).submit(self._compute, buffers, n), buffers))
+        while len(self.pending) > self.threads:  # one block per thread in flight
+            self._drain_one()
+        self.buf = self.free.pop() if self.free else self._buffers()
+
+    def _drain_one(self):
+        future, buffers = self.pending.popleft()
+        self.sink(future.result())
+        self.free.append(buffers)
+
+    def flush(self):
+        if self.fill:
+            self._block(self.buf, self.fill)
+            self.fill = 0
+        while self.pending:
+            self._drain_one()
+
+    def result(self, source: str) -> ThinMoments:
+        """The merged thin moments, the shift added back to the means."""
+        self.flush()
+        m = self.tree.result(source)
+        if self.layout.shift is None:
+            return m
+        return self.reducer.shifted(m, self.layout.shift)
+
+
+def _rows64(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float64)
 
 
 class ThinChunks(FrameChunks):
@@ -87,9 +214,15 @@ class ThinChunks(FrameChunks):
         out = []
         acc = self.layout.accumulator(sink=out.append)
         for o, o2, acts in state.cursor.take(max(g1 - g0, 0)):
-            acc.add(self.layout.rows(o, o2, acts, state.source))
+            acc.add(o, o2, acts, state.source)
         acc.flush()
         return out
+
+
+# 2: the fused row kernel, cross terms kept transposed in the tree and by yc^T W products
+# (2026-12-02): a checkpoint of the former kernels would resume into other bits, so it is
+# refused as another configuration.
+THIN_KERNEL = 2
 
 
 def thin_fingerprint(source, index, layout: ThinLayout) -> str:
@@ -100,6 +233,8 @@ def thin_fingerprint(source, index, layout: ThinLayout) -> str:
         fed=[[name, size] for name, size in layout.blocks],
         sketch_columns=int(q),
         sketch_sha256=hashlib.sha256(np.ascontiguousarray(Q).tobytes()).hexdigest(),
+        thin_kernel=THIN_KERNEL,
+        variances=layout.variances,
     )
 
 
@@ -115,6 +250,7 @@ def thin_pass(
     scheduler: str | None = None,
     client=None,
     checkpoint=None,
+    variances: bool = True,
 ) -> ThinMoments:
     """Thin moments of ``[o?, delta | columns^T delta, a?]`` over the transitions of ``source``.
 
@@ -123,7 +259,8 @@ def thin_pass(
     are refused (the action columns would be missing). ``workers`` / ``scheduler`` / ``client``
     run the blocks on Dask and ``checkpoint`` (a ``.npz`` path) makes the pass resumable, with
     the same bits as the sequential pass; a checkpoint of other columns (another pass, another
-    seed, another frame width) is refused in one line.
+    seed, another frame width) is refused in one line. ``variances=False`` skips the variances
+    of the wide values (``var_w`` is NaN), which only traces need.
     """
     do = source.do
     if columns.ndim != 2 or columns.shape[0] != do:
@@ -134,12 +271,12 @@ def thin_pass(
             f"{source.path}: partial labels are not read by the sketch path yet; label every "
             "transition, pass --actions none, or fit narrower frames (--downsample)"
         )
-    layout = ThinLayout(source, columns, with_obs, with_actions)
+    layout = ThinLayout(source, columns, with_obs, with_actions, variances)
     if any(x is not None for x in (workers, scheduler, client, checkpoint)):
         return _thin_tree(source, layout, progress, workers, scheduler, client, checkpoint)
-    acc = layout.accumulator(threads=block_threads(layout.width, layout.block_rows))
+    acc = layout.accumulator(threads=layout.threads())
     for o, o2, acts in source.transitions(progress=progress, label=label):
-        acc.add(layout.rows(o, o2, acts, source))
+        acc.add(o, o2, acts, source)
     if acc.added == 0:
         raise LamfastError(f"{source.path}: no transitions (every frame starts an episode?)")
     return acc.result("frames")
