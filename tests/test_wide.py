@@ -18,8 +18,10 @@ from lamfast.experiments.fitframes import fit_frames
 from lamfast.moments.accumulate import BlockAccumulator, moments_from_rows
 from lamfast.moments.sketch import SubspaceIteration
 from lamfast.moments.thin import ThinReducer
+from lamfast.probes.frames import probe_accuracy
+from lamfast.sources.frames import wide as wide_module
 from lamfast.sources.frames.source import FrameSource
-from lamfast.sources.frames.wide import thin_pass
+from lamfast.sources.frames.wide import ThinLayout, thin_pass
 
 from . import naive
 
@@ -41,6 +43,93 @@ def wide(tmp_path, rng):
     path = tmp_path / "w.npz"
     np.savez(path, frames=frames, actions=ids, episode_starts=starts)
     return path
+
+
+@pytest.fixture
+def wide_u8(tmp_path, rng, monkeypatch):
+    """uint8 frames of 9 x 11 x 3 = 297 values (no multiple of 8 or 64, so every product has
+    ragged edges), blocks of 64 rows and 899 transitions (a last block of 3 rows)."""
+    T, do = 903, 297
+    walk = np.cumsum(rng.integers(-3, 4, (T, do)), axis=0) // 2
+    frames = np.clip(rng.integers(60, 200, do) + walk, 0, 255).astype(np.uint8)
+    starts = np.zeros(T, bool)
+    starts[::251] = True
+    path = tmp_path / "u8.npz"
+    np.savez(path, frames=frames.reshape(T, 9, 11, 3), actions=rng.integers(0, DA, T),
+             episode_starts=starts)  # fmt: skip
+    monkeypatch.setattr(config, "WIDE_BLOCK_BYTES", 64 * 8 * 300)  # 64 rows a block
+    return path
+
+
+def _generic_pass(src, Q, with_obs):
+    """A thin pass the plain way: float64 rows from ``transitions``, stacked with numpy and fed
+    to a BlockAccumulator with the pass's reducer."""
+    layout = ThinLayout(src, Q, with_obs, with_obs)
+    acc = BlockAccumulator(layout.blocks, layout.block_rows, shift=layout.shift,
+                           reducer=layout.reducer)  # fmt: skip
+    for o, o2, acts in src.transitions(progress=False):
+        parts = ([o] if with_obs else []) + [o2 - o]
+        acc.add(np.hstack(parts + ([src.action_rows(acts)] if with_obs else [])))
+    return layout, acc.result("frames")
+
+
+@pytest.mark.parametrize("with_obs", [False, True])
+def test_fused_pass_is_the_generic_pass_bitwise(wide_u8, monkeypatch, with_obs):
+    """The fused pass (uint8 frames converted inside the row kernel, block means summed while
+    the rows are written, cross terms by Yc^T W) gives the bits of the plain path, for any
+    chunk and thread count, and the thin moments of a numpy reference."""
+    src = FrameSource(wide_u8)
+    Q = np.random.default_rng(5).standard_normal((src.do, 7))
+    layout, ref = _generic_pass(src, Q, with_obs)
+    assert layout.block_rows == 64 and src.scale == 1 / 255
+    for cf, threads in ((7, 1), (100, 2), (1000, 1)):
+        monkeypatch.setattr(config, "STREAM_THREADS", threads)
+        got = thin_pass(FrameSource(wide_u8, chunk_frames=cf), Q, with_obs=with_obs,
+                        with_actions=with_obs)  # fmt: skip
+        for name in ("mean", "cross", "cov_y", "var_w"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+    data = np.load(wide_u8)
+    rows = naive.frame_rows(data["frames"], actions=data["actions"], n_actions=DA,
+                            episode_starts=data["episode_starts"], scale=1 / 255)  # fmt: skip
+    do = src.do
+    delta = rows[:, do : 2 * do]
+    w = rows[:, : 2 * do] if with_obs else delta
+    y = np.hstack([delta @ Q, rows[:, 2 * do :]]) if with_obs else delta @ Q
+    wc, yc = w - w.mean(0), y - y.mean(0)
+    assert_allclose(got.mean, np.concatenate([w.mean(0), y.mean(0)]), rtol=1e-12, atol=1e-15)
+    assert_allclose(got.cross, wc.T @ yc / len(w), rtol=1e-9, atol=1e-14)
+    assert_allclose(got.cov_y, yc.T @ yc / len(w), rtol=1e-9, atol=1e-14)
+    assert_allclose(got.var_w, (wc**2).mean(0), rtol=1e-9, atol=1e-15)
+
+
+def test_pass_paths_agree_bitwise(wide_u8, monkeypatch):
+    """Frames read as stored or as float64 rows, in process or through the block executor (a
+    checkpoint), with or without the variances: the same bits."""
+    src = FrameSource(wide_u8, chunk_frames=50)
+    Q = np.random.default_rng(6).standard_normal((src.do, 9))
+    ref = thin_pass(src, Q, with_obs=True, with_actions=True)
+    runs = {"resumable": thin_pass(src, Q, with_obs=True, with_actions=True,
+                                   checkpoint=wide_u8.parent / "c.npz")}  # fmt: skip
+    no_var = thin_pass(src, Q, with_obs=True, with_actions=True, variances=False)
+    assert np.isnan(no_var.var_w).all()
+    runs["no variances"] = no_var
+    monkeypatch.setattr(wide_module, "frames_as_stored", lambda source: (source, 1.0))
+    runs["float rows"] = thin_pass(src, Q, with_obs=True, with_actions=True)
+    for label, got in runs.items():
+        for name in ("mean", "cross", "cov_y") + (("var_w",) if label != "no variances" else ()):
+            np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=label)
+
+
+def test_delta_probe_accuracy_is_probe_accuracy(wide_u8, wide):
+    from lamfast.experiments.fitwide import delta_probe_accuracy
+
+    g = np.random.default_rng(7)
+    for path in (wide_u8, wide):  # uint8 frames (scaled), float32 frames
+        src = FrameSource(path)
+        V, G, h = g.standard_normal((src.do, 3)), g.standard_normal((DA, 3)), g.standard_normal(DA)
+        W = np.zeros((3, 2 * src.do + src.da))
+        W[:, src.do : 2 * src.do] = V.T
+        assert delta_probe_accuracy(src, V, G, h) == probe_accuracy(src, [(W, G, h)])[0]
 
 
 def test_thin_moments_are_blocks_of_the_full_moments(rng):

@@ -21,11 +21,10 @@ from .. import config
 from ..errors import LamfastError
 from ..moments.sketch import SKETCH, SubspaceIteration
 from ..moments.tree import dask_client
-from ..probes.frames import probe_accuracy
 from ..probes.thin import schur_probe
 from ..solvers.variant import Variant
 from ..sources.frames.distributed import side_checkpoint_path
-from ..sources.frames.wide import thin_pass
+from ..sources.frames.wide import frame_differences, frames_as_stored, thin_pass
 
 
 def check_sketch_variant(variant: Variant) -> None:
@@ -53,6 +52,27 @@ def frames_summary(source, transitions, dz: int, variant: Variant) -> dict:
         "dz": int(dz),
         "variant": dataclasses.asdict(variant),
     }
+
+
+def delta_probe_accuracy(source, V, G, h, progress=None) -> float:
+    """Argmax accuracy of the action probe ``argmax(G V^T delta + h)``, in one more pass: the
+    value of :func:`lamfast.probes.frames.probe_accuracy` with the latent map ``[0, V^T, 0]``
+    (the same bits: the same product ``delta @ V``, without its ``o @ 0`` term), reading the
+    frames as stored and converting them once (:func:`frames_as_stored`)."""
+    if source.action_kind != "discrete":
+        raise LamfastError("probe accuracy needs discrete actions")
+    Vt = np.ascontiguousarray(V.T)  # V^T's layout in probe_accuracy's W: the same GEMM
+    stored, scale = frames_as_stored(source)
+    hits = total = 0
+    for o, o2, acts in stored.transitions(progress=progress, label="accuracy"):
+        keep = source.labelled(acts)
+        if not keep.all():
+            o, o2, acts = o[keep], o2[keep], acts[keep]
+        ids = acts.astype(np.int64)
+        z = frame_differences(o, o2, scale) @ Vt.T
+        hits += int(np.count_nonzero(np.argmax(z @ G.T + h, axis=1) == ids))
+        total += ids.shape[0]
+    return hits / max(total, 1)
 
 
 def fit_wide(
@@ -151,11 +171,11 @@ def fit_wide(
             result["action_freq"] = freq.tolist()
             result["act_acc_chance"] = float(freq.max())
             if accuracy:
-                W = np.zeros((dz, 2 * do + source.da))
-                W[:, do : 2 * do] = pairs_m.vectors.T  # z = V^T delta
                 h = ms.mean[a] - Ga @ mu_z
-                # the accuracy pass reads W's frame blocks; V^T delta = G Q^T delta up to rounding
-                result["act_acc"] = probe_accuracy(source, [(W, Ga, h)], progress=progress)[0]
+                # the accuracy pass reads delta; V^T delta = G Q^T delta up to rounding
+                result["act_acc"] = delta_probe_accuracy(
+                    source, pairs_m.vectors, Ga, h, progress=progress
+                )
     result["notes"] = [
         f"sketch: PCA of E[delta delta^T] by {passes} passes of randomized subspace iteration "
         f"({it.l} columns); largest relative residual ||M v - lambda v|| / lambda_1 = "

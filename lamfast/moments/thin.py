@@ -85,14 +85,6 @@ class ThinMoments:
 
 
 @njit
-def _column_stats(X, pw, out_mean, out_var):
-    """Means of every column of ``X`` and the variances (co-moment diagonal) of the first
-    ``pw``, two passes inside the block (no cancellation near an offset)."""
-    column_means(X, out_mean)
-    _column_vars(X, pw, out_mean, out_var)
-
-
-@njit
 def _column_vars(X, pw, mean, out_var):
     """The co-moment diagonal of the first ``pw`` columns of ``X`` about ``mean``."""
     n = X.shape[0]

@@ -8,12 +8,22 @@ same tree as the full moments, so a pass is bitwise identical for any read chunk
 count and Dask worker count, and after a resume (:class:`ThinChunks` reads block ranges through
 the source's index, like :class:`~lamfast.sources.frames.index.FrameChunks`); memory is one
 chunk of frames, the blocks in flight and ``(2 do) x q`` partial results.
+
+How a pass spends its time (profiled 2026-12-02, 2e4 frames of 64 x 64 RGB, 2-core Xeon): the
+frames are read as stored (:func:`frames_as_stored`: a ``uint8`` chunk is an eighth of its
+float64 rows, and its conversion was most of a ``FrameSource.transitions`` read), one kernel
+(``_fill``) converts them and writes the block rows ``[o - shift, o2 - o, a]`` with their
+column sums, and the blocks are reduced on the thread pool (:meth:`ThinLayout.threads`; the
+full moments' ``block_threads`` allowed one thread, counting a ``p x p`` co-moment a thin block
+does not have), where the two products ``X Q`` and ``Yc^T W`` run near the flop rate of one
+BLAS thread and take most of the time.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import hashlib
 
 import numpy as np
@@ -81,31 +91,101 @@ class ThinLayout:
         return max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
 
 
+class _AsStored:
+    """In place of a source's :class:`~lamfast.sources.frames.preprocess.Preprocess` when it
+    only scales: the frames stay as stored (flattened, not converted), for the fused kernels
+    that convert them (:func:`frames_as_stored`)."""
+
+    def __init__(self, preprocess):
+        self.preprocess = preprocess
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        return raw.reshape(raw.shape[0], -1)
+
+    def __getattr__(self, name):
+        return getattr(self.preprocess, name)
+
+
+def frames_as_stored(source):
+    """``(view, scale)``: a copy of ``source`` whose transitions yield the frames as stored
+    (flattened ``uint8``, say) and the scale that turns them into the source's values; or
+    ``(source, 1.0)`` when its preprocessing crops or downsamples, or a file holds frames of
+    another type than native integers, float32 or float64 (the types the kernels compile for).
+
+    A pass then reads a chunk in its stored width (a ``uint8`` chunk is an eighth of its
+    float64 rows) and converts it once, inside the kernel that forms the rows: ``float64(x) *
+    scale`` (the multiplication skipped at scale 1), the operations of ``Preprocess.apply``,
+    so the rows are the same bits as from ``source.transitions`` (tests/test_wide.py). NaN and
+    inf are still refused (the source's check on float frames sees the stored values).
+    """
+    pre = source.preprocess
+    if pre.crop is not None or pre.downsample != 1:
+        return source, 1.0
+    for seg in source.segments:
+        for m in (seg.frames, seg.o, seg.o_next):
+            if m is not None and not _kernel_dtype(np.dtype(m.dtype)):
+                return source, 1.0
+    view = copy.copy(source)
+    view.preprocess = _AsStored(pre)
+    return view, float(source.scale)
+
+
+def _kernel_dtype(dtype: np.dtype) -> bool:
+    return dtype.isnative and (dtype.kind in "ui" or dtype in (np.float32, np.float64))
+
+
 @njit
-def _fill(X, r0, o, o2, shift, a, sums, with_obs):
-    """Rows ``r0 ..`` of the block ``X``: ``[o - shift (with_obs), o2 - o, a]``, and their
-    values added to the column sums ``sums`` row by row (the order of ``column_means``, so
-    ``sums / n`` is the block mean bit for bit). One sweep, no row copied twice."""
+def _fill(X, r0, o, o2, scale, shift, a, sums, with_obs):
+    """Rows ``r0 ..`` of the block ``X``: ``[o - shift (with_obs), o2 - o, a]`` of frames
+    ``o``, ``o2`` as stored times ``scale`` (see :func:`frames_as_stored`), and their values
+    added to the column sums ``sums`` row by row (the order of ``column_means``, so ``sums /
+    n`` is the block mean bit for bit). One sweep, no row copied twice."""
     k, do = o2.shape
     da = a.shape[1]
+    scaled = scale != 1.0
+    c0 = do if with_obs else 0
     for i in range(k):
         r = r0 + i
-        c = 0
-        if with_obs:
-            for j in range(do):
-                v = o[i, j] - shift[j]
+        for j in range(do):
+            u = np.float64(o[i, j])
+            w = np.float64(o2[i, j])
+            if scaled:
+                u *= scale
+                w *= scale
+            if with_obs:
+                v = u - shift[j]
                 X[r, j] = v
                 sums[j] += v
-            c = do
-        for j in range(do):
-            v = o2[i, j] - o[i, j]
-            X[r, c + j] = v
-            sums[c + j] += v
-        c += do
+            v = w - u
+            X[r, c0 + j] = v
+            sums[c0 + j] += v
+        c = c0 + do
         for j in range(da):
             v = a[i, j]
             X[r, c + j] = v
             sums[c + j] += v
+
+
+@njit
+def _differences(o, o2, scale, out):
+    """``out = o2 * scale - o * scale`` of frames as stored (:func:`frames_as_stored`)."""
+    k, do = o2.shape
+    scaled = scale != 1.0
+    for i in range(k):
+        for j in range(do):
+            u = np.float64(o[i, j])
+            w = np.float64(o2[i, j])
+            if scaled:
+                u *= scale
+                w *= scale
+            out[i, j] = w - u
+
+
+def frame_differences(o: np.ndarray, o2: np.ndarray, scale: float) -> np.ndarray:
+    """The rows ``delta`` of transitions read through :func:`frames_as_stored` (float64)."""
+    out = np.empty(o2.shape)
+    _differences(o, o2, float(scale), out)
+    return out
 
 
 class ThinAccumulator:
@@ -138,8 +218,9 @@ class ThinAccumulator:
     def _push(self, entry):
         self.tree.push(*entry)
 
-    def add(self, o, o2, acts, source):
-        """The transitions ``o -> o2`` (float64 rows) with raw actions ``acts``."""
+    def add(self, o, o2, acts, source, scale: float = 1.0):
+        """The transitions ``o -> o2`` with raw actions ``acts``: float64 rows of ``source``,
+        or its frames as stored and their ``scale`` (:func:`frames_as_stored`)."""
         n = o2.shape[0]
         a = source.action_rows(acts) if self.layout.with_actions else np.zeros((n, 0))
         self.added += n
@@ -149,9 +230,8 @@ class ThinAccumulator:
             X, sums = self.buf
             if self.fill == 0:
                 sums[:] = 0.0
-            o_k, o2_k = _rows64(o[i : i + k]), _rows64(o2[i : i + k])
-            _fill(X, self.fill, o_k, o2_k, self.shift, _rows64(a[i : i + k]), sums,
-                  self.layout.with_obs)  # fmt: skip
+            _fill(X, self.fill, o[i : i + k], o2[i : i + k], float(scale), self.shift,
+                  a[i : i + k], sums, self.layout.with_obs)  # fmt: skip
             self.fill += k
             i += k
             if self.fill == self.rows:
@@ -192,10 +272,6 @@ class ThinAccumulator:
         return self.reducer.shifted(m, self.layout.shift)
 
 
-def _rows64(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float64)
-
-
 class ThinChunks(FrameChunks):
     """``chunk_fn(first, stop)`` of a thin pass, for :func:`lamfast.moments.tree.tree_moments`:
     the blocks of :func:`thin_pass`, read by range through the source's index (its
@@ -209,12 +285,15 @@ class ThinChunks(FrameChunks):
         state = self._thread_state()
         g0 = first * self.block_rows
         g1 = min(stop * self.block_rows, self.index.total)
+        if not hasattr(state, "stored"):  # the thread's source, its frames as stored
+            state.stored = frames_as_stored(state.source)
+        stored, scale = state.stored
         if state.cursor is None or state.cursor.pos != g0:
-            state.cursor = _Cursor(state.source, self.index, g0, None)
+            state.cursor = _Cursor(stored, self.index, g0, None)
         out = []
         acc = self.layout.accumulator(sink=out.append)
         for o, o2, acts in state.cursor.take(max(g1 - g0, 0)):
-            acc.add(o, o2, acts, state.source)
+            acc.add(o, o2, acts, state.source, scale)
         acc.flush()
         return out
 
@@ -275,8 +354,9 @@ def thin_pass(
     if any(x is not None for x in (workers, scheduler, client, checkpoint)):
         return _thin_tree(source, layout, progress, workers, scheduler, client, checkpoint)
     acc = layout.accumulator(threads=layout.threads())
-    for o, o2, acts in source.transitions(progress=progress, label=label):
-        acc.add(o, o2, acts, source)
+    stored, scale = frames_as_stored(source)
+    for o, o2, acts in stored.transitions(progress=progress, label=label):
+        acc.add(o, o2, acts, source, scale)
     if acc.added == 0:
         raise LamfastError(f"{source.path}: no transitions (every frame starts an episode?)")
     return acc.result("frames")
