@@ -22,7 +22,40 @@ def block_threads(p: int, block_rows: int) -> int:
     return max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
 
 
-class BlockAccumulator:
+class BlockPipeline:
+    """Full blocks to ``sink``, reduced in order: on the caller's thread, or with ``threads > 1``
+    on the shared pool while the caller fills the next buffer.
+
+    Subclasses set ``threads``, ``sink``, ``pending`` (a deque), ``free`` (a list), ``buf``
+    and ``fill``, and define ``_buffers()`` (a fresh block buffer) and ``_compute(buffers, n)``
+    (the reduction of the first ``n`` rows of a buffer).
+    """
+
+    def _block(self, buffers, n):
+        if self.threads == 1:
+            self.sink(self._compute(buffers, n))
+            return
+        self.pending.append((thread_pool(self.threads).submit(self._compute, buffers, n), buffers))
+        # one block per thread in flight (each holds its rows and their centred copy: memory
+        # stays a few blocks whatever the dataset); the next buffer is one no block still uses
+        while len(self.pending) > self.threads:
+            self._drain_one()
+        self.buf = self.free.pop() if self.free else self._buffers()
+
+    def _drain_one(self):
+        future, buffers = self.pending.popleft()
+        self.sink(future.result())
+        self.free.append(buffers)
+
+    def flush(self):
+        if self.fill:
+            self._block(self.buf, self.fill)
+            self.fill = 0
+        while self.pending:
+            self._drain_one()
+
+
+class BlockAccumulator(BlockPipeline):
     """Cut a stream of row chunks into fixed blocks of ``block_rows`` rows and merge them.
 
     Each block's ``(count, mean, co-moment)`` goes to ``sink`` (default: a :class:`MergeTree`),
@@ -112,29 +145,6 @@ class BlockAccumulator:
         if labels is None:
             return self.reducer.block(X[:n])
         return grouped_block_moments(X[:n], labels[:n], self.groups)
-
-    def _block(self, buffers, n):
-        if self.threads == 1:
-            self.sink(self._compute(buffers, n))
-            return
-        self.pending.append((thread_pool(self.threads).submit(self._compute, buffers, n), buffers))
-        # one block per thread in flight (each holds its rows and their centred copy: memory
-        # stays a few blocks whatever the dataset); the next buffer is one no block still uses
-        while len(self.pending) > self.threads:
-            self._drain_one()
-        self.buf = self.free.pop() if self.free else self._buffers()
-
-    def _drain_one(self):
-        future, buffers = self.pending.popleft()
-        self.sink(future.result())
-        self.free.append(buffers)
-
-    def flush(self):
-        if self.fill:
-            self._block(self.buf, self.fill)
-            self.fill = 0
-        while self.pending:
-            self._drain_one()
 
     def result(self, source: str):
         """The merged moments (the shift added back to the mean); with groups, a list of them

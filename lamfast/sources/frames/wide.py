@@ -29,9 +29,10 @@ import hashlib
 import numpy as np
 
 from ... import config
-from ..._blas import thread_pool, usable_cores
+from ..._blas import usable_cores
 from ..._jit import njit
 from ...errors import LamfastError
+from ...moments.accumulate import BlockPipeline
 from ...moments.checkpoint import Checkpoint, fingerprint
 from ...moments.core import MergeTree, padded
 from ...moments.sketch import SKETCH
@@ -166,29 +167,16 @@ def _fill(X, r0, o, o2, scale, shift, a, sums, with_obs):
             sums[c + j] += v
 
 
-@njit
-def _differences(o, o2, scale, out):
-    """``out = o2 * scale - o * scale`` of frames as stored (:func:`frames_as_stored`)."""
-    k, do = o2.shape
-    scaled = scale != 1.0
-    for i in range(k):
-        for j in range(do):
-            u = np.float64(o[i, j])
-            w = np.float64(o2[i, j])
-            if scaled:
-                u *= scale
-                w *= scale
-            out[i, j] = w - u
-
-
 def frame_differences(o: np.ndarray, o2: np.ndarray, scale: float) -> np.ndarray:
     """The rows ``delta`` of transitions read through :func:`frames_as_stored` (float64)."""
-    out = np.empty(o2.shape)
-    _differences(o, o2, float(scale), out)
+    n, do = o2.shape
+    out = np.empty((n, do))
+    # the delta columns of _fill (the column sums are a by-product, unused here)
+    _fill(out, 0, o, o2, float(scale), np.zeros(0), np.zeros((n, 0)), np.zeros(do), False)
     return out
 
 
-class ThinAccumulator:
+class ThinAccumulator(BlockPipeline):
     """Transitions ``(o, o2, actions)`` into the fixed blocks of a thin pass, and their tree
     entries into ``sink`` (default: a :class:`~lamfast.moments.core.MergeTree`) in block order.
 
@@ -241,27 +229,6 @@ class ThinAccumulator:
     def _compute(self, buffers, n):
         X, sums = buffers
         return self.reducer.block(X[:n], mean=sums / n)
-
-    def _block(self, buffers, n):
-        if self.threads == 1:
-            self.sink(self._compute(buffers, n))
-            return
-        self.pending.append((thread_pool(self.threads).submit(self._compute, buffers, n), buffers))
-        while len(self.pending) > self.threads:  # one block per thread in flight
-            self._drain_one()
-        self.buf = self.free.pop() if self.free else self._buffers()
-
-    def _drain_one(self):
-        future, buffers = self.pending.popleft()
-        self.sink(future.result())
-        self.free.append(buffers)
-
-    def flush(self):
-        if self.fill:
-            self._block(self.buf, self.fill)
-            self.fill = 0
-        while self.pending:
-            self._drain_one()
 
     def result(self, source: str) -> ThinMoments:
         """The merged thin moments, the shift added back to the means."""
