@@ -61,6 +61,13 @@ def wide_u8(tmp_path, rng, monkeypatch):
     return path
 
 
+def _rows(path, scale=1.0):
+    """The rows ``[o, delta, a]`` of a fixture's file, by the naive reader."""
+    data = np.load(path)
+    return naive.frame_rows(data["frames"], actions=data["actions"], n_actions=DA,
+                            episode_starts=data["episode_starts"], scale=scale)  # fmt: skip
+
+
 def _generic_pass(src, Q, with_obs):
     """A thin pass the plain way: float64 rows from ``transitions``, stacked with numpy and fed
     to a BlockAccumulator with the pass's reducer."""
@@ -88,9 +95,7 @@ def test_fused_pass_is_the_generic_pass_bitwise(wide_u8, monkeypatch, with_obs):
                         with_actions=with_obs)  # fmt: skip
         for name in ("mean", "cross", "cov_y", "var_w"):
             np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
-    data = np.load(wide_u8)
-    rows = naive.frame_rows(data["frames"], actions=data["actions"], n_actions=DA,
-                            episode_starts=data["episode_starts"], scale=1 / 255)  # fmt: skip
+    rows = _rows(wide_u8, scale=1 / 255)
     do = src.do
     delta = rows[:, do : 2 * do]
     w = rows[:, : 2 * do] if with_obs else delta
@@ -120,16 +125,20 @@ def test_pass_paths_agree_bitwise(wide_u8, monkeypatch):
             np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=label)
 
 
-def test_delta_probe_accuracy_is_probe_accuracy(wide_u8, wide):
-    from lamfast.experiments.fitwide import delta_probe_accuracy
+def test_latent_probe_accuracy_is_probe_accuracy(wide_u8, wide):
+    from lamfast.experiments.fitwide import latent_probe_accuracy
 
     g = np.random.default_rng(7)
     for path in (wide_u8, wide):  # uint8 frames (scaled), float32 frames
         src = FrameSource(path)
-        V, G, h = g.standard_normal((src.do, 3)), g.standard_normal((DA, 3)), g.standard_normal(DA)
+        Wo, Wd = g.standard_normal((3, src.do)), g.standard_normal((3, src.do))
+        G, h = g.standard_normal((DA, 3)), g.standard_normal(DA)
         W = np.zeros((3, 2 * src.do + src.da))
-        W[:, src.do : 2 * src.do] = V.T
-        assert delta_probe_accuracy(src, V, G, h) == probe_accuracy(src, [(W, G, h)])[0]
+        W[:, src.do : 2 * src.do] = Wd
+        assert latent_probe_accuracy(src, Wd, G, h) == probe_accuracy(src, [(W, G, h)])[0]
+        W[:, : src.do] = Wo
+        got = latent_probe_accuracy(src, Wd, G, h, Wo=Wo)
+        assert got == probe_accuracy(src, [(W, G, h)])[0]
 
 
 def test_thin_moments_are_blocks_of_the_full_moments(rng):
@@ -212,9 +221,100 @@ def test_auto_picks_the_sketch_above_the_width(wide, monkeypatch):
     assert r["solver"] == "eig" and lam is not None
 
 
+def test_projected_pass_against_numpy(wide_u8, monkeypatch):
+    """``project_obs`` adds ``Q^T o`` to the narrow block: computed from the shifted ``o`` with
+    the shift's image added back to its mean, the moments of ``[delta Q, o Q, a]`` of a numpy
+    reference, bitwise for any chunk and thread count."""
+    src = FrameSource(wide_u8)
+    Q = np.random.default_rng(8).standard_normal((src.do, 5))
+    kw = dict(with_obs=True, with_actions=True, project_obs=True)
+    ref = thin_pass(src, Q, **kw)
+    assert [name for name, _ in ref.narrow] == ["sketch", "sketch_o", "a"]
+    for cf, threads in ((7, 1), (100, 2)):
+        monkeypatch.setattr(config, "STREAM_THREADS", threads)
+        got = thin_pass(FrameSource(wide_u8, chunk_frames=cf), Q, **kw)
+        for name in ("mean", "cross", "cov_y", "var_w"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+    rows = _rows(wide_u8, scale=1 / 255)
+    do = src.do
+    o, delta = rows[:, :do], rows[:, do : 2 * do]
+    y = np.hstack([delta @ Q, o @ Q, rows[:, 2 * do :]])
+    w = rows[:, : 2 * do]
+    wc, yc = w - w.mean(0), y - y.mean(0)
+    # o sits near 0.5 (uint8 / 255) and Q's columns sum ~17 values: the mean of o Q is ~10,
+    # its spread ~1; 1e-12 relative is a thousand times the rounding of the shifted sum
+    assert_allclose(ref.mean, np.concatenate([w.mean(0), y.mean(0)]), rtol=1e-12, atol=1e-15)
+    assert_allclose(ref.cross, wc.T @ yc / len(w), rtol=1e-9, atol=1e-13)
+    assert_allclose(ref.cov_y, yc.T @ yc / len(w), rtol=1e-9, atol=1e-13)
+
+
+def _sketch(src, passes, project_obs=True):
+    it = SubspaceIteration(src.do, 16, 16, seed=0)
+    for i in range(passes):
+        last = i == passes - 1
+        thin = thin_pass(src, it.columns(), with_obs=last, with_actions=last,
+                         project_obs=project_obs and last)  # fmt: skip
+        it.update(thin)
+    return it, thin
+
+
+def test_subspace_fit_scores_against_numpy(wide):
+    """The moments of the Ritz coordinates and the lifted LAM's scores (recon, obs_mse,
+    act_mse) against the same LAM lifted to the frames and scored on the rows by numpy."""
+    from lamfast.estimator import fit
+    from lamfast.experiments.fitwide import lifted_scores, subspace_moments
+    from lamfast.solvers.variant import Variant
+
+    src = FrameSource(wide)
+    it, thin = _sketch(src, 3)
+    rows = _rows(wide)
+    do = src.do
+    o, delta, a = rows[:, :do], rows[:, do : 2 * do], rows[:, 2 * do :]
+    tr_m = float(np.mean(np.sum(delta**2, axis=1)))
+    for m, variant in ((20, Variant(decoder="learned")), (32, Variant(label_fraction=0.5)),
+                       (12, Variant(decoder="learned", encoder="free"))):  # fmt: skip
+        V = it.last_basis() @ it.ritz_map(m).T  # the top m Ritz vectors of M
+        x = np.hstack([o @ V, delta @ V, a])
+        mm = subspace_moments(thin, it, m)
+        xc = x - x.mean(0)
+        assert_allclose(mm.mean, x.mean(0), rtol=1e-9, atol=1e-12)
+        assert_allclose(mm.cov, xc.T @ xc / len(x), rtol=1e-8, atol=1e-11)
+        lam = fit(mm, DA, variant, solver="auto", seed=0)
+        got, _ = lifted_scores(lam, thin, it, mm, tr_m)
+        A = np.eye(do) + V @ (lam.A - np.eye(m)) @ V.T  # A = I outside span(V)
+        B, C, D = V @ lam.B, lam.C @ V.T, lam.D @ V.T
+        z = o @ (C + D).T + delta @ D.T
+        # rows and moments sum the same values in other orders: ~1e-12 relative apart
+        assert got["recon"] == pytest.approx(naive.lam_loss(rows, do, A, B, C, D), rel=1e-9)
+        assert got["obs_mse"] == pytest.approx(naive.probe_mse(z, o), rel=1e-9, abs=1e-12)
+        assert got["act_mse"] == pytest.approx(naive.probe_mse(z, a), rel=1e-9, abs=1e-12)
+        outside = delta - (delta @ V) @ V.T
+        assert got["delta_outside"] == pytest.approx(
+            np.mean(np.sum(outside**2, axis=1)) / do, rel=1e-8, abs=1e-15
+        )
+
+
+def test_sketch_fits_the_other_variants_in_its_subspace(wide):
+    """A learned decoder and action supervision on the sketch path: fitted in the sketch's
+    subspace. The learned decoder's recon (its whole objective) is never better than the
+    exact optimum over all the frames (the lifted LAM is one of the LAMs that optimum ranges
+    over); both stay within the part of delta outside the subspace of the exact fit here
+    (delta has 3 action directions above a flat floor)."""
+    for variant in ({"decoder": "learned"}, {"label_fraction": 0.5}):
+        exact, _ = fit_frames(wide, DA, method="exact", variant=variant)
+        sketch, _ = fit_frames(wide, DA, method="sketch", variant=variant)
+        sub = sketch["subspace"]
+        assert sketch["solver"] == "sketch" and sub["solver"] == exact["solver"] == "eig"
+        assert sub["dim"] == 32 and sub["check"]["dim"] == DA + (32 - DA) // 2
+        if "decoder" in variant:
+            assert exact["recon"] <= sketch["recon"] * (1 + 1e-9)
+        assert abs(sketch["recon"] - exact["recon"]) <= sub["delta_outside"]
+        assert sketch["act_acc"] == exact["act_acc"] == 1.0
+        assert sketch["act_mse"] == pytest.approx(exact["act_mse"], abs=1e-4)
+        assert any(n.startswith("subspace:") for n in sketch["notes"])
+
+
 def test_hostile_sketch(wide, tmp_path):
-    with pytest.raises(LamfastError, match="identity decoder"):
-        fit_frames(wide, 2, method="sketch", variant={"decoder": "learned"})
     with pytest.raises(LamfastError, match="dz must be"):
         fit_frames(wide, 513, method="sketch")
     it = SubspaceIteration(512, 2, 4, seed=0)
@@ -236,7 +336,12 @@ def test_cli_sketch(wide):
     r = json.loads(run.output)
     assert r["sketch"]["passes"] == config.SKETCH_PASSES
     text = CliRunner().invoke(cli, ["fit", str(wide), "--dz", "4", "--method", "sketch"]).output
-    assert "sketch   4 passes" in text
+    assert "sketch   4 passes" in text and "subspace the top" not in text
+    run = CliRunner().invoke(
+        cli, ["fit", str(wide), "--dz", "4", "--method", "sketch", "--decoder", "learned"]
+    )
+    assert run.exit_code == 0, run.output
+    assert "subspace the top 32 eigenvectors (solver eig)" in run.output
 
 
 def test_full_moments_of_1028_columns_bitwise_across_threads(wide, monkeypatch):

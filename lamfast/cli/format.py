@@ -38,6 +38,16 @@ def format_frames_fit(r: dict) -> str:
             f"  sketch   {sk['passes']} passes, {sk['columns']} columns, residuals "
             f"||M v - lambda v|| / lambda_1 <= {max(sk['residuals']):.2g}"
         )
+    if "subspace" in r:
+        sub = r["subspace"]
+        c = sub["check"]
+        lines += [
+            f"  subspace the top {sub['dim']} eigenvectors (solver {sub['solver']}), "
+            f"{sub['delta_outside_fraction']:.3%} of E||delta||^2 outside them; in the top "
+            f"{c['dim']}:",
+            f"           recon {c['recon']:.6f}, obs_mse {c['obs_mse']:.6f}"
+            + (f", act_mse {c['act_mse']:.6f}" if "act_mse" in c else ""),
+        ]
     if r.get("labels") == "partial":
         n, nl = r["transitions"], r["labelled_transitions"]
         budget = r.get("label_budget")

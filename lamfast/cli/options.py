@@ -324,8 +324,9 @@ def frame_options(f):
             default="auto",
             show_default=True,
             help="exact: the full moments of [o, delta, a]; sketch: passes of a randomized "
-            "subspace iteration in memory of order do x dz, for wide frames (identity "
-            "decoder); auto: the sketch above 2048 values a frame.",
+            "subspace iteration in memory of order do x dz, for wide frames (exact for the "
+            "identity decoder; a learned decoder or labels are fitted inside the sketch's "
+            "subspace, reported); auto: the sketch above 2048 values a frame.",
         ),
         click.option(
             "--accuracy/--no-accuracy",

@@ -26,7 +26,7 @@ from ..solvers.fitted import recon_loss
 from ..solvers.variant import Variant, check_dz
 from ..sources.frames.preprocess import Preprocess
 from ..sources.frames.source import FrameSource
-from .fitwide import fit_wide, frames_summary
+from .fitwide import chance_scores, fit_wide, frames_summary
 
 # How fit_frames computes: the full moments, the thin passes of the sketch, or by the width.
 METHODS = ("auto", "exact", "sketch")
@@ -129,6 +129,8 @@ def fit_frames(
     dz = check_dz(dz, do)
     if method not in METHODS:
         raise LamfastError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if variant.label_fraction > 0 and source.action_kind is None:
+        raise LamfastError("action supervision (--label-fraction) needs actions in the data")
     if method == "sketch" or (method == "auto" and do > config.WIDE_AUTO_DO):
         refused = [
             name
@@ -158,14 +160,13 @@ def fit_frames(
             workers=workers,
             scheduler=scheduler,
             checkpoint=checkpoint,
+            solver=solver,
         )
         result["solver_requested"] = solver
         result["seconds"] = time.perf_counter() - start
         return result, None
     if clean_basis is not None and noop_action is not None:
         raise LamfastError("give either a clean basis or a noop action, not both")
-    if variant.label_fraction > 0 and source.action_kind is None:
-        raise LamfastError("action supervision (--label-fraction) needs actions in the data")
     partial = source.partial
     if partial and variant.label_fraction > 0:
         raise LamfastError(
@@ -247,16 +248,12 @@ def fit_frames(
         result["clean_dim"] = int(U.shape[1])
         result["clean_from"] = "noop" if noop_action is not None else "basis"
     if mL is not None:
-        result["act_mse_chance"] = 1.0
-    if source.action_kind == "discrete":
-        freq = mL.block_mean("a")
-        result["action_freq"] = freq.tolist()
-        result["act_acc_chance"] = float(freq.max())
-        if accuracy:
-            accs = probe_accuracy(source, probes, progress=progress)
-            for (tag, *_), acc in zip(fits, accs, strict=True):
-                suffix = {"raw": "", "clean": "_clean", "without_labels": "_without_labels"}[tag]
-                result["act_acc" + suffix] = acc
+        result.update(chance_scores(source, mL.block_mean("a")))
+    if source.action_kind == "discrete" and accuracy:
+        accs = probe_accuracy(source, probes, progress=progress)
+        for (tag, *_), acc in zip(fits, accs, strict=True):
+            suffix = {"raw": "", "clean": "_clean", "without_labels": "_without_labels"}[tag]
+            result["act_acc" + suffix] = acc
     if offset != 1:
         result["offset"] = int(offset)
     result["notes"] = list(lam.notes_)

@@ -29,6 +29,7 @@ from ..errors import LamfastError
 from .thin import ThinMoments
 
 SKETCH = "sketch"  # the narrow block of a pass: Q^T delta
+SKETCH_OBS = "sketch_o"  # the same columns applied to o: Q^T o (the fit in the subspace)
 
 
 @dataclasses.dataclass
@@ -112,6 +113,13 @@ class SubspaceIteration:
         R = Y @ U - V * w  # exactly C V - V diag(w): Y = C Q
         top = max(abs(float(w[0])), np.finfo(float).tiny)
         return Eigenpairs(w, V, np.linalg.norm(R, axis=0) / top)
+
+    def last_basis(self) -> np.ndarray:
+        """The orthonormal ``d x l`` basis ``Q`` of the last pass (its columns' span holds
+        every Ritz vector)."""
+        if self.last is None:
+            raise LamfastError("the sketch has made no pass yet")
+        return self.last[0]
 
     def ritz_map(self, k: int | None = None) -> np.ndarray:
         """``G`` (``k x l``) with ``V^T delta = G Q^T delta`` for the top ``k`` eigenvectors

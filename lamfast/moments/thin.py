@@ -76,6 +76,10 @@ class ThinMoments:
         """``Cov(w_wide, y_narrow)``."""
         return self.cross[self._slice(self.wide, wide), self._slice(self.narrow, narrow)]
 
+    def wide_cross(self, wide: str) -> np.ndarray:
+        """``Cov(w_wide, y)`` with the whole narrow part."""
+        return self.cross[self._slice(self.wide, wide)]
+
     def wide_mean(self, name: str) -> np.ndarray:
         return self.mean_w[self._slice(self.wide, name)]
 
@@ -130,20 +134,24 @@ class ThinReducer:
     Rows hold the ``pw`` wide values first, then the narrow values given as they are. With
     ``sketch = (columns, Q)`` the narrow block starts with ``X[:, columns] @ Q``, computed inside
     the block (one BLAS thread, a fixed block of rows): the product of a chunk of any size would
-    change its summation kernel, and with it the bits. ``variances=False`` skips the variances
-    of the wide values (a pass that only needs the cross terms): ``var_w`` is then NaN.
+    change its summation kernel, and with it the bits. A list of such pairs gives one narrow
+    part each, in order (the sketch of ``delta``, then the same columns applied to ``o``).
+    ``variances=False`` skips the variances of the wide values (a pass that only needs the
+    cross terms): ``var_w`` is then NaN.
 
     A tree entry holds the cross co-moment transposed (``q x pw``: ``Yc^T W`` runs at twice the
     speed of ``W^T Yc`` in OpenBLAS for these shapes); :meth:`build` turns it back.
     """
 
     def __init__(self, pw: int, narrow: Blocks, sketch=None, variances: bool = True):
-        self.pw, self.narrow, self.sketch = int(pw), tuple(narrow), sketch
+        self.pw, self.narrow = int(pw), tuple(narrow)
         self.variances = bool(variances)
-        if sketch is not None:  # padded with zeros once, as every block product (core.padded)
-            cols, Q = sketch
+        if sketch is not None and not isinstance(sketch, list):
+            sketch = [sketch]
+        self.sketch = []  # (columns, q, Q padded with zeros once, as every block product)
+        for cols, Q in sketch or []:
             Q = np.ascontiguousarray(Q, dtype=np.float64)
-            self.sketch = (cols, Q.shape[1], _pad(Q, 1, PAD_COLUMNS))
+            self.sketch.append((cols, Q.shape[1], _pad(Q, 1, PAD_COLUMNS)))
 
     def block(self, X: np.ndarray, mean: np.ndarray | None = None) -> tuple:
         """The tree entry of a block of rows ``X``; ``mean`` (the means of its columns, summed
@@ -162,14 +170,13 @@ class ThinReducer:
             Y = X[:, pw:]
             mean_y = mean[pw:]
             parts, means = [], []
-            if self.sketch is not None:
-                cols, q, Qp = self.sketch
+            for cols, q, Qp in self.sketch:
                 S = np.ascontiguousarray(_product(X[:, cols], Qp)[:, :q])
                 mean_s = np.empty(q)
                 column_means(S, mean_s)
                 parts.append(S)
                 means.append(mean_s)
-            q = (parts[0].shape[1] if parts else 0) + Y.shape[1]
+            q = sum(part.shape[1] for part in parts) + Y.shape[1]
             # Yc^T (padded like every block product: core.padded), one side centred is enough
             ycT = np.zeros((padded(q, PAD_COLUMNS), padded(n)))
             row = 0
@@ -209,10 +216,16 @@ class ThinReducer:
         return [left[0] + right[0], n, mean, (cross, cyy, var)]
 
     def shifted(self, m: ThinMoments, shift: np.ndarray) -> ThinMoments:
-        """Add back a shift of the fed rows (wide values, then the given narrow ones; the sketch
-        columns are computed from unshifted values)."""
+        """Add back a shift of the fed rows (wide values, then the given narrow ones) and its
+        image under the sketch columns (computed from the shifted values: zero for ``delta``,
+        ``Q^T shift`` for the columns applied to ``o``)."""
         mean = m.mean.copy()
         mean[: self.pw] += shift[: self.pw]
+        start = self.pw
+        for cols, q, Qp in self.sketch:
+            if np.any(shift[cols]):  # delta's columns are never shifted: no rounding added
+                mean[start : start + q] += shift[cols] @ Qp[:, :q]
+            start += q
         if len(shift) > self.pw:  # the narrow values fed (after the sketch columns)
             mean[len(mean) - (len(shift) - self.pw) :] += shift[self.pw :]
         return dataclasses.replace(m, mean=mean)

@@ -35,7 +35,7 @@ from ...errors import LamfastError
 from ...moments.accumulate import BlockPipeline
 from ...moments.checkpoint import Checkpoint, fingerprint
 from ...moments.core import MergeTree, padded
-from ...moments.sketch import SKETCH
+from ...moments.sketch import SKETCH, SKETCH_OBS
 from ...moments.thin import ThinMoments, ThinReducer
 from ...moments.tree import dask_client, tree_moments
 from .distributed import frame_fingerprint
@@ -56,22 +56,31 @@ class ThinLayout:
     shift of the ``o`` rows."""
 
     def __init__(
-        self, source, columns: np.ndarray, with_obs: bool, with_actions: bool, variances=True
+        self,
+        source,
+        columns: np.ndarray,
+        with_obs: bool,
+        with_actions: bool,
+        variances=True,
+        project_obs: bool = False,
     ):
         do = source.do
         self.do, self.da = do, (source.da if with_actions else 0)
         self.with_obs, self.with_actions = bool(with_obs), bool(with_actions)
         self.variances = bool(variances)
+        self.project_obs = bool(project_obs and with_obs)
         wide = ([("o", do)] if with_obs else []) + [("delta", do)]
-        narrow = [(SKETCH, columns.shape[1])] + ([("a", source.da)] if with_actions else [])
+        q = columns.shape[1]
+        narrow = [(SKETCH, q)] + ([(SKETCH_OBS, q)] if self.project_obs else [])
+        narrow += [("a", source.da)] if with_actions else []
         pw = sum(size for _, size in wide)
         Q = np.ascontiguousarray(columns, dtype=np.float64)
-        self.reducer = ThinReducer(
-            pw, narrow, sketch=(slice(pw - do, pw), Q), variances=self.variances
-        )
-        self.blocks = (*wide, *narrow[1:])  # the rows fed; each block adds the sketch columns
+        sketch = [(slice(pw - do, pw), Q)] + ([(slice(0, do), Q)] if self.project_obs else [])
+        self.reducer = ThinReducer(pw, narrow, sketch=sketch, variances=self.variances)
+        n_sketch = len(sketch)
+        self.blocks = (*wide, *narrow[n_sketch:])  # the rows fed; blocks add the sketch columns
         self.fed = pw + self.da
-        self.width = pw + columns.shape[1] + self.da
+        self.width = pw + n_sketch * q + self.da
         self.block_rows = wide_block_rows(self.width)
         self.shift = None
         if with_obs:  # frames near a large common value keep their precision
@@ -165,6 +174,15 @@ def _fill(X, r0, o, o2, scale, shift, a, sums, with_obs):
             v = a[i, j]
             X[r, c + j] = v
             sums[c + j] += v
+
+
+def frame_rows(o: np.ndarray, o2: np.ndarray, scale: float) -> np.ndarray:
+    """The rows ``[o, delta]`` of transitions read through :func:`frames_as_stored`
+    (float64, ``o`` unshifted: the values of ``source.transitions``)."""
+    n, do = o2.shape
+    out = np.empty((n, 2 * do))
+    _fill(out, 0, o, o2, float(scale), np.zeros(do), np.zeros((n, 0)), np.zeros(2 * do), True)
+    return out
 
 
 def frame_differences(o: np.ndarray, o2: np.ndarray, scale: float) -> np.ndarray:
@@ -273,7 +291,8 @@ THIN_KERNEL = 2
 
 def thin_fingerprint(source, index, layout: ThinLayout) -> str:
     """A thin pass's identity: the frame stream's, the layout and the sketch columns' bits."""
-    _, q, Q = layout.reducer.sketch
+    _, q, Q = layout.reducer.sketch[0]
+    extra = {"project_obs": True} if layout.project_obs else {}
     return fingerprint(
         stream=frame_fingerprint(source, index, layout.block_rows, None),
         fed=[[name, size] for name, size in layout.blocks],
@@ -281,6 +300,7 @@ def thin_fingerprint(source, index, layout: ThinLayout) -> str:
         sketch_sha256=hashlib.sha256(np.ascontiguousarray(Q).tobytes()).hexdigest(),
         thin_kernel=THIN_KERNEL,
         variances=layout.variances,
+        **extra,
     )
 
 
@@ -297,8 +317,10 @@ def thin_pass(
     client=None,
     checkpoint=None,
     variances: bool = True,
+    project_obs: bool = False,
 ) -> ThinMoments:
-    """Thin moments of ``[o?, delta | columns^T delta, a?]`` over the transitions of ``source``.
+    """Thin moments of ``[o?, delta | columns^T delta, columns^T o?, a?]`` over the transitions
+    of ``source``.
 
     ``columns`` (``do x q``) are the sketch's; ``with_obs`` adds the ``o`` block to the wide part
     (for the observation probe), ``with_actions`` the actions to the narrow part. Partial labels
@@ -306,7 +328,9 @@ def thin_pass(
     run the blocks on Dask and ``checkpoint`` (a ``.npz`` path) makes the pass resumable, with
     the same bits as the sequential pass; a checkpoint of other columns (another pass, another
     seed, another frame width) is refused in one line. ``variances=False`` skips the variances
-    of the wide values (``var_w`` is NaN), which only traces need.
+    of the wide values (``var_w`` is NaN), which only traces need. ``project_obs`` (with
+    ``with_obs``) adds ``columns^T o`` to the narrow part (block ``sketch_o``): with it the
+    narrow moments are those of the frames in the span of ``columns``, where any variant fits.
     """
     do = source.do
     if columns.ndim != 2 or columns.shape[0] != do:
@@ -317,7 +341,7 @@ def thin_pass(
             f"{source.path}: partial labels are not read by the sketch path yet; label every "
             "transition, pass --actions none, or fit narrower frames (--downsample)"
         )
-    layout = ThinLayout(source, columns, with_obs, with_actions, variances)
+    layout = ThinLayout(source, columns, with_obs, with_actions, variances, project_obs)
     if any(x is not None for x in (workers, scheduler, client, checkpoint)):
         return _thin_tree(source, layout, progress, workers, scheduler, client, checkpoint)
     acc = layout.accumulator(threads=layout.threads())
