@@ -2,8 +2,8 @@
 cold start).
 
 With an empty numba cache every worker process of :func:`lamfast.experiments.runner.run_points`
-used to compile the same kernels at the same time (about 27 s for the two ``moment-gd`` kernels
-on a 2-core box): on two cores that is one core's worth of duplicated work while no grid point
+used to compile the same kernels at the same time (about 27 s for the ``moment-gd`` kernel on
+a 2-core box): on two cores that is one core's worth of duplicated work while no grid point
 advances. Instead the runner asks :func:`missing` which kernels of the run are not in the on-disk
 cache (reading numba's small index files only: no kernel is loaded or compiled), has one process
 compile them with :func:`warm_up`, and meanwhile lets the other workers compute the points that
@@ -33,10 +33,8 @@ from .points import compute_points
 
 # Kinds of work that run numba kernels, and the kernels each calls from Python (top-level).
 KERNELS: dict[str, tuple[tuple[str, str], ...]] = {
-    "moment-gd": (
-        ("lamfast.solvers.gd", "_adam_kernel"),
-        ("lamfast.solvers.gd", "_value_grad_kernel"),  # the L-BFGS polish
-    ),
+    # the L-BFGS polish evaluates the objective through _adam_kernel too (no step)
+    "moment-gd": (("lamfast.solvers.gd", "_adam_kernel"),),
     "sgd": (("lamfast.solvers.sgd", "_sgd_kernel"),),
     "stream": (
         ("lamfast.sources.simulate", "_centred_sources"),

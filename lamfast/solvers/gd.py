@@ -396,7 +396,7 @@ def _times(X, c, L, R):
     return out
 
 
-@njit
+@njit(inline="always")
 def _value_grad_kernel(
     theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
     moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da,
@@ -553,26 +553,31 @@ def _value_grad_kernel(
 
 @njit
 def _adam_kernel(
-    theta, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs, moo_eye,
-    learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da, steps, lr, decay, b1, b2, eps, rtol, gtol,
-    window, hist,
+    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
+    moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da, steps, lr, decay, b1, b2, eps,
+    rtol, gtol, window, hist,
 ):  # fmt: skip
     """Deterministic Adam (PyTorch's update) with the stopping rule of :func:`_adam`.
 
     Returns ``(steps_done, reason)``: 0 step limit, 1 gradient norm, 2 relative loss change.
+    With ``steps = 0`` it evaluates the objective once instead (the value into ``hist[0]``, the
+    gradient into ``grad``): the polish's evaluations (:func:`_value_grad`), so that the
+    objective's code is compiled once, inlined here, and not again as a kernel of its own.
     """
-    grad = np.zeros_like(theta)
     m = np.zeros_like(theta)
     v = np.zeros_like(theta)
     denom = np.empty_like(theta)
     g0 = -1.0
     tiny = 1e-300
-    for t in range(1, steps + 1):
+    for t in range(1, max(steps, 1) + 1):
+        # the one call site of the inlined objective (two would compile its code twice)
         total = _value_grad_kernel(
             theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, lowrank, Lo, Ro, cd, Ld, Rd, cs,
             Ls, Rs, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da,
         )  # fmt: skip
         hist[t - 1] = total
+        if steps == 0:
+            return 0, 0
         gn = np.sqrt(np.sum(grad * grad))
         if g0 < 0.0:
             g0 = max(gn, tiny)
@@ -638,12 +643,23 @@ def _kernel_args(obj) -> tuple:
     )  # fmt: skip
 
 
+def _value_grad(theta: np.ndarray, grad: np.ndarray, consts: tuple) -> float:
+    """The objective's value at ``theta`` and its gradient into ``grad`` by the kernel
+    (``consts`` from :func:`_kernel_args`): :func:`_adam_kernel` with no step."""
+    hist = np.empty(1)
+    _adam_kernel(theta, grad, *consts, 0, 0.0, 1.0, 0.9, 0.999, 1e-8, 0.0, 0.0, 1, hist)
+    return float(hist[0])
+
+
 def _adam_fast(obj, theta, steps, lr, lr_final, betas, eps, rtol, gtol, trace):
     """:func:`_adam` in one numba kernel (:func:`_adam_kernel`); the default path."""
     decay = (lr_final / lr) ** (1.0 / max(steps - 1, 1)) if lr_final else 1.0
     hist = np.empty(max(steps, 1))
+    if steps <= 0:  # the kernel's steps = 0 evaluates the objective: no Adam step is taken
+        trace.steps, trace.converged, trace.reason = 0, False, "step limit"
+        return theta
     done, reason = _adam_kernel(
-        theta, *_kernel_args(obj), int(steps), float(lr),
+        theta, np.zeros_like(theta), *_kernel_args(obj), int(steps), float(lr),
         float(decay), float(betas[0]), float(betas[1]), float(eps), float(rtol), float(gtol),
         int(config.GD_WINDOW), hist,
     )  # fmt: skip
@@ -791,7 +807,7 @@ def _polish_profiled(obj, theta, maxiter, gtol, trace):
     def fun(x):
         load(x)
         if config.GD_KERNEL:
-            total = _value_grad_kernel(work, g, *consts)
+            total = _value_grad(work, g, consts)
         else:
             total = obj.value_grad(work, g)[0]
         out = np.empty_like(x)
@@ -838,7 +854,7 @@ def _polish(obj, theta, maxiter, gtol, trace):
         def fun(x):
             x = np.ascontiguousarray(x)
             gg = np.empty_like(x)
-            return _value_grad_kernel(x, gg, *consts), gg
+            return _value_grad(x, gg, consts), gg
 
     else:
 
