@@ -96,8 +96,9 @@ def fit_frames(
         Frame gap ``K``: fit on ``(o_t, o_{t+K})`` (:func:`fit_offsets` compares several).
     method : {"auto", "exact", "sketch"}
         ``exact``: the full moments of ``[o, delta, a]``; ``sketch``: thin passes for frames too
-        wide for them (:mod:`lamfast.experiments.fitwide`; no saved fit yet, so the LAM
-        returned is None); ``auto``: the sketch above ``config.WIDE_AUTO_DO`` values.
+        wide for them (:mod:`lamfast.experiments.fitwide`, cleaning included; no saved fit
+        yet, so the LAM returned is None); ``auto``: the sketch above ``config.WIDE_AUTO_DO``
+        values.
     save : bool
         The caller will save the fit: refuse the sketch path before any work.
     clean_basis : array or path, optional
@@ -131,20 +132,16 @@ def fit_frames(
         raise LamfastError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if variant.label_fraction > 0 and source.action_kind is None:
         raise LamfastError("action supervision (--label-fraction) needs actions in the data")
+    if clean_basis is not None and noop_action is not None:
+        raise LamfastError("give either a clean basis or a noop action, not both")
     if method == "sketch" or (method == "auto" and do > config.WIDE_AUTO_DO):
-        refused = [
-            name
-            for name, value in (
-                ("cleaning", clean_basis if noop_action is None else noop_action),
-                ("saved fit (--out)", True if save else None),
-            )
-            if value is not None
-        ]
-        if refused:
+        if save:
             raise LamfastError(
-                f"the sketch path for wide frames ({do} values) has no {refused[0]} yet; use "
-                "--method exact on narrower frames (--downsample, --crop)"
+                f"the sketch path for wide frames ({do} values) has no saved fit (--out) yet; "
+                "use --method exact on narrower frames (--downsample, --crop)"
             )
+        if isinstance(clean_basis, str | os.PathLike):
+            clean_basis = load_basis(clean_basis)
         if source.partial:
             raise LamfastError(
                 f"{source.path}: the sketch path for wide frames ({do} values) does not read "
@@ -161,12 +158,13 @@ def fit_frames(
             scheduler=scheduler,
             checkpoint=checkpoint,
             solver=solver,
+            clean_basis=clean_basis,
+            noop_action=noop_action,
+            clean_k=clean_k,
         )
         result["solver_requested"] = solver
         result["seconds"] = time.perf_counter() - start
         return result, None
-    if clean_basis is not None and noop_action is not None:
-        raise LamfastError("give either a clean basis or a noop action, not both")
     partial = source.partial
     if partial and variant.label_fraction > 0:
         raise LamfastError(

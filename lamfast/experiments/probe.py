@@ -20,7 +20,7 @@ import numpy as np
 from .._files import atomic_folder, atomic_write_text, check_input
 from ..errors import LamfastError
 from ..moments.tree import dask_client
-from ..probes.latents import score_latents
+from ..probes.latents import check_wide, score_latents, wide_frames
 from ..sources.export import read_spec
 from ..sources.frames.preprocess import Preprocess, parse_crop
 from ..sources.frames.source import FrameSource
@@ -198,6 +198,10 @@ def probe_latents(
         ``scheduler``, or an existing ``client`` (latents and data as files that every worker
         sees at the same path). The scores are the same bits as in process.
 
+    Frames wider than ``config.FRAMES_MAX_DIM`` values are scored from thin moments
+    (:func:`lamfast.probes.latents.score_latents`, docs/probe.md): the same keys, the latent
+    beside chance; the references and Dask are refused there, and the leakage is not scored.
+
     Returns
     -------
     dict
@@ -222,7 +226,11 @@ def probe_latents(
         chunk_frames=chunk_frames,
         reader=reader,
     )
-    source.check_full_width()  # the scores need the full moments of [z, o, delta, a]
+    dask = client is not None or workers is not None or scheduler is not None
+    if wide_frames(source):  # thin moments (what they cannot score is refused here)
+        check_wide(source, references, dask)
+    else:  # the scores need the full moments of [z, o, delta, a]
+        source.check_full_width()
     if source.partial:
         raise LamfastError(
             f"{source.path}: {source.n_labelled} of {source.n_transitions} transitions have an "

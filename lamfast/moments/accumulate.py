@@ -77,7 +77,7 @@ class BlockAccumulator(BlockPipeline):
 
     ``reducer`` says what a block holds (default: the full moments); ``lamfast.moments.thin``
     keeps only the narrow block and its cross terms with a wide one, for frames too wide to
-    square.
+    square (with groups, its ``grouped`` gives a block's entry per group).
     """
 
     def __init__(
@@ -92,8 +92,6 @@ class BlockAccumulator(BlockPipeline):
     ):
         self.groups = int(groups)
         self.reducer = reducer or FULL
-        if self.groups and self.reducer is not FULL:
-            raise LamfastError("groups are kept for the full moments only")
         self.trees = [MergeTree(blocks, self.reducer) for _ in range(max(self.groups, 1))]
         self.tree = self.trees[0]
         self.sink = sink or self._push
@@ -144,6 +142,8 @@ class BlockAccumulator(BlockPipeline):
         X, labels = buffers
         if labels is None:
             return self.reducer.block(X[:n])
+        if self.reducer is not FULL:  # e.g. thin moments of every held-out fold
+            return self.reducer.grouped(X[:n], labels[:n], self.groups)
         return grouped_block_moments(X[:n], labels[:n], self.groups)
 
     def result(self, source: str):

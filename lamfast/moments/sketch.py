@@ -16,6 +16,14 @@ decays like ``(lambda_{l+1} / lambda_j)^(p - 1)`` and the eigenvalue's error lik
 (measured in tests/test_wide.py: 2e-3, 6e-7, 2e-10 after 2, 3, 4 passes at a ratio of 4e-4):
 large gaps converge in a few passes, a flat spectrum (equal eigenvalues) has no unique subspace
 to converge to and the residuals say so.
+
+With a ``projector`` basis ``U`` (orthonormal, ``d x k``) the same iteration runs on ``P M P``,
+``P = I - U U^T`` (the moments of cleaned differences ``P delta``,
+:mod:`lamfast.moments.cleaning`): its columns are ``P Q``, so a pass gives ``M P Q`` and ``P``
+applied to it gives ``P M P Q``; the Ritz pairs and residuals are those of ``P M P`` and every
+Ritz vector lies in ``range(P)``, so its latent ``V^T P delta = V^T delta`` is again a map of the
+pass's narrow block. One pass can carry several iterations side by side (the columns of each
+stacked, each reading its own slice of the sketch block: ``update(thin, at=...)``).
 """
 
 from __future__ import annotations
@@ -61,34 +69,64 @@ class SubspaceIteration:
         Extra columns (``l = min(d, k + oversample)``).
     seed : int
         Seeds the starting matrix (``SeedSequence(seed, spawn_key=(13,))``).
+    projector : array, optional
+        An orthonormal ``d x k`` basis ``U``: iterate on ``P M P`` with ``P = I - U U^T``
+        (``l`` at most ``d - k``, the dimension of ``range(P)``).
     """
 
-    def __init__(self, d: int, k: int, oversample: int, seed: int):
+    def __init__(self, d: int, k: int, oversample: int, seed: int, projector=None):
         if not 1 <= k <= d:
             raise LamfastError(f"a sketch of {k} eigenpairs needs 1 <= k <= d = {d}")
         self.d, self.k = int(d), int(k)
         self.l = min(self.d, self.k + max(int(oversample), 0))
+        self.projector = None
+        if projector is not None:
+            U = np.ascontiguousarray(projector, dtype=np.float64)
+            if U.ndim != 2 or U.shape[0] != self.d or self.l > self.d - U.shape[1]:
+                raise LamfastError(
+                    f"a projector of shape {U.shape} leaves no room for a sketch of {self.l} "
+                    f"columns of width {self.d}"
+                )
+            self.projector = U
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(13,)))
         self.basis = rng.standard_normal((self.d, self.l))
         self.last = None  # (basis used, M Q, Sigma Q) of the last pass
         self.passes = 0
 
-    def columns(self) -> np.ndarray:
-        """The ``d x l`` matrix whose products with ``delta`` the next pass accumulates."""
-        return self.basis
+    def project(self, Y: np.ndarray) -> np.ndarray:
+        """``P Y`` (``Y`` itself without a projector)."""
+        U = self.projector
+        if U is None:
+            return Y
+        with one_blas_thread():  # the same bits on any machine thread count
+            return Y - U @ (U.T @ Y)
 
-    def update(self, thin: ThinMoments, name: str = "delta") -> None:
+    def columns(self) -> np.ndarray:
+        """The ``d x l`` matrix whose products with ``delta`` the next pass accumulates (``P Q``
+        with a projector)."""
+        return self.project(self.basis)
+
+    def update(self, thin: ThinMoments, name: str = "delta", at: int | None = None) -> None:
         """Take the products of a pass (thin moments with wide block ``name`` and narrow block
-        ``sketch`` = ``columns()^T delta``) and orthonormalise them into the next basis."""
+        ``sketch`` = ``columns()^T delta``) and orthonormalise them into the next basis.
+
+        ``at``: the pass carried other columns too, this iteration's ``l`` start at column
+        ``at`` of the sketch block (None: the block holds exactly this iteration's columns)."""
         C = thin.block_cross(name, SKETCH)  # Cov(delta, Q^T delta) = Sigma Q
+        if at is not None and C.shape[0] == self.d and 0 <= at <= C.shape[1] - self.l:
+            C = C[:, at : at + self.l]
         if C.shape != (self.d, self.l):
             raise LamfastError(
                 f"a pass of {C.shape[1]} sketch columns of width {C.shape[0]} does not match "
-                f"the sketch ({self.l} columns of width {self.d})"
+                f"the sketch ({self.l} columns of width {self.d}"
+                + ("" if at is None else f" from column {at}")
+                + ")"
             )
         mu = thin.wide_mean(name)
-        Q = self.basis
+        Q = self.columns()
         MQ = C + np.outer(mu, mu @ Q)
+        if self.projector is not None:  # P M P Q and P Sigma P Q
+            MQ, C = self.project(MQ), self.project(C)
         self.last = (Q, MQ, C)
         self.basis = _orth(MQ)
         self.passes += 1
@@ -107,7 +145,8 @@ class SubspaceIteration:
 
     def eigenpairs(self, which: str = "M", k: int | None = None) -> Eigenpairs:
         """Rayleigh-Ritz on the last pass: the top ``k`` (default ``self.k``) eigenpairs of
-        ``M`` (``which="M"``) or ``Sigma`` (``"Sigma"``) in the span of its basis."""
+        ``M`` (``which="M"``) or ``Sigma`` (``"Sigma"``) in the span of its basis (of ``P M P``
+        and ``P Sigma P`` with a projector)."""
         w, U, Q, Y = self._ritz(which, k)
         V = Q @ U
         R = Y @ U - V * w  # exactly C V - V diag(w): Y = C Q

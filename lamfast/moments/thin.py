@@ -87,6 +87,25 @@ class ThinMoments:
         """The variances of the wide block ``name``, one per value."""
         return self.var_w[self._slice(self.wide, name)]
 
+    def merge(self, other: ThinMoments) -> ThinMoments:
+        """Thin moments of the union of two disjoint row sets: Chan's update (module docstring)
+        on the co-moments ``count x covariance``, as :meth:`Moments.merge` does."""
+        if (self.wide, self.narrow) != (other.wide, other.narrow):
+            raise LamfastError("cannot merge thin moments of different layouts")
+        na, nb = self.count, other.count
+        n = na + nb
+        d = other.mean - self.mean
+        mean = self.mean + d * (nb / n)
+        f = na * nb / n
+        pw = self.cross.shape[0]
+        dw, dy = d[:pw], d[pw:]
+        cross = self.cross * na + other.cross * nb + f * np.outer(dw, dy)
+        cov_y = self.cov_y * na + other.cov_y * nb + f * np.outer(dy, dy)
+        var_w = self.var_w * na + other.var_w * nb + f * dw * dw
+        return ThinMoments(
+            n, mean, cross / n, cov_y / n, var_w / n, self.wide, self.narrow, self.source
+        )
+
 
 @njit
 def _column_vars(X, pw, mean, out_var):
@@ -196,6 +215,16 @@ class ThinReducer:
             cyy = (ycT @ ycT.T)[:q, :q]
         mean = np.concatenate([mean[:pw], *means, mean_y])
         return float(n), mean, (cross, np.ascontiguousarray(cyy), var)
+
+    def grouped(self, X: np.ndarray, groups: np.ndarray, k: int) -> list[tuple]:
+        """:meth:`block` of the rows of each group ``0..k-1`` of one block (held-out folds); a
+        group without rows gives the empty entry ``(0.0, None, None)``, the identity of
+        :meth:`merge` (as :func:`~lamfast.moments.core.grouped_block_moments`)."""
+        out = []
+        for g in range(k):
+            sel = groups == g
+            out.append(self.block(X[sel]) if sel.any() else (0.0, None, None))
+        return out
 
     def merge(self, left, right):
         if right[1] == 0:

@@ -16,6 +16,12 @@ each block gives one entry per fold (a grouped
 fold's merge tree has the shape of the block stream: the moments are bitwise identical for any read
 chunk size, and on Dask (:class:`ProbeChunks` over :func:`~lamfast.moments.tree.tree_moments`);
 memory is the blocks in flight, never the dataset.
+
+Frames wider than ``config.FRAMES_MAX_DIM`` values (:func:`wide_frames`) are scored from thin
+moments instead (:func:`_score_thin`): per fold the narrow block ``[z, a]`` in full and its cross
+terms with the wide ``[o, noise]``, in the same fold and block scheme (the same bits for any
+chunking and thread count), and the same keys; what needs ``do x do`` moments (the references,
+the leakage) or Dask is refused or left out, in words (:func:`check_wide`, docs/probe.md).
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ from .. import config
 from .._progress import Progress
 from ..errors import LamfastError
 from ..moments.accumulate import BlockAccumulator, block_threads
-from ..moments.core import Moments
+from ..moments.thin import ThinReducer
 from ..moments.tree import tree_moments
 from ..sources.frames.index import _Cursor
 from ..sources.frames.source import FrameSource
+from ..sources.frames.wide import grouped_threads, wide_block_rows
 from ..sources.latents import RowArray, codebook_sizes, load_codebook
 from .closed import _target, linear_probe
 from .codes import code_stats
-from .scores import MAPS, fold_maps, map_scores, noise_target
+from .scores import MAPS, fold_maps, map_scores, noise_target, select
+from .thin import thin_map_scores
 
 METRICS = ("act_mse", "act_r2", "obs_mse", "noi_mse", "leak", "llo")
 _FOLD_KEY = 11  # spawn key of the fold permutation (docs/architecture.md, determinism)
@@ -208,8 +216,19 @@ class _Stream:
         ids = acts.astype(np.int64) if self.source.action_kind == "discrete" else None
         codes = raw if self.features.kind == "codes" else None
         if not joint:
-            return (self.features(raw), o, o2 - o), fold, codes, ids
-        # the joint rows are written in place, block by block (no concatenated copies)
+            return self._parts(raw, o, o2), fold, codes, ids
+        return self._joint(raw, o, o2, acts, t), fold, codes, ids
+
+    def _parts(self, raw, o, o2):
+        """What pass 2 reads of a chunk: the ``z`` features, ``o`` and ``delta`` rows."""
+        return self.features(raw), o, o2 - o
+
+    def _noise_rows(self, t):
+        return self.noise.read(int(t[0]), int(t[-1]) + 1)[t - t[0]]
+
+    def _joint(self, raw, o, o2, acts, t):
+        """The joint rows of the scored transitions ``t``, written in place block by block
+        (no concatenated copies)."""
         X = np.empty((o.shape[0], self.p))
         q, do = self.features.width, self.source.do
         X[:, :q] = self.features(raw)
@@ -220,8 +239,16 @@ class _Stream:
             X[:, end : end + self.source.da] = self.source.action_rows(acts)
             end += self.source.da
         if self.noise is not None:
-            X[:, end:] = self.noise.read(int(t[0]), int(t[-1]) + 1)[t - t[0]]
-        return X, fold, codes, ids
+            X[:, end:] = self._noise_rows(t)
+        return X
+
+    def shift(self) -> np.ndarray:
+        """The fixed row every joint row is shifted by: the first latent, the first frame."""
+        shift = np.zeros(self.p)
+        q = self.features.width
+        shift[:q] = self.features(self.latents.read(0, 1))[0]
+        shift[q : q + self.source.do] = self.source.shift()
+        return shift
 
     def chunks(self, progress, label, joint=True):
         """Yield ``(X, fold, codes, action_ids)`` for every chunk of scored transitions."""
@@ -245,6 +272,53 @@ class _Stream:
             t0 += o.shape[0]
             if out is not None:
                 yield out
+
+
+class _ThinStream(_Stream):
+    """The rows of the thin pass on wide frames: the wide part ``[o, noise]`` (``noise``: the
+    exogenous pixels of ``o' = o + delta``, or the noise arrays, when given) and the narrow
+    part ``[z, a]``; no map reads ``delta`` (the references are not scored on wide frames)."""
+
+    def __init__(self, source, latents, features, ids, noise, ends, fold_of_unit, pixels):
+        super().__init__(source, latents, features, ids, noise, ends, fold_of_unit)
+        self.pixels = pixels
+        wide = [("o", source.do)]
+        if pixels is not None:
+            wide.append(("noise", len(pixels)))
+        elif noise is not None:
+            wide.append(("noise", noise.width))
+        narrow = [("z", features.width)] + ([("a", source.da)] if source.da else [])
+        self.wide, self.narrow = tuple(wide), tuple(narrow)
+        self.blocks = self.wide + self.narrow
+        self.pw = sum(size for _, size in wide)
+        self.p = self.pw + sum(size for _, size in narrow)
+
+    def _parts(self, raw, o, o2):
+        return self.features(raw), None  # the latent and chance probes read z only
+
+    def _joint(self, raw, o, o2, acts, t):
+        X = np.empty((o.shape[0], self.p))
+        do, pw, q = self.source.do, self.pw, self.features.width
+        X[:, :do] = o
+        if self.pixels is not None:
+            X[:, do:pw] = o2[:, self.pixels]
+        elif self.noise is not None:
+            X[:, do:pw] = self._noise_rows(t)
+        X[:, pw : pw + q] = self.features(raw)
+        if self.source.da:
+            X[:, pw + q :] = self.source.action_rows(acts)
+        return X
+
+    def shift(self) -> np.ndarray:
+        """The first frame on ``o`` and on the exogenous pixels of ``o'``, the first latent."""
+        shift = np.zeros(self.p)
+        do, pw, q = self.source.do, self.pw, self.features.width
+        first = self.source.shift()
+        shift[:do] = first
+        if self.pixels is not None:
+            shift[do:pw] = first[self.pixels]
+        shift[pw : pw + q] = self.features(self.latents.read(0, 1))[0]
+        return shift
 
 
 class ProbeChunks:
@@ -403,6 +477,9 @@ def score_latents(
         Compute both passes on Dask (files only, every worker seeing them at the same path):
         the same bits as in process.
 
+    Frames wider than ``config.FRAMES_MAX_DIM`` values are scored from thin moments (module
+    docstring): ``references`` and ``client`` are refused there, ``leak`` is NaN.
+
     Returns
     -------
     dict
@@ -412,6 +489,10 @@ def score_latents(
     folds = int(config.PROBE_FOLDS if folds is None else folds)
     if folds < 1:
         raise LamfastError(f"folds must be >= 1, got {folds}")
+    thin = wide_frames(source)
+    if thin:
+        check_wide(source, references, client is not None)
+    rows_given = block_rows
     block_rows = int(block_rows or config.BLOCK_ROWS)
     if noise_pixels is not None and noise is not None:
         raise LamfastError("give a noise region or noise arrays, not both")
@@ -428,6 +509,12 @@ def score_latents(
     features = LatentFeatures(latents, codebook_size, codebook)
     ends, unit = fold_units(lengths, folds)
     fold_of_unit = _fold_of_unit(len(ends), folds, seed)
+    head = dict(lengths=lengths, ends=ends, unit=unit, seed=seed, ids=ids, n_data=n_data)
+    if thin:
+        stream = _ThinStream(
+            source, latents, features, ids, noise, ends, fold_of_unit, noise_pixels
+        )
+        return _score_thin(stream, folds, accuracy, rows_given, progress, head)
     stream = _Stream(source, latents, features, ids, noise, ends, fold_of_unit)
     # per fold a merge tree (log2(blocks) co-moments), the merged and training moments, the
     # blocks in flight: check the co-moments held at once, not one
@@ -455,9 +542,7 @@ def score_latents(
         counts = [np.zeros((K, na) if na else K, dtype=np.int64) for K in features.table_sizes()]
     # every row is shifted by one fixed row (the first latent, the first frame), as every
     # accumulator in lamfast does, so large offsets cost no precision; both paths use it
-    shift = np.zeros(stream.p)
-    shift[: features.width] = features(latents.read(0, 1))[0]
-    shift[features.width : features.width + source.do] = source.shift()
+    shift = stream.shift()
     chunk_fn = None
     if client is not None:
         chunk_fn = ProbeChunks(stream, block_rows, shift, folds)
@@ -476,21 +561,8 @@ def score_latents(
             stream.blocks, block_rows, threads=block_threads(stream.p, block_rows), shift=shift,
             groups=folds,
         )  # fmt: skip
-        for X, fold, codes, acts in stream.chunks(progress, "probe"):
-            acc.add(X, fold)
-            if counts is not None:
-                _contingency(counts, codes, acts, features, na)
-        moments = acc.result("probe")
-    empty = [f for f, m in enumerate(moments) if m is None]
-    if empty:
-        raise LamfastError(
-            f"fold {empty[0]} of {folds} holds no transitions ({len(ends)} {unit.split()[0]}); "
-            "use fewer --folds"
-        )
-    everything = moments[0]
-    for m in moments[1:]:
-        everything = everything.merge(m)
-    trains = [_merge_except(moments, f) for f in range(folds)] if folds > 1 else []
+        moments = _fold_pass(acc, stream, counts, na, progress)
+    everything, trains = _fold_totals(moments, folds, head)
 
     # ---- closed-form scores
     all_maps = fold_maps(everything, ref_dz, seed)
@@ -520,15 +592,24 @@ def score_latents(
             tally.report(scores)
 
     T = noise_target(everything, noise_pixels)
+    variance = None if T is None else _target(everything, T)[2]
+    return _result(stream, everything.count, variance, folds, ref_dz, scores, counts, head)
+
+
+def _result(stream, count, noise_variance, folds, ref_dz, scores, counts, head) -> dict:
+    """The record :func:`score_latents` returns, from the scores and the code tables."""
+    source, latents, features = stream.source, stream.latents, stream.features
+    na = source.n_actions if source.action_kind == "discrete" else None
+    ids, n_data = head["ids"], head["n_data"]
     out = {
-        "transitions": int(everything.count),
-        "noise_variance": None if T is None else _target(everything, T)[2],
+        "transitions": int(count),
+        "noise_variance": noise_variance,
         "data_transitions": n_data,
-        "episodes": int(np.count_nonzero(lengths)),
+        "episodes": int(np.count_nonzero(head["lengths"])),
         "latent": _describe(latents, features),
         "folds": folds,
-        "fold_unit": unit,
-        "seed": int(seed),
+        "fold_unit": head["unit"],
+        "seed": int(head["seed"]),
         "ref_dz": ref_dz or None,
         "actions": source.action_kind,
         "n_actions": na,
@@ -554,7 +635,129 @@ def score_latents(
     return out
 
 
-def _merge_except(moments: list[Moments], f: int) -> Moments:
+def wide_frames(source) -> bool:
+    """Whether the frames are too wide for the full moments of ``[z, o, delta, a]``
+    (``config.FRAMES_MAX_DIM``): then the probes are scored from thin moments."""
+    return source.do > config.FRAMES_MAX_DIM
+
+
+def check_wide(source, references: bool, dask: bool) -> None:
+    """Refuse, in one line, what the thin path of wide frames does not score."""
+    what = (
+        f"{source.path}: frames of {source.do} values are too wide for the full moments "
+        f"(config.FRAMES_MAX_DIM = {config.FRAMES_MAX_DIM}), so they are probed from thin moments"
+    )
+    if references:
+        raise LamfastError(
+            f"{what}, where the references (the linear LAM of the same size, the supervised "
+            "ceiling) need the do x do moments; pass --no-references (references=False) to score "
+            "the latent beside chance, or --downsample / --crop the frames"
+        )
+    if dask:
+        raise LamfastError(
+            f"{what}, in process only; drop --workers / --scheduler, or --downsample the frames"
+        )
+
+
+def _fold_pass(acc, stream, counts, na, progress) -> list:
+    """Pass 1 in process: the rows of ``stream`` into the grouped accumulator ``acc`` (one
+    group a fold; full or thin moments) and the codes into the contingency ``counts``."""
+    for X, fold, codes, acts in stream.chunks(progress, "probe"):
+        acc.add(X, fold)
+        if counts is not None:
+            _contingency(counts, codes, acts, stream.features, na)
+    return acc.result("probe")
+
+
+def _fold_totals(moments: list, folds: int, head) -> tuple:
+    """``(all rows, training rows of each fold)`` from the moments of every fold (full or
+    thin), after the check that no fold is empty."""
+    _check_folds(moments, folds, head)
+    everything = moments[0]
+    for m in moments[1:]:
+        everything = everything.merge(m)
+    trains = [_merge_except(moments, f) for f in range(folds)] if folds > 1 else []
+    return everything, trains
+
+
+def _score_thin(stream: _ThinStream, folds, accuracy, block_rows, progress, head) -> dict:
+    """:func:`score_latents` on wide frames: pass 1 accumulates, per fold, the thin moments of
+    ``[o, noise | z, a]`` (a grouped :class:`BlockAccumulator` of thin moments: the
+    narrow ``[z, a]`` in full, its cross terms with ``o`` and the exogenous pixels, their
+    variances), from which the latent's and chance's probes are scored in closed form
+    (:func:`lamfast.probes.thin.thin_map_scores`); pass 2 counts the action probes' argmax
+    predictions, which read ``z`` alone. Memory: per fold ``log2(blocks)`` entries of
+    ``(do + r) x (dz + da)`` values, never ``do x do``."""
+    source, features = stream.source, stream.features
+    rows = int(block_rows) if block_rows else wide_block_rows(stream.p)
+    q = stream.p - stream.pw
+    blocks = max(1, -(-stream.n // rows))
+    entries = folds * (int(np.log2(blocks)) + 3) + 4  # as the full path counts them
+    need = 8 * (stream.pw * q + q * q + stream.p) * entries
+    if need > config.MAX_MOMENT_BYTES:
+        raise LamfastError(
+            f"the latents ({features.width} features) beside frames of {source.do} values: "
+            f"{entries} thin moments of {stream.pw} x {q} cross terms at once over {folds} folds "
+            f"need {need / 2**30:.3g} GiB (the limit, config.MAX_MOMENT_BYTES, is "
+            f"{config.MAX_MOMENT_BYTES / 2**30:.3g} GiB); embed codes with --codebook, use fewer "
+            "folds, or --downsample the frames"
+        )
+    na = source.n_actions if source.action_kind == "discrete" else None
+    counts = None
+    if features.kind == "codes":
+        counts = [np.zeros((K, na) if na else K, dtype=np.int64) for K in features.table_sizes()]
+
+    # ---- pass 1: thin moments per fold (and the contingency table)
+    reducer = ThinReducer(stream.pw, stream.narrow)
+    threads = grouped_threads(stream.p, q, rows, folds)
+    acc = BlockAccumulator(
+        stream.blocks, rows, threads=threads, shift=stream.shift(), groups=folds, reducer=reducer
+    )
+    moments = _fold_pass(acc, stream, counts, na, progress)
+    everything, trains = _fold_totals(moments, folds, head)
+
+    # ---- closed-form scores of the latent and chance (maps of the narrow block [z, a])
+    narrow_all = everything.narrow_moments()
+    narrow_trains = [tr.narrow_moments() for tr in trains]
+    maps = {"latent": select(narrow_all, "z"), "chance": np.zeros((0, narrow_all.dim))}
+    scores = {}
+    for name, W in maps.items():
+        ins = thin_map_scores(W, everything, everything, narrow_all, narrow_all, True)
+        held = [
+            thin_map_scores(W, tr, te, ntr, te.narrow_moments(), False)
+            for tr, te, ntr in zip(trains, moments[: len(trains)], narrow_trains, strict=True)
+        ]
+        scores[name] = {k: _summary([h[k] for h in held], ins[k]) for k in METRICS}
+
+    # ---- pass 2: argmax accuracy of the action probes, which read z alone
+    if accuracy and na is not None:
+        probes = _action_probes(maps, [maps] * len(trains), narrow_all, narrow_trains)
+        tally = _Tally(probes, na, (features.width, source.da))
+        for parts, fold, codes, y in stream.chunks(progress, "accuracy", joint=False):
+            tally.add(parts, fold, codes, y)
+        tally.report(scores)
+
+    has_noise = stream.pw > source.do
+    variance = float(everything.wide_var("noise").sum()) if has_noise else None
+    out = _result(stream, everything.count, variance, folds, 0, scores, counts, head)
+    if has_noise:
+        out["warnings"].append(
+            f"frames of {source.do} values are probed from thin moments: the future-exogenous "
+            "leakage (a probe from all of o) needs the do x do moments of o and is not scored"
+        )
+    return out
+
+
+def _check_folds(moments, folds, head) -> None:
+    empty = [f for f, m in enumerate(moments) if m is None]
+    if empty:
+        raise LamfastError(
+            f"fold {empty[0]} of {folds} holds no transitions ({len(head['ends'])} "
+            f"{head['unit'].split()[0]}); use fewer --folds"
+        )
+
+
+def _merge_except(moments: list, f: int):
     """The training moments of fold ``f``: every other fold, merged in fold order."""
     rest = [m for g, m in enumerate(moments) if g != f]
     out = rest[0]

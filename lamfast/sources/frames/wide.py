@@ -257,6 +257,19 @@ class ThinAccumulator(BlockPipeline):
         return self.reducer.shifted(m, self.layout.shift)
 
 
+def grouped_threads(fed: int, q: int, block_rows: int, groups: int) -> int:
+    """Threads over the blocks of thin moments of ``fed`` given columns, ``q`` of them narrow,
+    kept for ``groups`` groups of rows (a grouped
+    :class:`~lamfast.moments.accumulate.BlockAccumulator` with a
+    :class:`~lamfast.moments.thin.ThinReducer`: the pass of ``lamfast probe`` on wide frames):
+    as :meth:`ThinLayout.threads`, a block in flight holding its rows, their copy by group and
+    one ``q x (fed - q)`` product per group. Never changes a bit."""
+    q8 = padded(q, 8) + 8
+    per_block = 8 * (2 * block_rows * fed + 3 * q8 * fed * max(int(groups), 1))
+    threads = int(config.STREAM_THREADS) or usable_cores()
+    return max(1, min(threads, int(config.FRAME_INFLIGHT_BYTES) // per_block))
+
+
 class ThinChunks(FrameChunks):
     """``chunk_fn(first, stop)`` of a thin pass, for :func:`lamfast.moments.tree.tree_moments`:
     the blocks of :func:`thin_pass`, read by range through the source's index (its
