@@ -180,6 +180,8 @@ def test_cleaning_with_exact_noise_subspace_recovers_noise_free_fit(tmp_path):
     via_noop, _ = fit_frames(noisy, dz, noop_action=4, clean_k=4)
     assert_allclose(via_noop["act_mse_clean"], ref["act_mse"], rtol=1e-9)
     assert via_noop["act_mse_clean"] < via_noop["act_mse"]
+    with pytest.raises(LamfastError, match=r"clean-k must be in \[1, 16\], got 0"):
+        fit_frames(noisy, dz, noop_action=4, clean_k=0)  # never read as the default 1
 
 
 # ------------------------------------------------------------------------------ save / encode

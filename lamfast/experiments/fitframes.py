@@ -185,7 +185,7 @@ def fit_frames(
         noop = got.pop(0)
         if noop is None:
             raise LamfastError(f"no transitions with the noop action {noop_action}")
-        U = noise_basis_from_noop(noop, int(clean_k or 1))
+        U = noise_basis_from_noop(noop, 1 if clean_k is None else int(clean_k))  # 0 is refused
     elif clean_basis is not None:
         if isinstance(clean_basis, str | os.PathLike):
             clean_basis = load_basis(clean_basis)
