@@ -68,6 +68,11 @@ WIDE_AUTO_DO = _default("WIDE_AUTO_DO", 2048)
 # (2 x 12,288 values a row) of 256 rows is 24 MiB.
 WIDE_BLOCK_BYTES = _default("WIDE_BLOCK_BYTES", 32 * 2**20)
 
+# The last sketch pass keeps every transition's narrow values (its sketch columns' values and
+# actions, 8 bytes each) when they fit in this many bytes, so the action probes' accuracies need
+# no further pass (1e5 transitions of 40 columns: 32 MB); above it one more pass reads them.
+WIDE_KEPT_ROWS_BYTES = _default("WIDE_KEPT_ROWS_BYTES", 512 * 2**20)
+
 # Columns beyond dz that the sketch keeps (oversampling) and passes over the data it makes.
 SKETCH_OVERSAMPLE = _default("SKETCH_OVERSAMPLE", 16)
 SKETCH_PASSES = _default("SKETCH_PASSES", 4)

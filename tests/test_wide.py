@@ -248,6 +248,41 @@ def test_projected_pass_against_numpy(wide_u8, monkeypatch):
     assert_allclose(ref.cov_y, yc.T @ yc / len(w), rtol=1e-9, atol=1e-13)
 
 
+def test_kept_rows_are_the_narrow_values_of_every_transition(wide_u8, monkeypatch):
+    """``keep_rows``: the narrow values ``[delta Q, o Q, a]`` of every transition in stream
+    order (``o Q`` with the shift's image added back), as numpy computes them from the rows,
+    bitwise for any chunk and thread count; the moments are the same bits as without."""
+    src = FrameSource(wide_u8)
+    Q = np.random.default_rng(9).standard_normal((src.do, 6))
+    kw = dict(with_obs=True, with_actions=True, project_obs=True)
+    ref, rows = thin_pass(src, Q, keep_rows=True, **kw)
+    plain = thin_pass(src, Q, **kw)
+    for name in ("mean", "cross", "cov_y", "var_w"):
+        np.testing.assert_array_equal(getattr(ref, name), getattr(plain, name))
+    for cf, threads in ((7, 1), (100, 2)):
+        monkeypatch.setattr(config, "STREAM_THREADS", threads)
+        _, got = thin_pass(FrameSource(wide_u8, chunk_frames=cf), Q, keep_rows=True, **kw)
+        np.testing.assert_array_equal(got, rows)
+    data = _rows(wide_u8, scale=1 / 255)
+    do = src.do
+    want = np.hstack([data[:, do : 2 * do] @ Q, data[:, :do] @ Q, data[:, 2 * do :]])
+    # o Q of the shifted o plus Q^T shift: the rounding of a sum of ~300 terms near 10
+    assert_allclose(rows, want, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("variant", [{}, {"decoder": "learned"}])
+def test_accuracy_from_kept_rows_is_the_accuracy_pass(wide, monkeypatch, variant):
+    """The argmax accuracy from the last pass's kept rows equals the one of a pass over the
+    frames (taken when the rows do not fit in config.WIDE_KEPT_ROWS_BYTES), which reads one
+    more time; the other scores are the same bits."""
+    kept, _ = fit_frames(wide, DA, method="sketch", variant=variant)
+    monkeypatch.setattr(config, "WIDE_KEPT_ROWS_BYTES", 0)
+    passed, _ = fit_frames(wide, DA, method="sketch", variant=variant)
+    assert kept["act_acc"] == passed["act_acc"]
+    for key in ("recon", "obs_mse", "act_mse"):
+        assert kept[key] == passed[key], key
+
+
 def _sketch(src, passes, project_obs=True):
     it = SubspaceIteration(src.do, 16, 16, seed=0)
     for i in range(passes):

@@ -7,7 +7,10 @@ accuracy: ``passes`` thin passes of randomized subspace iteration (:mod:`lamfast
 give the eigenvectors ``V`` and their residuals, and the last pass also holds the thin moments of
 ``[o, delta | Q^T delta, a]`` from which the latent ``z = V^T delta = G Q^T delta`` is probed in
 closed form (:mod:`lamfast.probes.thin`). Memory is of order ``do x (dz + oversampling)``, never
-``do x do``; the data are read ``passes`` times (plus once for the argmax accuracy).
+``do x do``; the data are read ``passes`` times: the last pass also keeps every transition's
+narrow values (``Q^T delta``, the actions: ``n x (l + da)`` floats, within
+``config.WIDE_KEPT_ROWS_BYTES``), from which the argmax accuracy of the action probe follows
+without another pass (above that budget, or on Dask, one more pass reads the frames).
 
 The other variants (a learned decoder, action supervision) are fitted inside the span of the
 sketch's ``l`` columns: the last pass also gives ``Q^T o``, hence the full moments of the
@@ -33,6 +36,7 @@ import dataclasses
 import numpy as np
 
 from .. import config
+from .._blas import one_blas_thread
 from ..errors import LamfastError
 from ..estimator import fit
 from ..moments.cleaning import orthonormal_basis
@@ -255,10 +259,11 @@ def fit_wide(
                 f"at most {limit} (its {it.l} cleaned columns lie outside them)"
             )
     itc = None if U is None else SubspaceIteration(do, it.k, over, seed, projector=U)
-    thin = None
+    thin = rows = None
     scale = {}
     if workers is not None or scheduler is not None:
         scale = {"workers": workers, "scheduler": scheduler}
+    keep = accuracy and source.action_kind == "discrete" and not scale and checkpoint is None
     with contextlib.ExitStack() as stack:
         if scale:  # one cluster for every pass
             scale = {"client": stack.enter_context(dask_client(workers, scheduler))}
@@ -271,6 +276,9 @@ def fit_wide(
             if checkpoint is not None:
                 name = f"sketch{i + 1}" + ("" if itc is None else ".clean")
                 path = side_checkpoint_path(checkpoint, name)
+            # the last pass keeps every transition's narrow values when they fit in memory:
+            # the action probes' argmax accuracies read them instead of one more pass
+            keep_rows = last and keep and kept_rows_fit(source, columns, in_subspace)
             thin = thin_pass(
                 source,
                 columns,
@@ -281,8 +289,11 @@ def fit_wide(
                 label=f"sketch {i + 1}/{passes}",
                 checkpoint=path,
                 variances=last,  # only the traces of the last pass read them
+                keep_rows=keep_rows,
                 **scale,
             )
+            if keep_rows:
+                thin, rows = thin
             if itc is None:
                 it.update(thin)
             else:
@@ -333,8 +344,12 @@ def fit_wide(
             if "subspace" in out:
                 result["subspace"]["clean"] = out["subspace"]
         probes.append(probe)
-    if probes[0] is not None:  # the argmax accuracies, raw and cleaned, in one more pass
-        accs = latent_probe_accuracies(source, probes, progress=progress)
+    if probes[0] is not None:  # the argmax accuracies, raw and cleaned
+        if rows is not None:  # from the last pass's narrow rows
+            accs = narrow_accuracies(rows, thin.narrow_moments(), probes)
+        else:  # in one more pass over the frames
+            frames = [frames_probe(W, G, h, thin, columns, in_subspace) for W, G, h in probes]
+            accs = latent_probe_accuracies(source, frames, progress=progress)
         result["act_acc"] = accs[0]
         if len(accs) > 1:
             result["act_acc_clean"] = accs[1]
@@ -356,7 +371,8 @@ def fit_wide(
             ),
             **clean_info,
         }
-        reads = passes + (passes if clean_info else 0) + (probes[0] is not None)
+        extra = probes[0] is not None and rows is None  # the accuracy pass
+        reads = passes + (passes if clean_info else 0) + extra
         result["notes"].append(
             f"clean: P E[delta delta^T] P (P = I - U U^T, {U.shape[1]} direction(s) from "
             f"{origin}) by a second iteration in the same {passes} passes ({itc.l} more "
@@ -374,10 +390,38 @@ def fit_wide(
             f"clean: the data were read {reads} times ("
             + (f"{passes} no-op passes, " if clean_info else "")
             + f"{passes} sketch passes"
-            + (", 1 accuracy pass)" if probes[0] else ")")
+            + (", 1 accuracy pass)" if extra else ")")
         )
     result["notes"] += notes
     return result
+
+
+def kept_rows_fit(source, columns: np.ndarray, project_obs: bool) -> bool:
+    """Whether the narrow values of every transition (the sketch columns' values, twice with
+    ``Q^T o``, and the actions) fit within ``config.WIDE_KEPT_ROWS_BYTES``."""
+    q = columns.shape[1] * (2 if project_obs else 1) + source.da
+    return 8 * q * source.n_transitions <= config.WIDE_KEPT_ROWS_BYTES
+
+
+def narrow_accuracies(rows: np.ndarray, ms: Moments, probes) -> list[float]:
+    """Argmax accuracies of the action probes ``argmax(G z + h)`` of latents ``z = W y`` on the
+    narrow rows ``y`` of the last pass (the actions one-hot in their block ``a``)."""
+    ids = np.argmax(rows[:, ms.index("a")], axis=1)
+    out = []
+    with one_blas_thread():  # the same bits on any machine thread count
+        for W, G, h in probes:
+            pred = np.argmax((rows @ W.T) @ G.T + h, axis=1)
+            out.append(float(np.count_nonzero(pred == ids)) / max(len(ids), 1))
+    return out
+
+
+def frames_probe(W, G, h, thin, columns: np.ndarray, project_obs: bool) -> tuple:
+    """A probe on the narrow rows ``z = W y`` as a probe on the frames ``z = Wo o + Wd delta``
+    (:func:`latent_probe_accuracies`): ``y`` holds ``columns^T delta`` (and ``columns^T o``)."""
+    ms = thin.narrow_moments()
+    Wd = W[:, ms.index(SKETCH)] @ columns.T
+    Wo = W[:, ms.index(SKETCH_OBS)] @ columns.T if project_obs else None
+    return Wd, G, h, Wo
 
 
 def _sketch_slice(ms: Moments, at: int, width: int) -> slice:
@@ -388,13 +432,12 @@ def _sketch_slice(ms: Moments, at: int, width: int) -> slice:
 
 def pca_probes(source, thin, it, dz, discarded, accuracy, at: int = 0) -> tuple[dict, tuple]:
     """Scores of the PCA LAM (the top-``dz`` eigenvectors ``V`` of ``M``): exact within the
-    sketch's accuracy, and the action probe whose argmax accuracy a pass measures (None
+    sketch's accuracy, and the action probe whose argmax accuracy is measured (None
     without discrete actions or ``accuracy``). Its latent is ``z = V^T delta = G Q^T delta``, a
     map of the last pass's narrow block (the iteration's columns from column ``at`` of the
     sketch block), so the probes are Schur complements of the thin moments. With a projector
     (cleaning) the same holds for ``P M P``: ``V`` lies in ``range(P)``."""
     do = source.do
-    pairs_m = it.eigenpairs("M", dz)
     G = it.ritz_map(dz)  # z = G [Q^T delta] from the last pass
     ms = thin.narrow_moments()
     s = _sketch_slice(ms, at, it.l)
@@ -416,8 +459,9 @@ def pca_probes(source, thin, it, dz, discarded, accuracy, at: int = 0) -> tuple[
         out.update(chance_scores(source, ms.mean[a]))
         if source.action_kind == "discrete" and accuracy:
             h = ms.mean[a] - Ga @ mu_z
-            # the accuracy pass reads delta; V^T delta = G Q^T delta up to rounding
-            probe = (pairs_m.vectors.T, Ga, h, None)
+            Wn = np.zeros((dz, ms.dim))  # z = V^T delta = G [Q^T delta]: a map of the narrow rows
+            Wn[:, s] = G
+            probe = (Wn, Ga, h)
     return out, probe
 
 
@@ -496,7 +540,7 @@ def subspace_fit(
 ) -> tuple[dict, tuple]:
     """Fit ``variant`` inside the top-``l`` eigenspace of ``M`` (all the sketch's columns) and
     score the fitted LAM, lifted to the full frames, exactly; also the action probe whose
-    argmax accuracy a pass measures (None without discrete actions or ``accuracy``).
+    argmax accuracy is measured (None without discrete actions or ``accuracy``).
 
     The lifted LAM reads and writes the frames in ``span(V)`` only (``A = I`` outside it), so
     its loss is the loss inside plus the part of ``E||delta||^2`` outside ``span(V)``, and its
@@ -508,7 +552,6 @@ def subspace_fit(
     iterates on ``P M P`` (its columns from column ``at``), and the fit is that of the cleaned
     differences ``P delta`` in ``range(P)``."""
     do, cols = source.do, it.l
-    ms = thin.narrow_moments()
     out = {"subspace": {"dim": int(cols)}}
     checks = {}
     check_dim = dz + (cols - dz) // 2
@@ -531,12 +574,7 @@ def subspace_fit(
         out.update(chance_scores(source, mm.block_mean("a")))
         if source.action_kind == "discrete" and accuracy:
             G, h = linear_probe(latent_map(lam, mm), mm, "a")
-            Q = it.last_basis()
-            so, sd = (ms.index(SKETCH_OBS), ms.index(SKETCH))
-            so, sd = (slice(x.start + at, x.start + at + cols) for x in (so, sd))
-            Wo = W[:, so] @ Q.T  # z = Wo o + Wd delta on the frames
-            Wd = W[:, sd] @ Q.T
-            probe = (Wd, G, h, Wo)
+            probe = (W, G, h)  # z = W y on the narrow rows y
     c = out["subspace"]["check"]
     what = " of the cleaned differences P delta" if cleaned else ""
     space = "P E[delta delta^T] P" if cleaned else "E[delta delta^T]"

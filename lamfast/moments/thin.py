@@ -172,9 +172,12 @@ class ThinReducer:
             Q = np.ascontiguousarray(Q, dtype=np.float64)
             self.sketch.append((cols, Q.shape[1], _pad(Q, 1, PAD_COLUMNS)))
 
-    def block(self, X: np.ndarray, mean: np.ndarray | None = None) -> tuple:
+    def block(self, X: np.ndarray, mean: np.ndarray | None = None, rows: bool = False) -> tuple:
         """The tree entry of a block of rows ``X``; ``mean`` (the means of its columns, summed
-        row by row as :func:`~lamfast.moments.core.column_means` does) when already known."""
+        row by row as :func:`~lamfast.moments.core.column_means` does) when already known.
+        ``rows``: ``(entry, Y)`` with the block's narrow rows ``Y`` (``n x q``: the sketch
+        columns' values of every row, then the narrow values fed; as fed, before any shift is
+        added back, :meth:`narrow_shift`)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         n, pw = X.shape[0], self.pw
         if mean is None:
@@ -214,7 +217,10 @@ class ThinReducer:
             cross = np.ascontiguousarray(cross[:q])
             cyy = (ycT @ ycT.T)[:q, :q]
         mean = np.concatenate([mean[:pw], *means, mean_y])
-        return float(n), mean, (cross, np.ascontiguousarray(cyy), var)
+        entry = float(n), mean, (cross, np.ascontiguousarray(cyy), var)
+        if rows:
+            return entry, np.hstack([*parts, Y])
+        return entry
 
     def grouped(self, X: np.ndarray, groups: np.ndarray, k: int) -> list[tuple]:
         """:meth:`block` of the rows of each group ``0..k-1`` of one block (held-out folds); a
@@ -250,14 +256,21 @@ class ThinReducer:
         ``Q^T shift`` for the columns applied to ``o``)."""
         mean = m.mean.copy()
         mean[: self.pw] += shift[: self.pw]
-        start = self.pw
-        for cols, q, Qp in self.sketch:
-            if np.any(shift[cols]):  # delta's columns are never shifted: no rounding added
-                mean[start : start + q] += shift[cols] @ Qp[:, :q]
-            start += q
-        if len(shift) > self.pw:  # the narrow values fed (after the sketch columns)
-            mean[len(mean) - (len(shift) - self.pw) :] += shift[self.pw :]
+        mean[self.pw :] += self.narrow_shift(shift)
         return dataclasses.replace(m, mean=mean)
+
+    def narrow_shift(self, shift: np.ndarray) -> np.ndarray:
+        """What a shift of the fed rows moves the narrow values by: its image under each set of
+        sketch columns (zero for ``delta``'s, which are never shifted), then the shift of the
+        narrow values fed."""
+        out = []
+        for cols, q, Qp in self.sketch:
+            if np.any(shift[cols]):
+                out.append(shift[cols] @ Qp[:, :q])
+            else:  # exactly zero: no rounding added
+                out.append(np.zeros(q))
+        out.append(shift[self.pw :])
+        return np.concatenate(out)
 
     def build(self, count, mean, com, blocks, source) -> ThinMoments:
         cross, cyy, var = com

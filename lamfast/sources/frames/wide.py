@@ -87,8 +87,8 @@ class ThinLayout:
             self.shift = np.zeros(self.fed)
             self.shift[:do] = source.shift()
 
-    def accumulator(self, sink=None, threads: int = 1) -> ThinAccumulator:
-        return ThinAccumulator(self, sink=sink, threads=threads)
+    def accumulator(self, sink=None, threads: int = 1, keep_rows=False) -> ThinAccumulator:
+        return ThinAccumulator(self, sink=sink, threads=threads, keep_rows=keep_rows)
 
     def threads(self) -> int:
         """Threads over the blocks of a sequential pass: the usable cores (or
@@ -204,12 +204,14 @@ class ThinAccumulator(BlockPipeline):
     :class:`~lamfast.moments.accumulate.BlockAccumulator` with the layout's reducer (tested).
     With ``threads > 1`` full blocks are reduced on the shared thread pool while the caller
     reads on; each block is computed alone with one BLAS thread, so the bits do not change.
+    ``keep_rows`` also keeps every transition's narrow values (:meth:`narrow_rows`).
     """
 
-    def __init__(self, layout: ThinLayout, sink=None, threads: int = 1):
+    def __init__(self, layout: ThinLayout, sink=None, threads: int = 1, keep_rows=False):
         self.layout, self.reducer = layout, layout.reducer
         self.tree = MergeTree(layout.blocks, layout.reducer)
         self.sink = sink or self._push
+        self.kept = [] if keep_rows else None
         self.rows, self.threads = layout.block_rows, max(int(threads), 1)
         self.shift = layout.shift if layout.shift is not None else np.zeros(0)
         self.free: list[tuple] = []
@@ -222,7 +224,20 @@ class ThinAccumulator(BlockPipeline):
         return np.empty((self.rows, self.layout.fed)), np.zeros(self.layout.fed)
 
     def _push(self, entry):
+        if self.kept is not None:  # blocks arrive in order: the rows stay in stream order
+            entry, rows = entry
+            self.kept.append(rows)
         self.tree.push(*entry)
+
+    def narrow_rows(self) -> np.ndarray:
+        """The narrow values ``[sketch columns, a]`` of every transition so far, in stream
+        order, with the shift's image added back (``n x q``)."""
+        self.flush()
+        q = sum(size for _, size in self.reducer.narrow)
+        rows = np.vstack(self.kept) if self.kept else np.zeros((0, q))
+        if self.layout.shift is not None:
+            rows += self.reducer.narrow_shift(self.layout.shift)
+        return rows
 
     def add(self, o, o2, acts, source, scale: float = 1.0):
         """The transitions ``o -> o2`` with raw actions ``acts``: float64 rows of ``source``,
@@ -246,7 +261,7 @@ class ThinAccumulator(BlockPipeline):
 
     def _compute(self, buffers, n):
         X, sums = buffers
-        return self.reducer.block(X[:n], mean=sums / n)
+        return self.reducer.block(X[:n], mean=sums / n, rows=self.kept is not None)
 
     def result(self, source: str) -> ThinMoments:
         """The merged thin moments, the shift added back to the means."""
@@ -331,7 +346,8 @@ def thin_pass(
     checkpoint=None,
     variances: bool = True,
     project_obs: bool = False,
-) -> ThinMoments:
+    keep_rows: bool = False,
+):
     """Thin moments of ``[o?, delta | columns^T delta, columns^T o?, a?]`` over the transitions
     of ``source``.
 
@@ -344,6 +360,9 @@ def thin_pass(
     of the wide values (``var_w`` is NaN), which only traces need. ``project_obs`` (with
     ``with_obs``) adds ``columns^T o`` to the narrow part (block ``sketch_o``): with it the
     narrow moments are those of the frames in the span of ``columns``, where any variant fits.
+    ``keep_rows`` returns ``(thin, rows)`` with every transition's narrow values (``n x q``,
+    in stream order: what a probe of the sketch's latents reads, so no further pass is needed);
+    ``rows`` is None on the Dask and checkpoint paths, whose blocks are reduced elsewhere.
     """
     do = source.do
     if columns.ndim != 2 or columns.shape[0] != do:
@@ -356,14 +375,16 @@ def thin_pass(
         )
     layout = ThinLayout(source, columns, with_obs, with_actions, variances, project_obs)
     if any(x is not None for x in (workers, scheduler, client, checkpoint)):
-        return _thin_tree(source, layout, progress, workers, scheduler, client, checkpoint)
-    acc = layout.accumulator(threads=layout.threads())
+        thin = _thin_tree(source, layout, progress, workers, scheduler, client, checkpoint)
+        return (thin, None) if keep_rows else thin
+    acc = layout.accumulator(threads=layout.threads(), keep_rows=keep_rows)
     stored, scale = frames_as_stored(source)
     for o, o2, acts in stored.transitions(progress=progress, label=label):
         acc.add(o, o2, acts, source, scale)
     if acc.added == 0:
         raise LamfastError(f"{source.path}: no transitions (every frame starts an episode?)")
-    return acc.result("frames")
+    thin = acc.result("frames")
+    return (thin, acc.narrow_rows()) if keep_rows else thin
 
 
 def _thin_tree(source, layout, progress, workers, scheduler, client, checkpoint):
