@@ -69,8 +69,9 @@ WIDE_AUTO_DO = _default("WIDE_AUTO_DO", 2048)
 WIDE_BLOCK_BYTES = _default("WIDE_BLOCK_BYTES", 32 * 2**20)
 
 # The last sketch pass keeps every transition's narrow values (its sketch columns' values and
-# actions, 8 bytes each) when they fit in this many bytes, so the action probes' accuracies need
-# no further pass (1e5 transitions of 40 columns: 32 MB); above it one more pass reads them.
+# actions, 8 bytes each; held twice at the end, as blocks and stacked) when twice their size fits
+# in this many bytes, so the action probes' accuracies need no further pass (1e5 transitions of
+# 45 values: 36 MB); above it one more pass reads them from the frames.
 WIDE_KEPT_ROWS_BYTES = _default("WIDE_KEPT_ROWS_BYTES", 512 * 2**20)
 
 # Columns beyond dz that the sketch keeps (oversampling) and passes over the data it makes.

@@ -283,6 +283,41 @@ def test_accuracy_from_kept_rows_is_the_accuracy_pass(wide, monkeypatch, variant
         assert kept[key] == passed[key], key
 
 
+def test_pass_bitwise_for_any_blas_thread_count(tmp_path, rng):
+    """Frames of 64 x 64 x 3 and 83 sketch columns (a learned decoder with cleaning: 2 l + k):
+    there OpenBLAS's vector-times-matrix products round differently on 1 and 2 threads, so the
+    shift's image (the mean of ``Q^T o``, the kept rows) and the iteration's ``mu^T Q`` are
+    taken on one BLAS thread; the pass and the next basis are the same bits either way."""
+    from threadpoolctl import threadpool_limits
+
+    frames = rng.integers(0, 256, (40, 64, 64, 3)).astype(np.uint8)
+    np.savez(tmp_path / "f.npz", frames=frames, actions=rng.integers(0, DA, 40))
+    src = FrameSource(tmp_path / "f.npz")
+    got = []
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            it = SubspaceIteration(src.do, 67, 16, seed=3)
+            thin, rows = thin_pass(src, it.columns(), with_obs=True, with_actions=True,
+                                   project_obs=True, keep_rows=True)  # fmt: skip
+            it.update(thin)
+            got.append((thin.mean, rows, it.columns()))
+    for a, b in zip(*got, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_subspace_check_needs_a_smaller_subspace(tmp_path, rng):
+    """With dz = do the sketch's columns are all of the frames: no smaller subspace holds dz
+    dimensions, so no check is reported (rather than the same fit twice)."""
+    walk = np.cumsum(rng.standard_normal((300, 8, 8)), axis=0).astype(np.float32)
+    np.savez(tmp_path / "s.npz", frames=walk, actions=rng.integers(0, DA, 300))
+    r, _ = fit_frames(tmp_path / "s.npz", 64, method="sketch", variant={"decoder": "learned"})
+    assert r["subspace"]["dim"] == 64 and r["subspace"]["check"] is None
+    assert any("no smaller subspace" in n for n in r["notes"])
+    run = CliRunner().invoke(cli, ["fit", str(tmp_path / "s.npz"), "--dz", "64", "--method",
+                                   "sketch", "--decoder", "learned"])  # fmt: skip
+    assert run.exit_code == 0 and "subspace the top 64 eigenvectors" in run.output
+
+
 def _sketch(src, passes, project_obs=True):
     it = SubspaceIteration(src.do, 16, 16, seed=0)
     for i in range(passes):

@@ -302,3 +302,20 @@ def test_supervision_in_the_subspace_weighs_labels_as_on_the_frames(noisy):
         assert sketch[key] == pytest.approx(exact[key], abs=1e-3), key
     assert sketch["act_mse"] < wrong["act_mse"] - 0.1
     assert sketch["subspace"]["clean"]["dim"] == COLUMNS
+
+
+def test_accuracies_from_kept_rows_are_those_of_a_pass(noisy, monkeypatch):
+    """On frames where the raw latent's accuracy is neither chance nor 1 (the noise directions
+    outrank the actions), the accuracies from the last pass's kept rows, raw (sketch columns
+    from 0) and cleaned (from column l), are those of a pass over the frames."""
+    path, N = noisy
+    for variant in ({}, {"decoder": "learned"}):
+        kept, _ = fit_frames(path, DZ, method="sketch", variant=variant, clean_basis=N)
+        monkeypatch.setattr(config, "WIDE_KEPT_ROWS_BYTES", 0)
+        passed, _ = fit_frames(path, DZ, method="sketch", variant=variant, clean_basis=N)
+        monkeypatch.undo()
+        assert kept["act_acc_chance"] + 0.1 < kept["act_acc"] < 0.95, kept["act_acc"]
+        assert kept["act_acc"] == passed["act_acc"]
+        assert kept["act_acc_clean"] == passed["act_acc_clean"]
+        assert any("read 4 times" in n for n in kept["notes"])
+        assert any("read 5 times" in n for n in passed["notes"])

@@ -41,13 +41,16 @@ def format_frames_fit(r: dict) -> str:
     if "subspace" in r:
         sub = r["subspace"]
         c = sub["check"]
-        lines += [
+        lines.append(
             f"  subspace the top {sub['dim']} eigenvectors (solver {sub['solver']}), "
-            f"{sub['delta_outside_fraction']:.3%} of E||delta||^2 outside them; in the top "
-            f"{c['dim']}:",
-            f"           recon {c['recon']:.6f}, obs_mse {c['obs_mse']:.6f}"
-            + (f", act_mse {c['act_mse']:.6f}" if "act_mse" in c else ""),
-        ]
+            f"{sub['delta_outside_fraction']:.3%} of E||delta||^2 outside them"
+            + (f"; in the top {c['dim']}:" if c else "")
+        )
+        if c:
+            lines.append(
+                f"           recon {c['recon']:.6f}, obs_mse {c['obs_mse']:.6f}"
+                + (f", act_mse {c['act_mse']:.6f}" if "act_mse" in c else "")
+            )
     if r.get("labels") == "partial":
         n, nl = r["transitions"], r["labelled_transitions"]
         budget = r.get("label_budget")

@@ -8,9 +8,10 @@ give the eigenvectors ``V`` and their residuals, and the last pass also holds th
 ``[o, delta | Q^T delta, a]`` from which the latent ``z = V^T delta = G Q^T delta`` is probed in
 closed form (:mod:`lamfast.probes.thin`). Memory is of order ``do x (dz + oversampling)``, never
 ``do x do``; the data are read ``passes`` times: the last pass also keeps every transition's
-narrow values (``Q^T delta``, the actions: ``n x (l + da)`` floats, within
-``config.WIDE_KEPT_ROWS_BYTES``), from which the argmax accuracy of the action probe follows
-without another pass (above that budget, or on Dask, one more pass reads the frames).
+narrow values (``Q^T delta`` and the actions, ``n x (l + da)`` floats; with ``Q^T o`` and the
+cleaned iteration's columns where those run; twice that within ``config.WIDE_KEPT_ROWS_BYTES``),
+from which the argmax accuracy of the action probe follows without another pass (above that
+budget, or on Dask, one more pass reads the frames).
 
 The other variants (a learned decoder, action supervision) are fitted inside the span of the
 sketch's ``l`` columns: the last pass also gives ``Q^T o``, hence the full moments of the
@@ -299,51 +300,54 @@ def fit_wide(
             else:
                 it.update(thin, at=0)
                 itc.update(thin, at=it.l)
-    pairs_m = it.eigenpairs("M", dz)
-    pairs_s = it.eigenpairs("Sigma", k_report)
-    var_delta = thin.wide_var("delta")
-    mu_delta = thin.wide_mean("delta")
-    tr_m = float(var_delta.sum() + mu_delta @ mu_delta)
-    captured = float(np.clip(pairs_m.values, 0.0, None).sum())
-    result = {
-        **frames_summary(source, thin.count, dz, variant),
-        "solver": "sketch",
-        "delta_spectrum": np.clip(pairs_s.values, 0.0, None).tolist(),
-        "delta_total_variance": float(var_delta.sum()),
-        "sketch": {
-            "passes": passes,
-            "columns": int(it.l),
-            "seed": int(seed),
-            "residuals": pairs_m.residual.tolist(),
-            "spectrum_residuals": pairs_s.residual.tolist(),
-            "discarded_variance": max(tr_m - captured, 0.0),
-        },
-    }
-    fitted = [(it, tr_m, 0)]
-    if itc is not None:
-        ms = thin.narrow_moments()
-        u = _sketch_slice(ms, it.l + itc.l, U.shape[1])  # U^T delta
-        tr_u = float(np.trace(ms.cov[u, u]) + ms.mean[u] @ ms.mean[u])
-        fitted.append((itc, max(tr_m - tr_u, 0.0), it.l))  # tr P M P = tr M - tr U^T M U
-    probes, notes = [], []
-    for j, (one, tr, at) in enumerate(fitted):
-        if in_subspace:
-            out, probe = subspace_fit(
-                source, thin, one, dz, variant, tr, solver, seed, accuracy, at=at, cleaned=j > 0
-            )
-        else:
-            disc = tr - float(np.clip(one.eigenpairs("M", dz).values, 0.0, None).sum())
-            out, probe = pca_probes(source, thin, one, dz, disc, accuracy, at=at)
-        notes += out.pop("subspace_notes", [])
-        if j == 0:
-            result.update(out)
-        else:
-            for key in ("recon", "obs_mse", "act_mse"):
-                if key in out:
-                    result[f"{key}_clean"] = out[key]
-            if "subspace" in out:
-                result["subspace"]["clean"] = out["subspace"]
-        probes.append(probe)
+    # the scores from the last pass, each product on one BLAS thread: vector products over
+    # the frames (traces, means) change their last bits with the BLAS thread count
+    with one_blas_thread():
+        pairs_m = it.eigenpairs("M", dz)
+        pairs_s = it.eigenpairs("Sigma", k_report)
+        var_delta = thin.wide_var("delta")
+        mu_delta = thin.wide_mean("delta")
+        tr_m = float(var_delta.sum() + mu_delta @ mu_delta)
+        captured = float(np.clip(pairs_m.values, 0.0, None).sum())
+        result = {
+            **frames_summary(source, thin.count, dz, variant),
+            "solver": "sketch",
+            "delta_spectrum": np.clip(pairs_s.values, 0.0, None).tolist(),
+            "delta_total_variance": float(var_delta.sum()),
+            "sketch": {
+                "passes": passes,
+                "columns": int(it.l),
+                "seed": int(seed),
+                "residuals": pairs_m.residual.tolist(),
+                "spectrum_residuals": pairs_s.residual.tolist(),
+                "discarded_variance": max(tr_m - captured, 0.0),
+            },
+        }
+        fitted = [(it, tr_m, 0)]
+        if itc is not None:
+            ms = thin.narrow_moments()
+            u = _sketch_slice(ms, it.l + itc.l, U.shape[1])  # U^T delta
+            tr_u = float(np.trace(ms.cov[u, u]) + ms.mean[u] @ ms.mean[u])
+            fitted.append((itc, max(tr_m - tr_u, 0.0), it.l))  # tr P M P = tr M - tr U^T M U
+        probes, notes = [], []
+        for j, (one, tr, at) in enumerate(fitted):
+            if in_subspace:
+                out, probe = subspace_fit(
+                    source, thin, one, dz, variant, tr, solver, seed, accuracy, at=at, cleaned=j > 0
+                )
+            else:
+                disc = tr - float(np.clip(one.eigenpairs("M", dz).values, 0.0, None).sum())
+                out, probe = pca_probes(source, thin, one, dz, disc, accuracy, at=at)
+            notes += out.pop("subspace_notes", [])
+            if j == 0:
+                result.update(out)
+            else:
+                for key in ("recon", "obs_mse", "act_mse"):
+                    if key in out:
+                        result[f"{key}_clean"] = out[key]
+                if "subspace" in out:
+                    result["subspace"]["clean"] = out["subspace"]
+            probes.append(probe)
     if probes[0] is not None:  # the argmax accuracies, raw and cleaned
         if rows is not None:  # from the last pass's narrow rows
             accs = narrow_accuracies(rows, thin.narrow_moments(), probes)
@@ -398,9 +402,10 @@ def fit_wide(
 
 def kept_rows_fit(source, columns: np.ndarray, project_obs: bool) -> bool:
     """Whether the narrow values of every transition (the sketch columns' values, twice with
-    ``Q^T o``, and the actions) fit within ``config.WIDE_KEPT_ROWS_BYTES``."""
+    ``Q^T o``, and the actions) fit within ``config.WIDE_KEPT_ROWS_BYTES``, counted twice: the
+    blocks' rows and their stacked copy are held at once."""
     q = columns.shape[1] * (2 if project_obs else 1) + source.da
-    return 8 * q * source.n_transitions <= config.WIDE_KEPT_ROWS_BYTES
+    return 2 * 8 * q * source.n_transitions <= config.WIDE_KEPT_ROWS_BYTES
 
 
 def narrow_accuracies(rows: np.ndarray, ms: Moments, probes) -> list[float]:
@@ -525,7 +530,7 @@ def frames_weighted(mm: Moments, do: int) -> Moments:
     """The moments of the subspace coordinates with the actions scaled by ``sqrt(do / m)``:
     the objective weighs the reconstruction per coordinate (``/ m`` in the ``m`` coordinates,
     ``/ do`` on the frames) against the action term, so unscaled actions would weigh the labels
-    by ``w do / m`` instead of ``w``. Scaled, the objective is the frames' own times ``do / m``;
+    by ``w m / do`` instead of ``w``. Scaled, the objective is the frames' own times ``do / m``;
     the encoder and decoder are those of the frames' objective (the action head absorbs the
     scale; the probes and scores read ``mm`` itself)."""
     if "a" not in mm.names:
@@ -555,7 +560,8 @@ def subspace_fit(
     out = {"subspace": {"dim": int(cols)}}
     checks = {}
     check_dim = dz + (cols - dz) // 2
-    for m in (cols, check_dim):
+    # no smaller subspace to compare with when the sketch has only dz columns (dz near do)
+    for m in (cols, check_dim) if check_dim < cols else (cols,):
         mm = subspace_moments(thin, it, m, at)
         lam = fit(frames_weighted(mm, do), int(dz), variant, solver=solver, seed=seed)
         checks[m] = (lam, mm, *lifted_scores(lam, thin, it, mm, tr_m, at))
@@ -566,7 +572,7 @@ def subspace_fit(
             "solver": lam.solver,
             "delta_outside": scores["delta_outside"],
             "delta_outside_fraction": scores["delta_outside"] * do / tr_m if tr_m > 0 else 0.0,
-            "check": {"dim": int(check_dim), **checks[check_dim][2]},
+            "check": {"dim": int(check_dim), **checks[check_dim][2]} if check_dim < cols else None,
         }
     )
     probe = None
@@ -583,9 +589,13 @@ def subspace_fit(
         f"fitted inside the top {cols} eigenvectors of {space} (the frames outside them pass "
         f"through unchanged); "
         f"{100 * out['subspace']['delta_outside_fraction']:.3g}% of E||delta||^2 lies outside "
-        f"(the fit does not reconstruct it); the same fit in the top {c['dim']} gives "
-        f"recon {c['recon']:.4g} (vs {out['recon']:.4g}), obs_mse {c['obs_mse']:.4g} "
-        f"(vs {out['obs_mse']:.4g})",
+        "(the fit does not reconstruct it); "
+        + (
+            f"the same fit in the top {c['dim']} gives recon {c['recon']:.4g} (vs "
+            f"{out['recon']:.4g}), obs_mse {c['obs_mse']:.4g} (vs {out['obs_mse']:.4g})"
+            if c
+            else "no smaller subspace holds dz dimensions to compare with"
+        ),
         *(() if cleaned else lam.notes_),
     ]
     return out, probe

@@ -124,7 +124,8 @@ class SubspaceIteration:
             )
         mu = thin.wide_mean(name)
         Q = self.columns()
-        MQ = C + np.outer(mu, mu @ Q)
+        with one_blas_thread():  # a vector times d x l: its bits vary with BLAS threads
+            MQ = C + np.outer(mu, mu @ Q)
         if self.projector is not None:  # P M P Q and P Sigma P Q
             MQ, C = self.project(MQ), self.project(C)
         self.last = (Q, MQ, C)

@@ -266,7 +266,8 @@ class ThinReducer:
         out = []
         for cols, q, Qp in self.sketch:
             if np.any(shift[cols]):
-                out.append(shift[cols] @ Qp[:, :q])
+                with one_blas_thread():  # a vector times d x q: bits vary with BLAS threads
+                    out.append(shift[cols] @ Qp[:, :q])
             else:  # exactly zero: no rounding added
                 out.append(np.zeros(q))
         out.append(shift[self.pw :])

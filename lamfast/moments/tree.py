@@ -186,7 +186,7 @@ def tree_moments(
         checkpoint.save(tree)
     if groups:  # one Moments per group, None where a group has no rows
         return [
-            _shifted(t.result(source), shift) if any(e[1] > 0 for e in t.stack) else None
+            _shifted(t.result(source), shift, t.reducer) if any(e[1] > 0 for e in t.stack) else None
             for t in trees
         ]
     return _shifted(tree.result(source), shift, tree.reducer)
