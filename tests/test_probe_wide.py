@@ -284,3 +284,24 @@ def test_cli_refusals_on_wide_frames_are_one_line(frames, narrow, rng, extra, me
     assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
     assert message in lines[0] and "frames of 512 values are too wide" in lines[0]
     assert r.stdout == ""
+
+
+def test_wide_scores_bitwise_for_any_blas_thread_count(tmp_path, rng):
+    """64 x 64 RGB frames (do = 12,288): the scores' products over the frame values run on one
+    BLAS thread (on two, OpenBLAS rounded a held-out obs_mse differently in its last bit)."""
+    from threadpoolctl import threadpool_limits
+
+    T = 300
+    walk = np.cumsum(rng.integers(-3, 4, (T, 64, 64, 3)), axis=0) // 2
+    frames = np.clip(walk + 128, 0, 255).astype(np.uint8)
+    starts = np.zeros(T, bool)
+    starts[::60] = True
+    path = tmp_path / "rgb.npz"
+    np.savez(path, frames=frames, actions=rng.integers(0, 5, T), episode_starts=starts)
+    z = rng.standard_normal((T - 5, 7))
+    got = []
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            r = probe_latents(z, path, references=False, noise_region="0:8,0:8")
+            got.append(to_json(r))
+    assert got[0] == got[1]

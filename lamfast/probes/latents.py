@@ -32,6 +32,7 @@ import threading
 import numpy as np
 
 from .. import config
+from .._blas import one_blas_thread
 from .._progress import Progress
 from ..errors import LamfastError
 from ..moments.accumulate import BlockAccumulator, block_threads
@@ -721,13 +722,16 @@ def _score_thin(stream: _ThinStream, folds, accuracy, block_rows, progress, head
     narrow_trains = [tr.narrow_moments() for tr in trains]
     maps = {"latent": select(narrow_all, "z"), "chance": np.zeros((0, narrow_all.dim))}
     scores = {}
-    for name, W in maps.items():
-        ins = thin_map_scores(W, everything, everything, narrow_all, narrow_all, True)
-        held = [
-            thin_map_scores(W, tr, te, ntr, te.narrow_moments(), False)
-            for tr, te, ntr in zip(trains, moments[: len(trains)], narrow_trains, strict=True)
-        ]
-        scores[name] = {k: _summary([h[k] for h in held], ins[k]) for k in METRICS}
+    # one BLAS thread: products over the do values of the frames (cross terms with o, traces)
+    # change their last bits with the BLAS thread count
+    with one_blas_thread():
+        for name, W in maps.items():
+            ins = thin_map_scores(W, everything, everything, narrow_all, narrow_all, True)
+            held = [
+                thin_map_scores(W, tr, te, ntr, te.narrow_moments(), False)
+                for tr, te, ntr in zip(trains, moments[: len(trains)], narrow_trains, strict=True)
+            ]
+            scores[name] = {k: _summary([h[k] for h in held], ins[k]) for k in METRICS}
 
     # ---- pass 2: argmax accuracy of the action probes, which read z alone
     if accuracy and na is not None:
