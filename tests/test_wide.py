@@ -36,11 +36,16 @@ def wide(tmp_path, rng):
     X = rng.standard_normal((do, DA)) * 0.3
     ids = rng.integers(0, DA, T)
     steps = X[:, ids[:-1]].T + 0.05 * rng.standard_normal((T - 1, do))
-    frames = np.concatenate([np.zeros((1, do)), np.cumsum(steps, axis=0)])
-    frames = frames.reshape(T, 16, 32).astype(np.float32)
-    starts = np.zeros(T, bool)
+    return write_walk(tmp_path / "w.npz", steps, ids)
+
+
+def write_walk(path, steps, ids):
+    """Frames of 16 x 32 that start at 0 and move by the rows of ``steps`` (their actions
+    ``ids``, one more than steps), as float32, in episodes of 700 frames; ``path``."""
+    frames = np.concatenate([np.zeros((1, steps.shape[1])), np.cumsum(steps, axis=0)])
+    starts = np.zeros(len(frames), bool)
     starts[::700] = True
-    path = tmp_path / "w.npz"
+    frames = frames.reshape(len(frames), 16, 32).astype(np.float32)
     np.savez(path, frames=frames, actions=ids, episode_starts=starts)
     return path
 
@@ -61,10 +66,10 @@ def wide_u8(tmp_path, rng, monkeypatch):
     return path
 
 
-def _rows(path, scale=1.0):
+def _rows(path, scale=1.0, n_actions=DA):
     """The rows ``[o, delta, a]`` of a fixture's file, by the naive reader."""
     data = np.load(path)
-    return naive.frame_rows(data["frames"], actions=data["actions"], n_actions=DA,
+    return naive.frame_rows(data["frames"], actions=data["actions"], n_actions=n_actions,
                             episode_starts=data["episode_starts"], scale=scale)  # fmt: skip
 
 
@@ -126,7 +131,7 @@ def test_pass_paths_agree_bitwise(wide_u8, monkeypatch):
 
 
 def test_latent_probe_accuracy_is_probe_accuracy(wide_u8, wide):
-    from lamfast.experiments.fitwide import latent_probe_accuracy
+    from lamfast.experiments.fitwide import latent_probe_accuracies
 
     g = np.random.default_rng(7)
     for path in (wide_u8, wide):  # uint8 frames (scaled), float32 frames
@@ -135,9 +140,10 @@ def test_latent_probe_accuracy_is_probe_accuracy(wide_u8, wide):
         G, h = g.standard_normal((DA, 3)), g.standard_normal(DA)
         W = np.zeros((3, 2 * src.do + src.da))
         W[:, src.do : 2 * src.do] = Wd
-        assert latent_probe_accuracy(src, Wd, G, h) == probe_accuracy(src, [(W, G, h)])[0]
+        one = latent_probe_accuracies(src, [(Wd, G, h, None)])[0]
+        assert one == probe_accuracy(src, [(W, G, h)])[0]
         W[:, : src.do] = Wo
-        got = latent_probe_accuracy(src, Wd, G, h, Wo=Wo)
+        got = latent_probe_accuracies(src, [(Wd, G, h, Wo)])[0]
         assert got == probe_accuracy(src, [(W, G, h)])[0]
 
 

@@ -21,6 +21,8 @@ from lamfast.sources.frames.source import FrameSource
 from lamfast.sources.frames.wide import thin_pass
 
 from . import naive
+from .test_wide import _rows as wide_rows
+from .test_wide import write_walk
 
 NA, NOOP, K, DZ = 5, 4, 3, 4
 CLEAN_KEYS = ("recon_clean", "obs_mse_clean", "act_mse_clean")
@@ -42,19 +44,11 @@ def noisy(tmp_path, rng):
     ids = rng.integers(0, NA, T)
     steps = (X[:, ids[:-1]].T + 4.5 * rng.standard_normal((T - 1, K)) @ N.T
              + 0.05 * rng.standard_normal((T - 1, do)))  # fmt: skip
-    frames = np.concatenate([np.zeros((1, do)), np.cumsum(steps, axis=0)])
-    frames = frames.reshape(T, 16, 32).astype(np.float32)
-    starts = np.zeros(T, bool)
-    starts[::700] = True
-    path = tmp_path / "w.npz"
-    np.savez(path, frames=frames, actions=ids, episode_starts=starts)
-    return path, N
+    return write_walk(tmp_path / "w.npz", steps, ids), N
 
 
 def _rows(path):
-    data = np.load(path)
-    return naive.frame_rows(data["frames"], actions=data["actions"], n_actions=NA,
-                            episode_starts=data["episode_starts"])  # fmt: skip
+    return wide_rows(path, n_actions=NA)
 
 
 def _rate(w, gap_at: int, columns: int, passes: int) -> float:

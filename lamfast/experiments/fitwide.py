@@ -85,18 +85,12 @@ def chance_scores(source, freq: np.ndarray) -> dict:
     return out
 
 
-def latent_probe_accuracy(source, Wd, G, h, Wo=None, progress=None) -> float:
-    """Argmax accuracy of the action probe ``argmax(G z + h)`` of the latent ``z = Wo o + Wd
-    delta`` (``Wo`` omitted: ``z = Wd delta``), in one more pass: the value of
-    :func:`lamfast.probes.frames.probe_accuracy` with the latent map ``[Wo, Wd, 0]`` (the same
-    bits: the same products, without an ``o @ 0`` term when ``Wo`` is omitted), reading the
-    frames as stored and converting them once (:func:`frames_as_stored`)."""
-    return latent_probe_accuracies(source, [(Wd, G, h, Wo)], progress=progress)[0]
-
-
 def latent_probe_accuracies(source, probes, progress=None) -> list[float]:
-    """:func:`latent_probe_accuracy` of several probes ``(Wd, G, h, Wo)`` in one pass (each
-    with the products it would have alone: the same bits)."""
+    """Argmax accuracies of action probes ``argmax(G z + h)`` of latents ``z = Wo o + Wd delta``
+    (``Wo`` None: ``z = Wd delta``), for probes ``(Wd, G, h, Wo)``, in one more pass: the values
+    of :func:`lamfast.probes.frames.probe_accuracy` with the latent maps ``[Wo, Wd, 0]`` (the
+    same bits: the same products, without an ``o @ 0`` term when ``Wo`` is None), reading the
+    frames as stored and converting them once (:func:`frames_as_stored`)."""
     if source.action_kind != "discrete":
         raise LamfastError("probe accuracy needs discrete actions")
     do = source.do
@@ -295,10 +289,8 @@ def fit_wide(
             )
             if keep_rows:
                 thin, rows = thin
-            if itc is None:
-                it.update(thin)
-            else:
-                it.update(thin, at=0)
+            it.update(thin, at=0)
+            if itc is not None:
                 itc.update(thin, at=it.l)
     # the scores from the last pass, each product on one BLAS thread: vector products over
     # the frames (traces, means) change their last bits with the BLAS thread count
