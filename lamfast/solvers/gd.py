@@ -551,7 +551,7 @@ def _value_grad_kernel(
     return total
 
 
-@njit
+@njit(error_model="numpy")
 def _adam_kernel(
     theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
     moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da, steps, lr, decay, b1, b2, eps,
@@ -596,7 +596,7 @@ def _adam_kernel(
     return steps, 0
 
 
-@njit
+@njit(error_model="numpy")
 def _adam_update(theta, grad, m, v, denom, b1, b2, c1, c2, eps):
     """One Adam update in place (PyTorch's formula, the operations of :func:`_adam` in order).
 
