@@ -351,3 +351,13 @@ def test_paper_mode_runs_every_step(noise_aware):
         m, 2, Variant("learned", "free"), mode="paper", steps=4000, noise_aware=noise_aware
     )
     assert lam.extra["steps"] == 4000, lam.notes
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 13, 16401])
+def test_sumsq_is_the_sum_of_squares(n, rng):
+    """The kernel's eight-chain sum of squares against numpy's (another summation order: the
+    rounding of n additions, n eps relative at most)."""
+    from lamfast.solvers.gd import _sumsq
+
+    x = rng.standard_normal(n)
+    np.testing.assert_allclose(_sumsq(x), np.sum(x * x), rtol=max(n, 1) * np.finfo(float).eps)
