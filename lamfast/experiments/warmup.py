@@ -2,7 +2,7 @@
 cold start).
 
 With an empty numba cache every worker process of :func:`lamfast.experiments.runner.run_points`
-used to compile the same kernels at the same time (about 27 s for the ``moment-gd`` kernel on
+used to compile the same kernels at the same time (then about 27 s for the ``moment-gd`` kernel on
 a 2-core box): on two cores that is one core's worth of duplicated work while no grid point
 advances. Instead the runner asks :func:`missing` which kernels of the run are not in the on-disk
 cache (reading numba's small index files only: no kernel is loaded or compiled), has one process
