@@ -104,15 +104,26 @@ def reproduce(
         points = [p for n in names for p in panel_points(n, options)]
         cpu_seconds: dict[str, float] = {}
         left = collections.Counter(p.panel for p in points)
-        rows_of = collections.Counter()
+        rows_at: dict[int, list[dict]] = {}
+        have_plots = plot and plots_available()
+        drawn = []
 
         def finished(indices, rows):  # in this process, as each task ends
-            rows_of.update(row["panel"] for row in rows)
-            for i in indices:
+            for i, point_rows in zip(indices, rows, strict=True):
+                rows_at[i] = point_rows
                 name = points[i].panel
                 left[name] -= 1
-                if left[name] == 0 and on_panel is not None:
-                    on_panel(name, rows_of[name])
+                if left[name] > 0:
+                    continue
+                panel_rows = [
+                    r for k, p in enumerate(points) if p.panel == name for r in rows_at[k]
+                ]
+                if have_plots:
+                    # now, while the workers compute the other panels, not after all of them
+                    plot_panel(PANELS[name], panel_rows, outdir / f"{name}.png", options)
+                    drawn.append(name)
+                if on_panel is not None:
+                    on_panel(name, len(panel_rows))
 
         results = run_points(
             points,
@@ -130,10 +141,10 @@ def reproduce(
         for n in names:
             atomic_write_text(outdir / f"{n}.csv", csv_text(by_panel[n]))
             written.append(f"{n}.csv")
-        have_plots = plot and plots_available()
         if have_plots:
             for n in names:
-                plot_panel(PANELS[n], by_panel[n], outdir / f"{n}.png", options)
+                if n not in drawn:  # a panel without points
+                    plot_panel(PANELS[n], by_panel[n], outdir / f"{n}.png", options)
                 written.append(f"{n}.png")
         seconds = time.perf_counter() - start
         text, checks = render(

@@ -80,7 +80,8 @@ def run_points(
     Points that share a world (they differ only in ``dz``) form one task. With ``jobs > 1`` tasks
     run in ``spawn``-ed worker processes with one BLAS thread each; the output order is the order
     of ``points`` whatever the completion order. ``on_rows(indices, rows)`` is called in the main
-    process as each task finishes (sweeps append finished rows to their checkpoint there).
+    process as each task finishes, ``rows[k]`` the rows of point ``indices[k]`` (sweeps append
+    finished rows to their checkpoint there, reproduce draws a finished panel's figure).
     ``cpu_seconds``, if given, accumulates the CPU seconds of the tasks of each panel.
     """
     points = list(points)
@@ -111,7 +112,7 @@ def run_points(
         for i in idx:
             results[i] = per_point[i]
         if on_rows is not None:
-            on_rows(idx, rows)
+            on_rows(idx, [per_point[i] for i in idx])
         bar.update(len(idx))
 
     # Kernels of the run missing from numba's on-disk cache (an empty cache: the first run) are

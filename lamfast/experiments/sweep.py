@@ -276,7 +276,7 @@ def _sweep(grid, points, out, partial, jobs, force, progress, start) -> dict:
     with open(partial, "a", newline="", encoding="utf-8") as log:
 
         def append(_idx, rows):
-            log.write(csv_text(rows).split("\n", 1)[1])
+            log.write(csv_text([r for point_rows in rows for r in point_rows]).split("\n", 1)[1])
             log.flush()
             os.fsync(log.fileno())
 
