@@ -443,19 +443,8 @@ def _join(X, Y):
 
 
 @njit
-def _minus_T(P, X):
-    """``P - X^T`` as a new C-contiguous array."""
-    rows, n = P.shape
-    out = np.empty((rows, n))
-    for i in range(rows):
-        for j in range(n):
-            out[i, j] = P[i, j] - X[j, i]
-    return out
-
-
-@njit
 def _minus(P, X):
-    """``P - X`` as a new C-contiguous array (2-D)."""
+    """``P - X`` as a new C-contiguous array (2-D; ``X`` may be a transposed view)."""
     rows, n = P.shape
     out = np.empty((rows, n))
     for i in range(rows):
@@ -536,7 +525,7 @@ def _value_grad_kernel(
         At = theta[oA : oA + do * do].reshape(do, do).copy()
         for i in range(do):
             At[i, i] -= 1.0
-        V = _minus_T(np.dot(At, WMo.T), WMd)
+        V = _minus(np.dot(At, WMo.T), WMd.T)
     else:
         At = np.zeros((1, 1))
         V = np.empty((do, dz))
@@ -628,12 +617,15 @@ def _value_grad_kernel(
         if act < 0.0:
             act = 0.0
         total += w * act / da
-    for i in range(dz):
-        for j in range(do):
-            if free:
+    # the branch outside the loops (inside, it would keep them scalar)
+    if free:
+        for i in range(dz):
+            for j in range(do):
                 grad[oC + i * do + j] = dW[i, j]
                 grad[oD + i * do + j] = dW[i, j] + dW[i, do + j]
-            else:
+    else:
+        for i in range(dz):
+            for j in range(do):
                 grad[oD + i * do + j] = dW[i, do + j]
     return total
 
