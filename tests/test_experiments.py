@@ -202,6 +202,30 @@ def test_fig4_left_monotone_in_chi_and_collapse():
         assert line[-1] < 1.0 and line[0] - line[-1] > 0.5, line
 
 
+def test_converged_column_and_report(monkeypatch):
+    """moment-gd rows say whether the fit converged (closed forms leave it empty), and the
+    report lists the rows of a fit that did not: they are where it stopped, not the optimum."""
+    from lamfast.experiments.report import render
+
+    kw = dict(do=16, chi=0.5, decoder="learned", encoder="free", evals=("random-actions",))
+    gd_rows = rows_of([point("fig4-left", dz=dz, latent="act-surrogate", **kw) for dz in (2, 4)])
+    assert [r["converged"] for r in gd_rows] == [True, True]
+    eig = rows_of([point("fig3-left", do=16, da=2, dz=2)])
+    assert eig[0]["converged"] is None
+    text = ex_tables.csv_text(gd_rows + eig)
+    assert text.splitlines()[0].endswith(",converged")
+    assert [r.split(",")[-1] for r in text.splitlines()[1:]] == ["True", "True", ""]
+    options = RunOptions(quick=True)
+    report, _ = render(["fig4-left"], {"fig4-left": gd_rows}, options, seconds=1.0,
+                       compute_seconds=1.0, figures=False)  # fmt: skip
+    assert "moment-gd fits: 2 of 2 rows converged" in report and "Not converged" not in report
+    gd_rows[1]["converged"] = False
+    report, _ = render(["fig4-left"], {"fig4-left": gd_rows}, options, seconds=1.0,
+                       compute_seconds=1.0, figures=False)  # fmt: skip
+    assert "1 of 2 rows converged (**1 did not**" in report
+    assert "**Not converged**" in report and "chi = 0.5, dz = 4." in report
+
+
 # ------------------------------------------------------------------------------ reproduce (CLI)
 def _read(path):
     with open(path, newline="") as f:

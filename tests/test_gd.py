@@ -325,19 +325,20 @@ def test_low_rank_kernel_equals_dense(variant, monkeypatch, rng):
 
 
 def test_adam_update_is_pytorchs_formula(rng):
-    """The split (vectorised) update is bitwise the one-loop update of PyTorch's Adam."""
+    """The split (vectorised) update is bitwise the one-loop update of PyTorch's Adam (with the
+    bias correction of ``v`` as a product with ``s2 = 1 / sqrt(1 - b2^t)``)."""
     from lamfast.solvers.gd import _adam_update
 
     n = 1001
     theta, grad = rng.standard_normal(n), rng.standard_normal(n)
     m, v = rng.standard_normal(n) * 0.1, rng.random(n) * 0.01
-    b1, b2, c1, c2, eps = 0.9, 0.999, 1e-3 / (1 - 0.9**7), 1 - 0.999**7, 1e-8
+    b1, b2, c1, s2, eps = 0.9, 0.999, 1e-3 / (1 - 0.9**7), 1 / np.sqrt(1 - 0.999**7), 1e-8
     want_m, want_v, want_t = m.copy(), v.copy(), theta.copy()
     for i in range(n):  # the textbook loop, one element at a time
         want_m[i] = b1 * want_m[i] + (1.0 - b1) * grad[i]
         want_v[i] = b2 * want_v[i] + (1.0 - b2) * grad[i] * grad[i]
-        want_t[i] -= c1 * want_m[i] / (np.sqrt(want_v[i] / c2) + eps)
-    _adam_update(theta, grad, m, v, np.empty(n), b1, b2, c1, c2, eps)
+        want_t[i] -= c1 * want_m[i] / (np.sqrt(want_v[i]) * s2 + eps)
+    _adam_update(theta, grad, m, v, np.empty(n), b1, b2, c1, s2, eps)
     assert np.array_equal(m, want_m) and np.array_equal(v, want_v)
     assert np.array_equal(theta, want_t)
 
@@ -361,3 +362,30 @@ def test_sumsq_is_the_sum_of_squares(n, rng):
 
     x = rng.standard_normal(n)
     np.testing.assert_allclose(_sumsq(x), np.sum(x * x), rtol=max(n, 1) * np.finfo(float).eps)
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "numpy"])
+def test_loss_is_accurate_along_the_flat_direction(kernel, monkeypatch):
+    """Moving along the flat o-content of z (C -> C + F, A -> A - B F) leaves the prediction,
+    hence the loss, unchanged, however large A grows. At an optimum with loss ~0 and ||F|| ~ 1e3
+    the expanded loss (tr_r0 + 2 <B, V> + <B Z, B>, terms of size ||A||^2) rounded to ~1e-9
+    and stopped the L-BFGS polish in a failed line search; the loss from the residual stays at
+    the rounding of the residual (||A|| eps ~ 1e-13 an entry, squared)."""
+    from lamfast import config
+    from lamfast.solvers.gd import _kernel_args, _value_grad
+
+    monkeypatch.setattr(config, "GD_KERNEL", kernel)
+    m = LinearWorld(do=16, da=4, chi=0.5).population_moments()
+    variant = Variant("learned", "free")
+    lam = moment_gd_fit(m, 4, variant, seed=0)
+    assert lam.extra["converged"] and lam.loss < 1e-14
+    obj = MomentObjective(m, 4, variant)
+    F = 250.0 * np.random.default_rng(0).standard_normal((4, 16))
+    moved = {"A": lam.A - lam.B @ F, "B": lam.B, "C": lam.C + F, "D": lam.D}
+    assert np.linalg.norm(moved["A"]) > 1e3
+    theta = obj.pack(moved)
+    if kernel:
+        loss = _value_grad(theta, np.empty_like(theta), _kernel_args(obj))
+    else:
+        loss = obj.value_grad(theta)[0]
+    assert abs(loss - lam.loss) < 1e-20 * np.linalg.norm(moved["A"]) ** 2 + 1e-14

@@ -234,5 +234,9 @@ def compute_points(points: Sequence[Point]) -> list[dict]:
             metrics = _probe(lam, moments, eval_moments[eval_name], point.latent, point.world)
             row = point_inputs(point, eval_name)
             row.update({k: float(metrics[k]) for k in OUTPUTS})
+            # moment-gd in converge mode (whatever solver name led to it); the protocol twin
+            # runs a fixed number of steps and is not meant to converge
+            iterative = lam.solver == "moment-gd" and point.solver != PROTOCOL_SOLVER
+            row["converged"] = bool(getattr(lam, "converged_", False)) if iterative else None
             out.append(row)
     return out

@@ -504,6 +504,13 @@ def render(
         f"- wall time: {seconds:.1f} s ({compute_seconds:.1f} s computing, {jobs} worker "
         f"process{'es' if jobs != 1 else ''})",
     ]
+    fits = [r for n in names for r in by_panel[n] if r.get("converged") is not None]
+    if fits:
+        bad = sum(r["converged"] is False for r in fits)
+        lines.append(
+            f"- moment-gd fits: {len(fits) - bad} of {len(fits)} rows converged"
+            + (f" (**{bad} did not**: listed under their panels)" if bad else "")
+        )
     if cpu_seconds:
         lines.append(
             "- CPU seconds by panel (fits and probes): "
@@ -540,6 +547,16 @@ def render(
             verdict = {True: "yes", False: "**NO**", None: "not checked"}[c.ok]
             lines.append(f"| {c.claim} | {c.test} | {c.value} | {verdict} |")
         lines.append("")
+        stuck = [r for r in rows if r.get("converged") is False]
+        if stuck:
+            where = "; ".join(
+                ", ".join(f"{k} = {_fmt_x(r[k])}" for k, _ in panel.axes) for r in stuck
+            )
+            lines += [
+                f"**Not converged** (moment-gd stopped short of stationarity; these rows are "
+                f"where it stopped, not the optimum): {where}.",
+                "",
+            ]
         if rows:
             if n == "fig3-middle":
                 for ev in ("train", "noise-free"):

@@ -34,7 +34,9 @@ COLUMNS = (
 
 
 # angle_action: the largest principal angle (radians) between span(B) and span(X); 0 when the
-# latent's decoder subspace contains, or lies inside, the action subspace.
+# latent's decoder subspace contains, or lies inside, the action subspace. converged: whether a
+# moment-gd fit (converge mode) reached stationarity (True/False); empty for the other solvers
+# (closed forms are exact, the paper's protocol runs a fixed number of steps by design).
 EXTRA_COLUMNS = (
     "do",
     "decoder",
@@ -43,6 +45,7 @@ EXTRA_COLUMNS = (
     "eval",
     "latent",
     "angle_action",
+    "converged",
 )
 
 
@@ -57,7 +60,7 @@ OUTPUTS = (*METRICS, "angle_action")
 
 # Columns that identify a grid point (everything but the outputs): the key of a finished row when
 # a sweep resumes.
-KEY_COLUMNS = tuple(c for c in CSV_COLUMNS if c not in OUTPUTS)
+KEY_COLUMNS = tuple(c for c in CSV_COLUMNS if c not in (*OUTPUTS, "converged"))
 
 
 # ------------------------------------------------------------------------------ computing points
@@ -107,4 +110,6 @@ def _parse_row(r: dict) -> dict:
     for c in _FLOAT_COLUMNS:
         if c in out and out[c] not in ("", None):
             out[c] = float(out[c])
+    if "converged" in out:
+        out["converged"] = {"True": True, "False": False}.get(out["converged"])
     return out
