@@ -397,6 +397,50 @@ def cold_start(repeat: int = 3) -> dict:
     return out
 
 
+def reproduce_run(args: list[str], out: str, cache: str | None = None) -> dict:
+    """``lamfast reproduce ARGS --out OUT --force --no-plot`` in a fresh process, timed as a user
+    sees it (interpreter start, imports, worker start-up and any compilation included).
+
+    ``cache``: a folder for numba's cache (empty: a cold run that compiles every kernel it needs);
+    None uses the user's cache as it is. Returns the wall time, the CPU seconds of the whole
+    process tree (workers included), the compile time the run reported (0 when it compiled
+    nothing), the report's CPU seconds by panel and its claim-check line.
+    """
+    import re
+    import resource
+
+    env = dict(os.environ)
+    if cache is not None:
+        env.pop("NUMBA_CACHE_DIR", None)  # it would win over LAMFAST_CACHE_DIR
+        env["LAMFAST_CACHE_DIR"] = cache
+    code = "from lamfast.cli import main; main()"
+    cmd = [sys.executable, "-c", code, "reproduce", *args, "--out", out, "--force", "--no-plot"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"lamfast reproduce failed: {proc.stderr.strip()[-500:]}")
+    with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
+        report = f.read()
+    compiled = re.search(r"compiled kernels in ([0-9.]+) s", proc.stderr)
+    by_panel = re.search(r"CPU seconds by panel \(fits and probes\): (.*)", report)
+    checks = re.search(r"\*\*(\d+) of (\d+) computed checks hold\*\*", report)
+    return {
+        "seconds": seconds,
+        "cpu_seconds": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "compile_seconds": float(compiled.group(1)) if compiled else 0.0,
+        "cpu_by_panel": {
+            name: float(value)
+            for name, value in (part.rsplit(" ", 1) for part in by_panel.group(1).split(", "))
+        }
+        if by_panel
+        else {},
+        "checks": [int(checks.group(1)), int(checks.group(2))] if checks else None,
+    }
+
+
 # ----------------------------------------------------------------------------------- the table
 def run_bench(quick: bool = False, log=None) -> dict:
     """Every benchmark of the table, in one run; ``quick`` shrinks sizes (a smoke run).
