@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import json
 import os
 import pkgutil
 import re
@@ -306,3 +307,40 @@ def test_readme_30_second_example_output_is_real():
         return [x for x in s.splitlines() if not re.fullmatch(r"[\d.]+ s", x.strip())]
 
     assert lines(result.stdout) == lines(shown)
+
+
+def _generated_blocks():
+    sys.path.insert(0, str(ROOT))  # bench/ is a package of the repository, not of lamfast
+    try:
+        from bench import docs_tables
+    finally:
+        sys.path.remove(str(ROOT))
+    found = []
+    for doc in docs_tables.DOCS:
+        for section, path, body, _ in docs_tables.blocks((ROOT / doc).read_text()):
+            found.append((doc, section, path, body))
+    return docs_tables, found
+
+
+def test_docs_have_generated_tables():
+    _, found = _generated_blocks()
+    assert {section for _, section, _, _ in found} >= {
+        "library",
+        "reproduce",
+        "reproduce-summary",
+        "grid-points",
+    }
+
+
+def test_generated_tables_are_their_measurements():
+    """Every generated block is what ``python -m bench.docs_tables`` renders from the results
+    file it names: a measured table cannot be edited by hand, or drift from its figures."""
+    docs_tables, found = _generated_blocks()
+    for doc, section, path, body in found:
+        file = ROOT / path
+        assert file.is_file(), f"{doc}: the {section} block names {path}, which does not exist"
+        result = json.loads(file.read_text())
+        assert body == docs_tables.render(section, result), (
+            f"{doc}: the {section} block is not the rendering of {path}; run "
+            f"`python -m bench.docs_tables --from {path}`"
+        )
