@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -406,9 +408,6 @@ def reproduce_run(args: list[str], out: str, cache: str | None = None) -> dict:
     process tree (workers included), the compile time the run reported (0 when it compiled
     nothing), the report's CPU seconds by panel and its claim-check line.
     """
-    import re
-    import resource
-
     env = dict(os.environ)
     if cache is not None:
         env.pop("NUMBA_CACHE_DIR", None)  # it would win over LAMFAST_CACHE_DIR
