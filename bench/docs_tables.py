@@ -72,6 +72,21 @@ def machine() -> dict:
     return {**info, **env, "blas_kernels": blas}
 
 
+def host_probe() -> float:
+    """Seconds of a fixed single-thread job (median of 5 eigendecompositions of one seeded
+    400 x 400 matrix): the host's speed at the time, for comparing tables measured at
+    different times on a shared VM, whose load average does not show its neighbours."""
+    import numpy as np
+
+    from lamfast._blas import one_blas_thread
+    from lamfast.benchmarks import median_time
+
+    X = np.random.default_rng(0).standard_normal((400, 400))
+    C = X @ X.T
+    with one_blas_thread():
+        return median_time(lambda: np.linalg.eigh(C), 5)
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(
@@ -159,7 +174,14 @@ def _machine_line(result: dict) -> str:
         f"Measured {result['date']} on {m['cpus']} cores of an {m['cpu']} ({m['vendor']}{vec}), "
         f"OpenBLAS {kernels} kernels, `OPENBLAS_CORETYPE` {m['OPENBLAS_CORETYPE']}, "
         f"numpy {m['numpy']}, numba {m['numba']}; lamfast {result['commit']}; load average "
-        f"{result['load'][0]:.1f} before, {result['load'][1]:.1f} after."
+        f"{result['load'][0]:.1f} before, {result['load'][1]:.1f} after"
+        + (
+            "; host speed probe (`host_probe`: one-thread eigh of a 400 x 400 matrix, compare "
+            f"between tables) {result['host_probe'][0] * 1e3:.1f} ms before, "
+            f"{result['host_probe'][1] * 1e3:.1f} ms after."
+            if "host_probe" in result
+            else "."
+        )
     )
 
 
@@ -318,11 +340,12 @@ def main(argv=None) -> int:
             "quick": args.quick,
             "machine": machine(),
         }
-        load = [os.getloadavg()[0]]
+        load, probe = os.getloadavg()[0], host_probe()
         for section in args.only or list(MEASURE):
             say(f"{section} ...")
             result[section] = MEASURE[section](args.quick, say)
-        result["load"] = [load[0], os.getloadavg()[0]]
+        result["load"] = [load, os.getloadavg()[0]]
+        result["host_probe"] = [probe, host_probe()]
         stamp = result["date"][:16].replace(" ", "-").replace(":", "")
         vendor = "amd" if "AMD" in result["machine"]["vendor"] else "intel"
         path = RESULTS / f"docs-tables-{stamp}-{vendor}.json"
