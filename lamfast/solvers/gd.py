@@ -141,6 +141,21 @@ class MomentObjective:
         else:
             self.Sig = np.zeros((1, 1))
         self.trSig = float(np.trace(self.Sig))
+        # Otherwise (finite samples, or GD_KERNEL_EYE off) the polish's evaluations take the
+        # loss from its residual through Moo^-1 and the Schur complement SigG (see the kernel);
+        # 1 x 1 placeholders where Moo is singular (fewer rows than do) or A is fixed.
+        self.Minv = self.SigG = np.zeros((1, 1))
+        if self.learned and self.Sig.shape[0] != do:
+            Moo, Mdo = self.Mx[:do, :do], self.Mx[do:, :do]
+            try:
+                np.linalg.cholesky(Moo)
+            except np.linalg.LinAlgError:
+                pass
+            else:
+                Minv = np.linalg.inv(Moo)
+                self.Minv = np.ascontiguousarray((Minv + Minv.T) / 2)
+                SigG = self.Mx[do:, do:] - Mdo @ self.Minv @ Mdo.T
+                self.SigG = np.ascontiguousarray((SigG + SigG.T) / 2)
         # Identity plus low rank (the paper's worlds: Mdo = chi X P, Mdd and Sig = sigma^2 I plus
         # rank da or da + db): the kernel multiplies by the factors instead of the do x do
         # matrices (see identity_plus_low_rank; None where the structure does not hold exactly).
@@ -480,8 +495,8 @@ def _sumsq(x):
 
 @njit(inline="always")
 def _value_grad_kernel(
-    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
-    moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da,
+    theta, grad, Mx, Mo_, Md_, Mdo, traces, Sig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
+    moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, Mg, exact, do, dz, da,
 ):  # fmt: skip
     """:meth:`MomentObjective.value_grad` as one kernel (same formulas, same layout of theta).
 
@@ -489,8 +504,12 @@ def _value_grad_kernel(
     nothing else (tests/test_gd.py::test_kernel_matches_numpy guards the equality). With
     ``lowrank`` the constant blocks are applied through their factors ``Mdo = Lo Ro^T``,
     ``Mdd = cd I + Ld Rd^T``, ``Sig = cs I + Ls Rs^T`` (:func:`identity_plus_low_rank`): the only
-    ``do x do x dz`` products left are the three with the dense decoder ``A``.
+    ``do x do x dz`` products left are the three with the dense decoder ``A``. ``traces`` holds
+    ``(tr Mdd, tr Sig)``, ``Mg`` ``(Moo^-1, SigG)`` (see :class:`MomentObjective`): packed,
+    because the inlined call must stay within 30 arguments (beyond, CPython passes them as a
+    tuple, which numba's inliner refuses).
     """
+    trMdd, trSig = traces[0], traces[1]
     oA, oB, oC, oD, oE, _ = _theta_offsets(do, dz, da, learned, free, False)
     B = theta[oB : oB + do * dz].reshape(do, dz)
     D = theta[oD : oD + dz * do].reshape(dz, do)
@@ -596,6 +615,19 @@ def _value_grad_kernel(
         # rounding (~1e-8) buried the last decreases of the loss and stopped the L-BFGS polish
         # in a failed line search, far from the optimum (fig4-left, chi = 0.8, dz = 8).
         rec = (_sumsq(gA) / (c * c) + tr_r0) / do
+    elif learned and exact and Mg.shape[1] == do:
+        # The same from the block LDL of Mx for any Moo: tr(R Mx R^T) = tr(G Moo^-1 G^T) +
+        # tr((I - B D) SigG (I - B D)^T), SigG = Mdd - Mdo Moo^-1 Mdo^T. A do^3 product more
+        # than the expansion, so only for the polish (exact: its line search needs the loss's
+        # last digits; Adam's stopping rule does not).
+        G = grad[oA : oA + do * do].reshape(do, do)
+        Minv, SigG = Mg[0], Mg[1]
+        q = _sum_prod(G, np.dot(G, Minv)) / (c * c)
+        BtSig = np.dot(Bt, SigG)
+        t_d = -2.0 * _sum_prod(D, BtSig) + _sum_prod(BtB, np.dot(np.dot(D, SigG), D.T))
+        for i in range(do):
+            t_d += SigG[i, i]
+        rec = (q + t_d) / do
     else:
         rec = (tr_r0 + 2.0 * _sum_prod(B, V) + _sum_prod(BZ, B)) / do
     if rec < 0.0:
@@ -650,8 +682,8 @@ def _value_grad_kernel(
 
 @njit(error_model="numpy")
 def _adam_kernel(
-    theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
-    moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da, steps, lr, decay, b1, b2, eps,
+    theta, grad, Mx, Mo_, Md_, Mdo, traces, Sig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
+    moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, Mg, do, dz, da, steps, lr, decay, b1, b2, eps,
     rtol, gtol, window, hist,
 ):  # fmt: skip
     """Deterministic Adam (PyTorch's update) with the stopping rule of :func:`_adam`.
@@ -666,11 +698,12 @@ def _adam_kernel(
     denom = np.empty_like(theta)
     g0 = -1.0
     tiny = 1e-300
+    exact = steps == 0  # the polish's evaluations: the loss to its last digits
     for t in range(1, max(steps, 1) + 1):
         # the one call site of the inlined objective (two would compile its code twice)
         total = _value_grad_kernel(
-            theta, grad, Mx, Mo_, Md_, Mdo, trMdd, Sig, trSig, lowrank, Lo, Ro, cd, Ld, Rd, cs,
-            Ls, Rs, moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, do, dz, da,
+            theta, grad, Mx, Mo_, Md_, Mdo, traces, Sig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
+            moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, Mg, exact, do, dz, da,
         )  # fmt: skip
         hist[t - 1] = total
         if steps == 0:
@@ -740,10 +773,11 @@ def _kernel_args(obj) -> tuple:
         (_, Lo, Ro), (cd, Ld, Rd), (cs, Ls, Rs) = obj.factors
         factors = (True, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs)
     return (
-        obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, obj.trMdd, obj.Sig, obj.trSig, *factors,
+        obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, np.array([obj.trMdd, obj.trSig]), obj.Sig, *factors,
         obj.Moo_is_eye, obj.learned, obj.free,
         obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
-        obj.trSaa if sup else 0.0, obj.do, obj.dz, max(obj.da, 1),
+        obj.trSaa if sup else 0.0, np.stack([obj.Minv, obj.SigG]), obj.do, obj.dz,
+        max(obj.da, 1),
     )  # fmt: skip
 
 
