@@ -7,7 +7,8 @@ bias-free linear IDM and FDM (``nn.Linear`` default initialisation), fresh Gauss
 ``k1, k2 ~ N(0, kappa^2 I)`` fresh per sample; action labels on a random fraction ``m`` of each
 batch, the action loss averaged over the labelled rows (the authors' scripts). Probes are linear
 layers with bias trained by Adam on fresh minibatches, scored on held-out rows. float32, like the
-authors' PyTorch code. Used by ``bench/test_bench_solvers.py`` to time lamfast against it.
+authors' PyTorch code. Used by ``bench/grid_points.py`` (``bench/test_bench_solvers.py`` and
+``python -m bench.docs_tables``) to time lamfast against it.
 """
 
 from __future__ import annotations

@@ -202,6 +202,10 @@ GD_POLISH_GTOL = _default("GD_POLISH_GTOL", 1e-10)
 # at the initialisation (reachable in float64: see lamfast/gd.py).
 GD_CONVERGED_RTOL = _default("GD_CONVERGED_RTOL", 1e-6)
 GD_POLISH_MAXITER = _default("GD_POLISH_MAXITER", 5000)
+# The loss from its residual with E[o o^T] != I takes an explicit Moo^-1: only when the smallest
+# eigenvalue of Moo exceeds GD_RESIDUAL_RCOND times the largest (the inverse then has a relative
+# error below ~1e-8); otherwise, e.g. fewer rows than do, the loss stays the expansion.
+GD_RESIDUAL_RCOND = _default("GD_RESIDUAL_RCOND", 1e-8)
 # Learned decoder, free encoder, kappa = 0: polish over (B, D) with the decoder A profiled out in
 # closed form and C held at the Adam end point (lamfast/gd.py::_polish_profiled). The full-space
 # polish spent its iterations on the flat o-content direction (up to the 5000 cap near chi = 0.9,

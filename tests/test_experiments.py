@@ -218,11 +218,11 @@ def test_converged_column_and_report(monkeypatch):
     options = RunOptions(quick=True)
     report, _ = render(["fig4-left"], {"fig4-left": gd_rows}, options, seconds=1.0,
                        compute_seconds=1.0, figures=False)  # fmt: skip
-    assert "moment-gd fits: 2 of 2 rows converged" in report and "Not converged" not in report
+    assert "moment-gd fits: 2 of 2 converged" in report and "Not converged" not in report
     gd_rows[1]["converged"] = False
     report, _ = render(["fig4-left"], {"fig4-left": gd_rows}, options, seconds=1.0,
                        compute_seconds=1.0, figures=False)  # fmt: skip
-    assert "1 of 2 rows converged (**1 did not**" in report
+    assert "1 of 2 converged (**1 did not**" in report
     assert "**Not converged**" in report and "chi = 0.5, dz = 4." in report
 
 
@@ -433,3 +433,11 @@ def test_cli_chi1_protocol(tmp_path, monkeypatch):
     assert "the crosses are the authors' protocol" in report and "**NO**" not in report
     res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "b")])
     assert "`--chi1-protocol` adds" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_sweep_refuses_a_checkpoint_of_an_earlier_version(tmp_path):
+    """A checkpoint without the 'converged' column cannot take new rows: a message that says so."""
+    path = tmp_path / "old.csv"
+    path.write_text(",".join(ex_tables.CSV_COLUMNS[:-1]) + "\n")
+    with pytest.raises(ex_errors.LamfastError, match="earlier lamfast.*--force"):
+        ex_sweep._read_finished(path)

@@ -365,6 +365,7 @@ def test_subspace_fit_scores_against_numpy(wide):
         # (of a unit-scale MSE): with ~0 obs_mse (the free encoder's z holds o) that is the bound
         zc = z - z.mean(0)
         probe_tol = 8 * np.finfo(float).eps * np.linalg.cond(zc.T @ zc)
+        assert probe_tol < 1e-9  # a latent well enough conditioned for the check to mean something
         assert got["recon"] == pytest.approx(naive.lam_loss(rows, do, A, B, C, D), rel=1e-9)
         assert got["obs_mse"] == pytest.approx(naive.probe_mse(z, o), rel=1e-9, abs=probe_tol)
         assert got["act_mse"] == pytest.approx(naive.probe_mse(z, a), rel=1e-9, abs=probe_tol)

@@ -15,6 +15,7 @@ from collections import Counter
 from .. import config
 from .panels import PANELS, PROTOCOL_SOLVER
 from .plots import _order
+from .tables import KEY_COLUMNS
 
 # Numerical slack of the checks. Population metrics from `eig` are exact up to rounding (~1e-15),
 # `moment-gd` converges to a tolerance (~1e-6 in metric), finite-sample sources wander by
@@ -504,11 +505,17 @@ def render(
         f"- wall time: {seconds:.1f} s ({compute_seconds:.1f} s computing, {jobs} worker "
         f"process{'es' if jobs != 1 else ''})",
     ]
-    fits = [r for n in names for r in by_panel[n] if r.get("converged") is not None]
+    # one fit per grid point, whatever the number of its evaluation rows
+    fits = {
+        tuple(r[c] for c in KEY_COLUMNS if c != "eval"): r["converged"]
+        for n in names
+        for r in by_panel[n]
+        if r.get("converged") is not None
+    }
     if fits:
-        bad = sum(r["converged"] is False for r in fits)
+        bad = sum(ok is False for ok in fits.values())
         lines.append(
-            f"- moment-gd fits: {len(fits) - bad} of {len(fits)} rows converged"
+            f"- moment-gd fits: {len(fits) - bad} of {len(fits)} converged"
             + (f" (**{bad} did not**: listed under their panels)" if bad else "")
         )
     if cpu_seconds:
@@ -547,7 +554,13 @@ def render(
             verdict = {True: "yes", False: "**NO**", None: "not checked"}[c.ok]
             lines.append(f"| {c.claim} | {c.test} | {c.value} | {verdict} |")
         lines.append("")
-        stuck = [r for r in rows if r.get("converged") is False]
+        stuck = list(
+            {
+                tuple(r[c] for c in KEY_COLUMNS if c != "eval"): r
+                for r in rows
+                if r.get("converged") is False
+            }.values()
+        )
         if stuck:
             where = "; ".join(
                 ", ".join(f"{k} = {_fmt_x(r[k])}" for k, _ in panel.axes) for r in stuck

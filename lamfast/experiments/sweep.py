@@ -210,6 +210,11 @@ def _read_finished(path: Path) -> dict[tuple, dict]:
         text = text[: text.rfind("\n") + 1]  # an interrupted write: drop the torn line
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
+    if header is not None and tuple(header) == CSV_COLUMNS[:-1]:
+        raise LamfastError(
+            f"{path} was written by an earlier lamfast (no 'converged' column), so its rows "
+            "cannot be appended to; move it away or use --force"
+        )
     if header is None or tuple(header[: len(CSV_COLUMNS)]) != CSV_COLUMNS:
         raise LamfastError(
             f"{path} is not a lamfast sweep CSV (unexpected header); move it away or use --force"

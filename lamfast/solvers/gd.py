@@ -31,7 +31,8 @@ Gradients (``G = 2 R Mx / do = [G1, G2]``)::
     free encoder:  dC = dS,  dD = dS + dW[:, do:]      tied (C = -D, S = 0):  dD = dW[:, do:]
 
 (checked against finite differences in ``tests/test_gd.py``). Everything is arranged so that only
-``(A - I) Moo`` costs ``do^3`` (learned decoder); the rest is ``O(dz do^2)``.
+``(A - I) Moo`` costs ``do^3`` (learned decoder), and, with ``Moo != I``, the ``G1 Moo^-1`` of
+the loss's value (:meth:`MomentObjective.value_grad`); the rest is ``O(dz do^2)``.
 
 Initialisation follows the training protocol (PyTorch ``nn.Linear`` default, bias-free LAM, see
 :func:`paper_init`). The default optimiser is Adam (the paper's) followed by an L-BFGS polish;
@@ -133,34 +134,34 @@ class MomentObjective:
         # The paper's worlds have E[o o^T] = I exactly (population moments): then (A - I) Moo,
         # the only do^3 product of a step, is (A - I) itself. Exact test, no tolerance.
         self.Moo_is_eye = bool(np.array_equal(self.Mx[:do, :do], np.eye(do)))
-        # With Moo = I the kernel needs the conditional second moment of delta given o,
-        # Sig = Mdd - Mdo Mdo^T (and its trace): see _value_grad_kernel.
-        if self.Moo_is_eye and config.GD_KERNEL_EYE:
-            Mdo = self.Mx[do:, :do]
-            self.Sig = np.ascontiguousarray(self.Mx[do:, do:] - Mdo @ Mdo.T)
-        else:
-            self.Sig = np.zeros((1, 1))
-        self.trSig = float(np.trace(self.Sig))
-        # Otherwise (finite samples, or GD_KERNEL_EYE off) the polish's evaluations take the
-        # loss from its residual through Moo^-1 and the Schur complement SigG (see the kernel);
-        # 1 x 1 placeholders where Moo is singular (fewer rows than do) or A is fixed.
-        self.Minv = self.SigG = np.zeros((1, 1))
-        if self.learned and self.Sig.shape[0] != do:
-            Moo, Mdo = self.Mx[:do, :do], self.Mx[do:, :do]
-            try:
-                np.linalg.cholesky(Moo)
-            except np.linalg.LinAlgError:
-                pass
-            else:
+        # The loss is taken from its residual (value_grad): that needs the Schur complement of
+        # Moo in Mx, SigG = Mdd - Mdo Moo^-1 Mdo^T, and Moo^-1 (None for Moo = I); both None
+        # where Moo is too ill-conditioned for an explicit inverse (fewer rows than do): there
+        # the loss stays the expansion. With Moo = I the kernel's fast path (GD_KERNEL_EYE)
+        # takes the same matrix as Sig, for either decoder; (0, 0) placeholders otherwise.
+        Moo, Mdo, Mdd = self.Mx[:do, :do], self.Mx[do:, :do], self.Mx[do:, do:]
+        self.Minv = self.SigG = None
+        schur = None
+        if self.Moo_is_eye:
+            schur = np.ascontiguousarray(Mdd - Mdo @ Mdo.T)
+        elif self.learned:
+            ev = np.linalg.eigvalsh(Moo)
+            if ev[0] > config.GD_RESIDUAL_RCOND * ev[-1]:
                 Minv = np.linalg.inv(Moo)
                 self.Minv = np.ascontiguousarray((Minv + Minv.T) / 2)
-                SigG = self.Mx[do:, do:] - Mdo @ self.Minv @ Mdo.T
-                self.SigG = np.ascontiguousarray((SigG + SigG.T) / 2)
+                schur = Mdd - Mdo @ self.Minv @ Mdo.T
+                schur = np.ascontiguousarray((schur + schur.T) / 2)
+        if self.learned:
+            self.SigG = schur
+        self.trSigG = float(np.trace(schur)) if self.SigG is not None else 0.0
+        eye_path = self.Moo_is_eye and config.GD_KERNEL_EYE
+        self.Sig = schur if eye_path else np.zeros((0, 0))
+        self.trSig = float(np.trace(self.Sig))
         # Identity plus low rank (the paper's worlds: Mdo = chi X P, Mdd and Sig = sigma^2 I plus
         # rank da or da + db): the kernel multiplies by the factors instead of the do x do
         # matrices (see identity_plus_low_rank; None where the structure does not hold exactly).
         self.factors = None
-        if self.Sig.shape[0] == do and config.GD_KERNEL_LOWRANK:
+        if eye_path and config.GD_KERNEL_LOWRANK:
             parts = (
                 identity_plus_low_rank(self.Mx[do:, :do], symmetric=False),
                 identity_plus_low_rank(self.Mx[do:, do:], symmetric=True),
@@ -237,17 +238,27 @@ class MomentObjective:
             AtMoo = At if self.Moo_is_eye else At @ Mx[:do, :do]
             V = At @ WM[:, :do].T - WM[:, do:].T
             BtR0M = (B.T @ At) @ self.Mo_ - B.T @ self.Md_
+            tr_r0 = float(np.sum(At * AtMoo)) - 2.0 * float(np.sum(At * self.Mdo)) + self.trMdd
         else:
             V = -WM[:, do:].T
             BtR0M = -(B.T @ self.Md_)
+            tr_r0 = self.trMdd
         BZ = B @ Z
-        # The loss from the residual map itself, R = [-(A - I) - B S, I - B D] (the prediction
-        # error is R x): tr(R Mx R^T). The expansion tr_r0 + 2 <B, V> + <B Z, B> cancels terms of
-        # size ||A||^2, which grows along the flat o-content of z (C -> C + F, A -> A - B F).
-        R = np.hstack([-B @ W[:, :do], np.eye(do) - B @ D])
+        G1 = None
         if self.learned:
-            R[:, :do] -= At
-        rec = float(np.sum(R * (R @ Mx))) / do
+            G1 = AtMoo - self.Mdo + B @ WM[:, :do]  # (R Mx)_o; dA = (2/do) G1 (+ kappa term)
+        if G1 is not None and self.SigG is not None:
+            # The loss from its residual, by the block LDL of Mx: tr(R Mx R^T) =
+            # tr(G1 Moo^-1 G1^T) + tr((B D - I) SigG (B D - I)^T). The expansion
+            # tr_r0 + 2 <B, V> + <B Z, B> cancels terms of size ||A||^2, and A grows along the
+            # flat o-content of z (C -> C + F, A -> A - B F): at ||A|| ~ 1e3 its rounding buried
+            # the polish's last decreases of the loss.
+            G1M = G1 if self.Minv is None else G1 @ self.Minv
+            Sg = self.SigG
+            rec = float(np.sum(G1 * G1M)) + self.trSigG - 2.0 * float(np.sum(D * (B.T @ Sg)))
+            rec = (rec + float(np.sum((B.T @ B) * (D @ Sg @ D.T)))) / do
+        else:
+            rec = (tr_r0 + 2.0 * float(np.sum(B * V)) + float(np.sum(BZ * B))) / do
         rec = max(rec, 0.0)
         total = rec
         c = 2.0 / do
@@ -258,7 +269,7 @@ class MomentObjective:
         dW = c * (BtR0M + BtB @ WM)
         if self.learned:
             # dA = (2/do) [(A - I) Moo - Mdo + B (W Mx)[:, :do]]
-            g["A"][...] = c * (AtMoo - self.Mdo + B @ WM[:, :do])
+            g["A"][...] = c * G1
         if k2 > 0:
             if self.learned:
                 total += k2 * float(np.sum(At * At)) / do
@@ -493,23 +504,34 @@ def _sumsq(x):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
+@njit
+def _schur_part(trS, D, BtS, BtB, DS):
+    """``tr((B D - I) S (B D - I)^T)`` for a symmetric ``S``, from ``tr S``, ``B^T S``,
+    ``B^T B`` and ``D S``: the delta part of the loss from its residual (the terms are of the
+    size of ``B D``, which the flat directions leave alone)."""
+    return trS - 2.0 * _sum_prod(D, BtS) + _sum_prod(BtB, np.dot(DS, D.T))
+
+
 @njit(inline="always")
 def _value_grad_kernel(
     theta, grad, Mx, Mo_, Md_, Mdo, traces, Sig, lowrank, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs,
     moo_eye, learned, free, k2, w, Sxx, Sax, trSaa, Mg, exact, do, dz, da,
 ):  # fmt: skip
-    """:meth:`MomentObjective.value_grad` as one kernel (same formulas, same layout of theta).
+    """:meth:`MomentObjective.value_grad` as one kernel (the same quantities, the same layout of
+    theta; the loss from its residual as there, but with ``Moo != I`` only where ``exact``: the
+    polish's evaluations).
 
     The Adam loop calls it thousands of times: in a kernel a step costs its matrix products and
     nothing else (tests/test_gd.py::test_kernel_matches_numpy guards the equality). With
     ``lowrank`` the constant blocks are applied through their factors ``Mdo = Lo Ro^T``,
     ``Mdd = cd I + Ld Rd^T``, ``Sig = cs I + Ls Rs^T`` (:func:`identity_plus_low_rank`): the only
     ``do x do x dz`` products left are the three with the dense decoder ``A``. ``traces`` holds
-    ``(tr Mdd, tr Sig)``, ``Mg`` ``(Moo^-1, SigG)`` (see :class:`MomentObjective`): packed,
+    ``(tr Mdd, tr Sig, tr SigG)``, ``Mg`` ``(Moo^-1, SigG)`` (see :class:`MomentObjective`; shape
+    ``(2, 0, 0)`` where there are none): packed,
     because the inlined call must stay within 30 arguments (beyond, CPython passes them as a
     tuple, which numba's inliner refuses).
     """
-    trMdd, trSig = traces[0], traces[1]
+    trMdd, trSig, trSigG = traces[0], traces[1], traces[2]
     oA, oB, oC, oD, oE, _ = _theta_offsets(do, dz, da, learned, free, False)
     B = theta[oB : oB + do * dz].reshape(do, dz)
     D = theta[oD : oD + dz * do].reshape(dz, do)
@@ -571,9 +593,8 @@ def _value_grad_kernel(
             BtSig = np.dot(Bt, Sig)
             DSig = np.dot(D, Sig)
             BtR0M = _join(Q, _minus(np.dot(Q, Mdo.T), BtSig))
-        # The loss from its residual (see the o block below), so tr_r0 holds the delta part:
-        # tr((I - B D) Sig (I - B D)^T), in quantities that the flat directions leave alone.
-        tr_r0 = trSig - 2.0 * _sum_prod(D, BtSig) + _sum_prod(BtB, np.dot(DSig, D.T))
+        # The loss from its residual (see below), so tr_r0 holds the delta part
+        tr_r0 = _schur_part(trSig, D, BtSig, BtB, DSig)
     elif learned:
         if not moo_eye:
             AtMoo = np.dot(At, np.ascontiguousarray(Mx[:do, :do]))
@@ -609,25 +630,21 @@ def _value_grad_kernel(
             for j in range(do):
                 gA[i * do + j] = c * (AtMoo[i, j] - Mdo[i, j] + BWMo[i, j])
     if learned and fast_eye:
-        # With Moo = I, tr(R Mx R^T) = ||G||^2 + tr((I - B D) Sig (I - B D)^T), G = -(R Mx)_o =
-        # dA / c. The expansion tr_r0 + 2 <B, V> + <B Z, B> cancels terms of size ||A||^2, and
-        # along the flat o-content of z (C -> C + F, A -> A - B F) A grows: at ||A|| ~ 1e3 its
-        # rounding (~1e-8) buried the last decreases of the loss and stopped the L-BFGS polish
-        # in a failed line search, far from the optimum (fig4-left, chi = 0.8, dz = 8).
+        # With Moo = I, tr(R Mx R^T) = ||G1||^2 + tr((B D - I) Sig (B D - I)^T), G1 = (R Mx)_o
+        # = dA / c (MomentObjective.value_grad). The expansion tr_r0 + 2 <B, V> + <B Z, B>
+        # cancels terms of size ||A||^2, and along the flat o-content of z (C -> C + F,
+        # A -> A - B F) A grows: at ||A|| ~ 1e3 its rounding (~1e-8) buried the last decreases
+        # of the loss and stopped the L-BFGS polish in a failed line search, far from the
+        # optimum (fig4-left, chi = 0.8, dz = 8).
         rec = (_sumsq(gA) / (c * c) + tr_r0) / do
     elif learned and exact and Mg.shape[1] == do:
-        # The same from the block LDL of Mx for any Moo: tr(R Mx R^T) = tr(G Moo^-1 G^T) +
-        # tr((I - B D) SigG (I - B D)^T), SigG = Mdd - Mdo Moo^-1 Mdo^T. A do^3 product more
-        # than the expansion, so only for the polish (exact: its line search needs the loss's
-        # last digits; Adam's stopping rule does not).
-        G = grad[oA : oA + do * do].reshape(do, do)
+        # Any Moo: tr(G1 Moo^-1 G1^T) + tr((B D - I) SigG (B D - I)^T). A do^3 product more
+        # than the expansion, so only for the polish (its line search needs the loss's last
+        # digits; Adam's stopping rule does not).
+        G1 = grad[oA : oA + do * do].reshape(do, do)
         Minv, SigG = Mg[0], Mg[1]
-        q = _sum_prod(G, np.dot(G, Minv)) / (c * c)
-        BtSig = np.dot(Bt, SigG)
-        t_d = -2.0 * _sum_prod(D, BtSig) + _sum_prod(BtB, np.dot(np.dot(D, SigG), D.T))
-        for i in range(do):
-            t_d += SigG[i, i]
-        rec = (q + t_d) / do
+        q = _sum_prod(G1, np.dot(G1, Minv)) / (c * c)
+        rec = (q + _schur_part(trSigG, D, np.dot(Bt, SigG), BtB, np.dot(D, SigG))) / do
     else:
         rec = (tr_r0 + 2.0 * _sum_prod(B, V) + _sum_prod(BZ, B)) / do
     if rec < 0.0:
@@ -772,12 +789,15 @@ def _kernel_args(obj) -> tuple:
     else:
         (_, Lo, Ro), (cd, Ld, Rd), (cs, Ls, Rs) = obj.factors
         factors = (True, Lo, Ro, cd, Ld, Rd, cs, Ls, Rs)
+    mg = np.zeros((2, 0, 0))
+    if obj.SigG is not None:
+        minv = np.eye(obj.do) if obj.Minv is None else obj.Minv
+        mg = np.ascontiguousarray(np.stack([minv, obj.SigG]))
     return (
-        obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, np.array([obj.trMdd, obj.trSig]), obj.Sig, *factors,
-        obj.Moo_is_eye, obj.learned, obj.free,
+        obj.Mx, obj.Mo_, obj.Md_, obj.Mdo, np.array([obj.trMdd, obj.trSig, obj.trSigG]),
+        obj.Sig, *factors, obj.Moo_is_eye, obj.learned, obj.free,
         obj.k2, obj.w, obj.Sxx if sup else empty, obj.Sax if sup else empty,
-        obj.trSaa if sup else 0.0, np.stack([obj.Minv, obj.SigG]), obj.do, obj.dz,
-        max(obj.da, 1),
+        obj.trSaa if sup else 0.0, mg, obj.do, obj.dz, max(obj.da, 1),
     )  # fmt: skip
 
 
