@@ -227,8 +227,8 @@ def render_reproduce_summary(result: dict) -> str:
     cold = _median([r["seconds"] for r in runs if r["kind"] == "cold"])
     vec = " with AVX-512" if m.get("avx512") else ""
     return (
-        f"On {m['cpus']} cores of an {m['cpu']}{vec} this takes {warm:.0f} s, "
-        f"{cold:.0f} s on the very first run, which compiles the kernels "
+        f"On {m['cpus']} cores of an {m['cpu']}{vec} this takes {warm:.1f} s, "
+        f"{cold:.1f} s on the very first run, which compiles the kernels "
         f"({result['date'][:10]}; [how it was measured](docs/reproduce.md#wall-time)).\n"
     )
 
