@@ -73,18 +73,25 @@ def machine() -> dict:
 
 
 def host_probe() -> float:
-    """Seconds of a fixed single-thread job (median of 5 eigendecompositions of one seeded
-    400 x 400 matrix): the host's speed at the time, for comparing tables measured at
-    different times on a shared VM, whose load average does not show its neighbours."""
+    """Seconds of a fixed single-thread job (median of 9 eigendecompositions of one seeded
+    400 x 400 matrix, after a second of the same and a few multi-threaded products: without
+    them the probe read 20 ms before a run and 14.5 ms after it): the host's speed at the time, for
+    comparing tables measured at different times on a shared VM, whose load average does not
+    show its neighbours."""
     import numpy as np
 
     from lamfast._blas import one_blas_thread
     from lamfast.benchmarks import median_time
 
-    X = np.random.default_rng(0).standard_normal((400, 400))
-    C = X @ X.T
+    X = np.random.default_rng(0).standard_normal((1000, 1000))
+    for _ in range(3):
+        X @ X  # OpenBLAS's threads up first: until they are, one-thread eigh is ~30% slower
+    C = X[:400, :400] @ X[:400, :400].T
     with one_blas_thread():
-        return median_time(lambda: np.linalg.eigh(C), 5)
+        start = time.perf_counter()
+        while time.perf_counter() - start < 1.0:
+            np.linalg.eigh(C)
+        return median_time(lambda: np.linalg.eigh(C), 9)
 
 
 def _commit() -> str:
