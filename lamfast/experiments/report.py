@@ -457,6 +457,11 @@ def _fmt_x(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
+def _fit_key(row: dict) -> tuple:
+    """The grid point of a row: one fit, whatever the number of its evaluation rows."""
+    return tuple(row[c] for c in KEY_COLUMNS if c != "eval")
+
+
 # ------------------------------------------------------------------------------ the report
 def render(
     names,
@@ -505,9 +510,8 @@ def render(
         f"- wall time: {seconds:.1f} s ({compute_seconds:.1f} s computing, {jobs} worker "
         f"process{'es' if jobs != 1 else ''})",
     ]
-    # one fit per grid point, whatever the number of its evaluation rows
     fits = {
-        tuple(r[c] for c in KEY_COLUMNS if c != "eval"): r["converged"]
+        _fit_key(r): r["converged"]
         for n in names
         for r in by_panel[n]
         if r.get("converged") is not None
@@ -554,13 +558,7 @@ def render(
             verdict = {True: "yes", False: "**NO**", None: "not checked"}[c.ok]
             lines.append(f"| {c.claim} | {c.test} | {c.value} | {verdict} |")
         lines.append("")
-        stuck = list(
-            {
-                tuple(r[c] for c in KEY_COLUMNS if c != "eval"): r
-                for r in rows
-                if r.get("converged") is False
-            }.values()
-        )
+        stuck = list({_fit_key(r): r for r in rows if r.get("converged") is False}.values())
         if stuck:
             where = "; ".join(
                 ", ".join(f"{k} = {_fmt_x(r[k])}" for k, _ in panel.axes) for r in stuck
